@@ -1,0 +1,27 @@
+# The two commands a newcomer needs: `make lab` and `make test`. Both prepare everything
+# first (scripts/setup.sh is idempotent), so either works from a fresh clone.
+.PHONY: lab test setup setup-test services-stop lint bench clean
+
+lab: setup
+	scripts/lab
+
+test: setup-test
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+setup:
+	scripts/setup.sh
+
+setup-test:
+	scripts/setup.sh --test
+
+services-stop:
+	scripts/services.sh stop
+
+lint: setup
+	.venv/bin/ruff check edu_runtime vm_compare edu_cli tests bench lessons
+
+bench: setup-test
+	.venv/bin/python bench/cli_startup.py
+
+clean:
+	rm -rf .venv .pytest_cache

@@ -1,0 +1,66 @@
+"""``edu``: Docker's verbs over edu_runtime, with Docker's exit codes.
+
+argparse, not click or typer: it is in the standard library and costs a few milliseconds
+to import, and ``edu run`` pays every import on every start (see bench/cli_startup.py).
+Commands import what they need inside their handler, so ``edu run`` never loads doctor's,
+pyroute2's or libvirt's modules. Errors a student can meet are printed as sentences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edu_runtime import __version__
+
+#: Docker's exit codes: the runtime itself failed before the command ran.
+EXIT_RUNTIME_ERROR = 125
+
+
+class UserError(Exception):
+    """An error the user can fix: printed as one sentence, exit 125 unless given."""
+
+    def __init__(self, message: str, code: int = EXIT_RUNTIME_ERROR):
+        super().__init__(message)
+        self.code = code
+
+
+def _doctor(args) -> int:
+    from . import doctor
+
+    return doctor.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every ``edu`` command."""
+    p = argparse.ArgumentParser(prog="edu", description="A container runtime you can watch.")
+    p.add_argument("--version", action="version", version=f"edu {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("doctor", help="what this machine can do for the course")
+    d.add_argument("--json", action="store_true", help="print the report as JSON")
+    d.add_argument("--refresh", action="store_true",
+                   help="probe again instead of using verdicts cached for this boot")
+    d.set_defaults(func=_doctor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``edu``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"edu: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("edu: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The one place that talks to libc: syscalls through ctypes, and readers for /proc and /sys.
+
+Every other module asks the kernel for things through this file, so a student who wants to
+know which syscalls a container costs can read one page, and a test can see every call.
+Python 3.11's ``os`` module has no ``unshare``, ``setns``, ``mount`` or ``pivot_root``, so
+they are bound here from libc with ``use_errno=True`` and raise ``OSError`` like ``os`` does.
+
+Introduced in notebooks/00-start-here; each syscall is taught in the lesson of its step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+# Namespace flags, from <linux/sched.h>. The name is the one in /proc/PID/ns/.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+NAMESPACES: dict[str, int] = {
+    "cgroup": CLONE_NEWCGROUP,
+    "ipc": CLONE_NEWIPC,
+    "mnt": CLONE_NEWNS,
+    "net": CLONE_NEWNET,
+    "pid": CLONE_NEWPID,
+    "user": CLONE_NEWUSER,
+    "uts": CLONE_NEWUTS,
+}
+
+# mount(2) flags, from <linux/mount.h>.
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MNT_DETACH = 2
+
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+
+# Capability numbers, from <linux/capability.h>, in order: CAPS[n] is capability n.
+CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+]
+
+
+def _check(result: int, what: str, path: str | None = None) -> int:
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", path)
+    return result
+
+
+def unshare(flags: int) -> None:
+    """unshare(2): move this process into new namespaces (``CLONE_NEW*`` flags)."""
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """setns(2): join the namespace that ``fd`` (an open /proc/PID/ns/X) refers to."""
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int = 0,
+          data: str | None = None) -> None:
+    """mount(2), with Python strings."""
+    _check(
+        _libc.mount(
+            source.encode(), target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {fstype or ''} {target}".replace("  ", " "),
+        target,
+    )
+
+
+def umount(target: str, flags: int = 0) -> None:
+    """umount2(2)."""
+    _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), "umount", target)
+
+
+def prctl(option: int, arg2: int = 0) -> int:
+    """prctl(2) with one argument, returning the kernel's answer."""
+    return _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), 0, 0, 0), "prctl")
+
+
+def get_child_subreaper() -> bool:
+    """True if this process adopts its orphaned descendants (PR_GET_CHILD_SUBREAPER)."""
+    value = ctypes.c_int(0)
+    _check(_libc.prctl(ctypes.c_int(PR_GET_CHILD_SUBREAPER), ctypes.byref(value), 0, 0, 0),
+           "prctl")
+    return bool(value.value)
+
+
+def in_child(fn: Callable[[], int], timeout: float | None = None) -> int:
+    """Run ``fn`` in a forked child and return its result (0..255) or ``-signal``.
+
+    The child only makes syscalls and calls ``os._exit``: safe even from a threaded Jupyter
+    kernel. An exception in the child becomes its errno (or 255), so the parent can tell
+    EPERM from EINVAL. The child is always reaped.
+    """
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 255
+        try:
+            code = int(fn())
+        except OSError as exc:
+            code = exc.errno or 255
+        except BaseException:  # noqa: B036 - a child must never return into the caller
+            code = 255
+        finally:
+            os._exit(code & 0xFF)
+    return wait_status(pid, timeout)
+
+
+def wait_status(pid: int, timeout: float | None = None) -> int:
+    """Reap ``pid``: its exit code, or ``-signal`` if killed; SIGKILL it after ``timeout``."""
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG if deadline else 0)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            _, status = os.waitpid(pid, 0)
+            break
+        time.sleep(0.005)
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def errno_name(code: int) -> str:
+    """``EPERM`` for 1 and so on; ``exit N`` for codes that are not errnos."""
+    return errno.errorcode.get(code, f"exit {code}")
+
+
+# ---- readers for /proc and /sys -----------------------------------------------------------
+
+def read(path: str | Path, default: str | None = None) -> str | None:
+    """The text of a /proc or /sys file, stripped; ``default`` if it cannot be read."""
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return default
+
+
+def proc_status(pid: int | str = "self") -> dict[str, str]:
+    """/proc/PID/status as a dict (``CapBnd``, ``PPid``, ``State``, ...)."""
+    out: dict[str, str] = {}
+    for line in (read(f"/proc/{pid}/status", "") or "").splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+def decode_caps(mask: int | str) -> list[str]:
+    """Names of the capabilities set in a mask such as CapEff's hex string."""
+    value = int(mask, 16) if isinstance(mask, str) else mask
+    return [name for bit, name in enumerate(CAPS) if value >> bit & 1] + [
+        f"CAP_{bit}" for bit in range(len(CAPS), 64) if value >> bit & 1
+    ]
+
+
+def mountinfo(pid: int | str = "self") -> list[dict[str, str]]:
+    """/proc/PID/mountinfo parsed: mount id, mount point, fs type, source, options."""
+    return parse_mountinfo(read(f"/proc/{pid}/mountinfo", "") or "")
+
+
+def parse_mountinfo(text: str) -> list[dict[str, str]]:
+    """Parse mountinfo text (see proc(5)); fields after the ``-`` separator are fs-specific."""
+    mounts = []
+    for line in text.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rest = left.split(), right.split()
+        if len(fields) < 6 or len(rest) < 2:
+            continue
+        mounts.append({
+            "id": fields[0],
+            "parent": fields[1],
+            "root": _unescape(fields[3]),
+            "mount_point": _unescape(fields[4]),
+            "mount_options": fields[5],
+            "optional": " ".join(fields[6:]),
+            "fstype": rest[0],
+            "source": _unescape(rest[1]),
+            "super_options": rest[2] if len(rest) > 2 else "",
+        })
+    return mounts
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as octal (\040 ...).
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+
+def boot_id() -> str:
+    """This kernel's boot id: equal in every container on the host, different in a VM."""
+    return read("/proc/sys/kernel/random/boot_id", "") or ""

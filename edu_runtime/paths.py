@@ -1,0 +1,55 @@
+"""Where edu keeps its files, per user.
+
+Root uses the system paths (``/var/lib/edu``, ``/run/edu``, ``/var/cache/edu``); anyone else
+uses the XDG paths under their home, so rootless students sharing one machine never see each
+other's images or containers. Introduced in notebooks/00-start-here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _xdg(var: str, default: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / default
+
+
+def is_root() -> bool:
+    """True when running with euid 0 (system paths and full privileges)."""
+    return os.geteuid() == 0
+
+
+def state_dir() -> Path:
+    """Persistent state: the image store, volumes, leases."""
+    if "EDU_STATE_DIR" in os.environ:
+        return Path(os.environ["EDU_STATE_DIR"])
+    return Path("/var/lib/edu") if is_root() else _xdg("XDG_DATA_HOME", ".local/share") / "edu"
+
+
+def run_dir() -> Path:
+    """Runtime state that dies with the boot: container records, sockets, locks."""
+    if "EDU_RUN_DIR" in os.environ:
+        return Path(os.environ["EDU_RUN_DIR"])
+    if is_root():
+        return Path("/run/edu")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "edu" if runtime else Path(f"/tmp/edu-{os.getuid()}")
+
+
+def cache_dir() -> Path:
+    """Re-creatable downloads and builds: the guest kernel, probe guests, doctor verdicts.
+
+    For root this is ``/var/cache/edu``, which libvirt's qemu user can read (``/root`` is
+    mode 700, so a guest kernel kept there could not be opened by ``qemu:///system``).
+    """
+    if "EDU_CACHE_DIR" in os.environ:
+        return Path(os.environ["EDU_CACHE_DIR"])
+    return Path("/var/cache/edu") if is_root() else _xdg("XDG_CACHE_HOME", ".cache") / "edu"
+
+
+def ensure(path: Path, mode: int = 0o755) -> Path:
+    """Create ``path`` (and parents) if missing and return it."""
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    return path

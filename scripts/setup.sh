@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Prepare everything the course needs; `make lab` and `make test` both run this first.
+# Idempotent: each step checks before it acts, so a second run takes seconds.
+#
+#   scripts/setup.sh          system packages, .venv, services, guest kernel, probe guest
+#   scripts/setup.sh --test   the same, plus the services only tests need (dockerd, registry)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/common.sh
+
+for_tests=0
+[ "${1:-}" = "--test" ] && for_tests=1
+
+# Debian/Ubuntu packages. gcc, pkg-config and the headers are for libvirt-python, which
+# builds from source; docker.io and docker-registry are the real peers the tests compare with.
+PACKAGES=(gcc python3-dev python3-venv pkg-config busybox-static cpio e2fsprogs
+          qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-dev iproute2 nftables
+          uidmap tini runc debootstrap skopeo docker.io docker-registry)
+
+missing_packages() {
+    local p
+    for p in "${PACKAGES[@]}" "$(rootless_net_package)"; do
+        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" \
+            || echo "$p"
+    done
+}
+
+rootless_net_package() {
+    # pasta (from passt) where the distro has it, else slirp4netns (older Ubuntu).
+    if apt-cache show passt >/dev/null 2>&1; then echo passt; else echo slirp4netns; fi
+}
+
+install_packages() {
+    local missing
+    missing=$(missing_packages | tr '\n' ' ')
+    if [ -z "${missing// /}" ]; then
+        echo "    all ${#PACKAGES[@]} packages present"
+        return 0
+    fi
+    if ! is_root; then
+        echo "    missing: $missing"
+        echo "    run once as root:  sudo apt-get install -y $missing"
+        echo "    (continuing: what needs them will say so in 'edu doctor')"
+        return 0
+    fi
+    echo "    installing: $missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $missing >/tmp/edu-apt.log 2>&1 \
+        || { tail -20 /tmp/edu-apt.log; return 1; }
+}
+
+make_venv() {
+    local stamp want
+    want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+    stamp=.venv/.edu-installed
+    if [ -x .venv/bin/python ] && [ "$(cat $stamp 2>/dev/null)" = "$want" ]; then
+        echo "    .venv is up to date"
+        return 0
+    fi
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[dev]'
+    echo "$want" > $stamp
+}
+
+step "system packages (apt-get)" \
+     "run 'sudo apt-get update' and try again; see /tmp/edu-apt.log" install_packages
+step "Python environment in .venv (pip install -e .[dev])" \
+     "check that python3 >= 3.11 and python3-venv are installed, then delete .venv and retry" \
+     make_venv
+if is_root; then
+    step "services: virtlogd and libvirtd (under tini -s)" \
+         "see /var/log/edu/libvirtd.log; 'scripts/services.sh status' shows what runs" \
+         scripts/services.sh start libvirt
+    if [ $for_tests = 1 ]; then
+        step "services for tests: dockerd and a registry on 127.0.0.1:5000" \
+             "see /var/log/edu/dockerd.log and registry.log" \
+             scripts/services.sh start docker registry
+    fi
+else
+    echo "==> services: not root, so libvirt is qemu:///session and dockerd is not started"
+fi
+step "guest kernel (Debian's linux-image-amd64) and the probe guest" \
+     "run 'sudo apt-get update' (apt-get download needs the package lists), then retry" \
+     .venv/bin/python -m vm_compare.setup
+echo "==> ready"

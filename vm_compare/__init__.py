@@ -1,0 +1,12 @@
+"""vm_compare: boot a real virtual machine and measure it against a container.
+
+The lessons put a container and a VM side by side on the student's own machine. This package
+holds the VM half: a pinned Debian guest kernel (``kernel_pkg``), a readable initramfs writer
+(``initramfs``), a tiny probe guest that boots and reports back (``probe_guest``), and the
+probes ``edu doctor`` runs (``probes``).
+
+Nothing heavy is imported here: ``libvirt`` is imported inside the functions that need it, so
+``import vm_compare`` (and the ``edu`` CLI) stays fast. Import the submodules you need.
+
+Introduced in notebooks/06-vm-compare.
+"""
