@@ -89,11 +89,9 @@ def test_namespaces_match_unshare(ns, flag):
     assert (f["created"][ns] == "ok") == direct, (ns, f["created"][ns])
 
 
-def test_overlay_matches_mount(tmp_path):
+def test_overlay_matches_mount():
     need(shutil.which("unshare") is not None, "util-linux unshare missing")
     f = probes.facts_overlay()
-    for d in ("l", "u", "w", "m"):
-        (tmp_path / d).mkdir()
     userns = "--user --map-root-user " if os.geteuid() != 0 else ""
     extra = ",userxattr" if os.geteuid() != 0 else ""
     # Direct probe in the same filesystem as the store, since that is what doctor answers for.
@@ -110,8 +108,7 @@ def test_overlay_matches_mount(tmp_path):
     assert (f["direct"] == "ok") == direct
     assert probes.judge_overlay(f).status == (PASS if direct else
                                               WARN if f.get("upper_on_tmpfs") == "ok" else FAIL)
-    # Nothing of the probe is left: no mount, no temp dir.
-    assert "overlay" not in sh("grep -c ' - overlay ' /proc/self/mountinfo").stdout or True
+    # Nothing of the probe is left: no temp dir (mounts: see the next test).
     assert not list(store.glob(".doctor-overlay-*"))
 
 

@@ -21,7 +21,7 @@ import pytest
 from vm_compare import initramfs, kernel_pkg, probe_guest, probes
 from vm_compare.probe_guest import BootResult
 
-UNDER_CI = bool(os.environ.get("CI"))
+UNDER_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
 def skip_or_fail(reason: str) -> None:
@@ -149,6 +149,7 @@ def qemu_using(initrd: Path) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_probe_guest_boots_under_tcg(kernel):
     boot = probe_guest.boot_raw("tcg", timeout=90, kernel=kernel)
     assert boot.seen, f"no marker; console:\n{boot.console}\nstderr:\n{boot.stderr}"
@@ -256,6 +257,7 @@ def test_probe_kvm_without_kernel(tmp_path, monkeypatch):
     assert "make lab" in v["fix"]
 
 
+@pytest.mark.slow
 def test_probe_kvm_runs_once_then_uses_cache(cache_dir):
     first = probes.probe_kvm(progress=lambda _msg: None)
     assert first["status"] in ("pass", "warn"), first["summary"]
@@ -277,6 +279,7 @@ def test_probe_kvm_runs_once_then_uses_cache(cache_dir):
     assert qemu_children() == []
 
 
+@pytest.mark.slow
 def test_probe_kvm_cache_is_keyed_by_host_boot(cache_dir):
     probes.probe_kvm(progress=lambda _msg: None)
     cache = probes.kvm_cache_path()

@@ -24,9 +24,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from edu_runtime import paths
 
@@ -127,7 +127,7 @@ def package_version(package: str) -> str:
 
 
 def _fetch(package: str, version: str, root: Path, progress) -> KernelInfo:
-    """Download, unpack, prune and record one kernel; the final rename makes it appear atomically."""
+    """Download, unpack, prune and record one kernel; a final rename makes it appear at once."""
     work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=root))
     try:
         progress(f"guest kernel: downloading {package}={version} (about 70 MB)")
@@ -222,7 +222,7 @@ def _read_manifest(manifest: Path) -> KernelInfo | None:
 
 def _make_readable_tree(tree: Path) -> None:
     """Directories 0755, files 0644 (0755 if executable): libvirt's qemu user must read them."""
-    for dirpath, dirnames, filenames in os.walk(tree):
+    for dirpath, _dirnames, filenames in os.walk(tree):
         os.chmod(dirpath, 0o755)
         for name in filenames:
             path = os.path.join(dirpath, name)

@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from edu_runtime import paths
 from vm_compare import kernel_pkg, probe_guest
@@ -234,7 +234,11 @@ def libvirt_verdict(facts: dict) -> dict:
     uri = facts.get("uri")
     if not facts.get("module"):
         return result(
-            "libvirt", "fail", "the libvirt Python module is not installed", LIBVIRT_MISSING_FIX
+            "libvirt",
+            "fail",
+            "the libvirt Python module is not installed",
+            LIBVIRT_MISSING_FIX,
+            uri=uri,
         )
     error = facts.get("error")
     if error:
