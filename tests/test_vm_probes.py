@@ -166,8 +166,11 @@ def test_probe_guest_boots_under_tcg(kernel):
     assert qemu_children() == []
 
 
-def test_boot_timeout_kills_and_reaps_qemu(kernel):
+def test_boot_timeout_kills_and_reaps_qemu(cache_dir, kernel):
+    # A private cache dir gives this test its own initramfs path, so a probe guest that some
+    # other process boots at the same time (edu doctor, a parallel test run) is not counted.
     initrd = probe_guest.ensure_probe_initramfs()
+    assert initrd.is_relative_to(cache_dir)
     start = time.monotonic()
     boot = probe_guest.boot_raw("tcg", timeout=0.5, kernel=kernel)
     assert time.monotonic() - start < 5
@@ -280,16 +283,17 @@ def test_probe_kvm_runs_once_then_uses_cache(cache_dir):
 
 
 @pytest.mark.slow
-def test_probe_kvm_cache_is_keyed_by_host_boot(cache_dir):
-    probes.probe_kvm(progress=lambda _msg: None)
-    cache = probes.kvm_cache_path()
-    stored = json.loads(cache.read_text())
-    stored["key"]["host_boot_id"] = "00000000-0000-0000-0000-000000000000"  # "a previous boot"
-    stored["verdict"]["summary"] = "stale"
-    cache.write_text(json.dumps(stored))
+def test_probe_kvm_cache_is_keyed_by_host_boot(cache_dir, kernel):
+    # A verdict cached during "a previous boot" of the host must not be believed.
+    key = probes._kvm_cache_key(kernel)
+    key["host_boot_id"] = "00000000-0000-0000-0000-000000000000"
+    stale = probes.result("kvm", "pass", "stale", accel="kvm")
+    probes._write_cache(probes.kvm_cache_path(), key, stale)
     fresh = probes.probe_kvm(progress=lambda _msg: None)
     assert fresh["data"]["cached"] is False
     assert fresh["summary"] != "stale"
+    stored = json.loads(probes.kvm_cache_path().read_text())
+    assert stored["key"]["host_boot_id"] == probes.host_boot_id()
 
 
 # --- libvirt --------------------------------------------------------------------------------

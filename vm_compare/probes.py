@@ -64,9 +64,7 @@ def kvm_verdict(kvm_boot: BootResult | None, tcg_boot: BootResult | None) -> dic
             "warn",
             f"KVM unusable ({_why_not(kvm_boot)}), using TCG "
             f"(guest reached its marker in {tcg_boot.seconds:.1f} s)",
-            "VM lessons still run, only slower (software emulation). For KVM: enable hardware "
-            "virtualisation (nested virtualisation on a cloud VM), make /dev/kvm readable "
-            "(group kvm), then re-check with `edu doctor --refresh`.",
+            _kvm_fix(kvm_boot),
             accel="tcg",
             boots=boots,
         )
@@ -163,6 +161,18 @@ def _why_not(boot: BootResult | None) -> str:
     errors = [line for line in boot.stderr.splitlines() if "warning" not in line.lower()]
     last = (errors or boot.stderr.splitlines() or ["no output"])[-1]
     return f"qemu exited with status {boot.returncode}: {last}"
+
+
+def _kvm_fix(kvm_boot: BootResult | None) -> str:
+    """What to do about an unusable KVM, judged from how the KVM boot failed."""
+    if kvm_boot is not None and "Permission denied" in kvm_boot.stderr:
+        todo = "add yourself to the kvm group (adduser $USER kvm) and log in again"
+    else:
+        todo = "enable hardware virtualisation (on a cloud VM: nested virtualisation)"
+    return (
+        f"VM lessons still run, only slower (software emulation). For KVM: {todo}, "
+        "then re-check with `edu doctor --refresh`."
+    )
 
 
 def _boot_summary(boot: BootResult | None) -> dict | None:
