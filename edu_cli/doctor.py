@@ -69,12 +69,12 @@ def assemble(results: Iterable[ProbeResult]) -> Report:
     return Report(results, not blocking, verdict)
 
 
-def vm_probes(refresh: bool = False) -> list[ProbeResult]:
+def vm_probes(refresh: bool = False, fetch: bool = False) -> list[ProbeResult]:
     """KVM and libvirt, from vm_compare; a VM problem degrades one lesson, never blocks."""
     from vm_compare import probes  # imported here: doctor only, never on `edu run`'s path
 
     out = []
-    for name, call in (("kvm", lambda: probes.probe_kvm(refresh=refresh)),
+    for name, call in (("kvm", lambda: probes.probe_kvm(refresh=refresh, fetch=fetch)),
                        ("libvirt", probes.probe_libvirt)):
         try:
             d = call()
@@ -87,21 +87,22 @@ def vm_probes(refresh: bool = False) -> list[ProbeResult]:
     return out
 
 
-def run_doctor(refresh: bool = False, progress: Callable[[str], None] | None = None) -> Report:
+def run_doctor(refresh: bool = False, fetch: bool = False,
+               progress: Callable[[str], None] | None = None) -> Report:
     """Run every probe on this machine and assemble the report."""
     if progress:
         progress("probing the kernel: namespaces, cgroups, overlayfs, capabilities ...")
     results = runtime_probes()
     if progress:
         progress("probing virtual machines: KVM (by booting the probe guest), libvirt ...")
-    results += vm_probes(refresh=refresh)
+    results += vm_probes(refresh=refresh, fetch=fetch)
     return assemble(results)
 
 
 def main(args) -> int:
     """Entry point for ``edu doctor``."""
     say = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    report = run_doctor(refresh=args.refresh, progress=say)
+    report = run_doctor(refresh=args.refresh, fetch=args.fetch, progress=say)
     if args.json:
         print(report.to_json())
     else:

@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print the report as JSON")
     d.add_argument("--refresh", action="store_true",
                    help="probe again instead of using verdicts cached for this boot")
+    d.add_argument("--fetch", action="store_true",
+                   help="download the guest kernel first if it is missing (about 70 MB)")
     d.set_defaults(func=_doctor)
     return p
 

@@ -165,7 +165,8 @@ def facts_namespaces() -> dict[str, Any]:
     out = {}
     for name, flag in sorted(kernel.NAMESPACES.items()):
         code = kernel.in_child(lambda flag=flag: _unshare_and_check(flag, rootless), timeout=10)
-        out[name] = "ok" if code == 0 else kernel.errno_name(code) if code > 0 else f"signal {-code}"
+        out[name] = "ok" if code == 0 else \
+            kernel.errno_name(code) if code > 0 else f"signal {-code}"
     return {"rootless": rootless, "created": out}
 
 

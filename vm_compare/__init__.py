@@ -8,5 +8,5 @@ probes ``edu doctor`` runs (``probes``).
 Nothing heavy is imported here: ``libvirt`` is imported inside the functions that need it, so
 ``import vm_compare`` (and the ``edu`` CLI) stays fast. Import the submodules you need.
 
-Introduced in notebooks/06-vm-compare.
+Introduced in notebooks/01-containers-vs-vms.
 """

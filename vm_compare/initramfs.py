@@ -11,7 +11,7 @@ made, and so the output is deterministic: entries are sorted, every mtime is the
 value, owners are root, and inode numbers are just 1, 2, 3... The same inputs give the same
 bytes, so a hash of the image is a fair cache key.
 
-Introduced in notebooks/06-vm-compare.
+Introduced in notebooks/01-containers-vs-vms.
 """
 
 from __future__ import annotations

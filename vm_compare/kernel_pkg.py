@@ -12,7 +12,7 @@ What we keep: ``boot/vmlinuz-*`` (what QEMU's ``-kernel`` loads) and ``lib/modul
 lessons load ``virtio_blk`` and ``ext4`` from it). Everything is made world-readable, because
 ``qemu:///system`` runs QEMU as the ``libvirt-qemu`` user, which must open these files.
 
-Introduced in notebooks/06-vm-compare.
+Introduced in notebooks/01-containers-vs-vms.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ on some hosts (nested virtualisation, for one) ``/dev/kvm`` opens fine and a KVM
 hangs forever in its firmware. Only a real boot with a deadline tells the truth, so every boot
 here has a timeout, and on timeout QEMU is killed and reaped: no zombie, no stray process.
 
-Introduced in notebooks/06-vm-compare.
+Introduced in notebooks/01-containers-vs-vms.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ The KVM probe boots real guests, which takes seconds, so its verdict is cached i
 ``cache_dir()/doctor/kvm.json``. The cache key is what could change the answer: the host's boot
 id (a reboot may load or unload kvm modules), the QEMU version and the guest kernel and initramfs.
 
-Introduced in notebooks/00-start-here (edu doctor) and notebooks/06-vm-compare.
+Introduced in notebooks/00-start-here (edu doctor) and notebooks/01-containers-vs-vms.
 """
 
 from __future__ import annotations
