@@ -180,8 +180,10 @@ def test_libvirt_matches_virsh():
     need(shutil.which("virsh") is not None, "virsh missing (libvirt-clients)")
     uri = "qemu:///system" if os.geteuid() == 0 else "qemu:///session"
     direct = sh(f"virsh -c {uri} version").returncode == 0
-    [_, libvirt] = doctor.vm_probes()
-    assert (libvirt.status == PASS) == direct, libvirt
+    from vm_compare.probes import probe_libvirt
+
+    libvirt = probe_libvirt()
+    assert (libvirt["status"] == PASS) == direct, libvirt
 
 
 def test_doctor_json_cli(python):
