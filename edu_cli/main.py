@@ -13,16 +13,7 @@ import sys
 
 from edu_runtime import __version__
 
-#: Docker's exit codes: the runtime itself failed before the command ran.
-EXIT_RUNTIME_ERROR = 125
-
-
-class UserError(Exception):
-    """An error the user can fix: printed as one sentence, exit 125 unless given."""
-
-    def __init__(self, message: str, code: int = EXIT_RUNTIME_ERROR):
-        super().__init__(message)
-        self.code = code
+from .errors import UserError
 
 
 def _doctor(args) -> int:
@@ -44,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--fetch", action="store_true",
                    help="download the guest kernel first if it is missing (about 70 MB)")
     d.set_defaults(func=_doctor)
+
+    from . import images
+
+    images.register(sub)
     return p
 
 

@@ -87,4 +87,30 @@ fi
 step "guest kernel (Debian's linux-image-amd64) and the probe guest" \
      "run 'sudo apt-get update' (apt-get download needs the package lists), then retry" \
      .venv/bin/python -m vm_compare.setup
+step "base image busybox (every later lesson and test uses it)" \
+     "see the message above; 'edu bootstrap busybox' retries" \
+     .venv/bin/edu bootstrap busybox
+
+offer_more_images() {
+    local have
+    have=$(.venv/bin/edu images 2>/dev/null | awk 'NR>1 {print $1}' | sort -u | tr '\n' ' ')
+    local want=()
+    for name in debian python node; do
+        [[ " $have " == *" $name "* ]] || want+=("$name")
+    done
+    [ ${#want[@]} -gt 0 ] || return 0
+    if [ -t 0 ] && [ -t 1 ]; then
+        read -r -p "    Build the ${want[*]} base images now (debootstrap, about 2 min)? [y/N] " a
+        case $a in
+            y|Y|yes) .venv/bin/edu bootstrap "${want[@]}" ;;
+            *) echo "    later: .venv/bin/edu bootstrap ${want[*]}" ;;
+        esac
+    else
+        echo "    not at a terminal; build them later with: .venv/bin/edu bootstrap ${want[*]}"
+    fi
+}
+if [ $for_tests = 0 ]; then
+    step "more base images (debian, python, node)" \
+         "see the message above; 'edu bootstrap debian' retries" offer_more_images
+fi
 echo "==> ready"

@@ -74,7 +74,7 @@ class Reference:
 
 def parse(text: str, default_tag: bool = True) -> Reference:
     """Parse ``text`` as Docker does; with ``default_tag`` a bare name gets ``:latest``."""
-    if not text or text != text.strip():
+    if not text or any(c.isspace() for c in text):
         raise ReferenceError(f"invalid reference format: {text!r} is empty or has spaces")
     rest, digest = text, None
     if "@" in rest:

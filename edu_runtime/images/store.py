@@ -182,10 +182,16 @@ class Store:
             outer = self._added is not None
             if not outer:
                 self._added = []
+                index_before = self.index_path.read_bytes() if self.index_path.exists() \
+                    else None
             try:
                 yield
             except BaseException:
                 if not outer:
+                    if index_before is None:
+                        self.index_path.unlink(missing_ok=True)
+                    else:
+                        _write_atomic(self.index_path, index_before)
                     for path in reversed(self._added):
                         if path.is_dir():
                             shutil.rmtree(path, ignore_errors=True)
