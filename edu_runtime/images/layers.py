@@ -1,0 +1,802 @@
+"""Layer tars in and out: unpack an OCI layer into an overlay lowerdir, and pack a dir back.
+
+An image layer is a tar of the files one build step added, changed or deleted. We unpack each
+layer on its own into its own directory, and overlayfs stacks those directories into a
+container's root. Three things make that more than ``tar -x``:
+
+* **Deletions.** A layer cannot leave a file out to delete it, so OCI marks deletions with
+  names: ``.wh.NAME`` removes ``NAME`` from the layers below, and ``DIR/.wh..wh..opq`` hides
+  everything below in ``DIR``. Overlayfs has its own markers, so we translate: ``.wh.NAME``
+  becomes a character device 0:0 called ``NAME`` (overlay's *whiteout*), and the opaque marker
+  becomes the xattr ``trusted.overlay.opaque=y`` on ``DIR`` (``user.overlay.opaque`` when
+  rootless, for overlay's ``userxattr`` mode). :func:`pack` translates back. Since Linux 5.8
+  any user may mknod a 0:0 device (only that one), so rootless unpacks make the same
+  whiteouts. Where mknod is refused anyway (a seccomp or LSM policy), a rootless unpack
+  falls back to overlay's other whiteout (Linux 6.7+): an empty file with
+  ``user.overlay.whiteout=y``, honoured in lower layers when its directory is marked as
+  holding such files with ``user.overlay.opaque=x``.
+* **Hostile input.** A layer is a file from the internet, unpacked as root. A member named
+  ``../../etc/cron.d/x``, or a symlink ``etc -> /etc`` followed by a member ``etc/passwd``,
+  must not write outside the layer. Every path is opened with ``openat2(RESOLVE_IN_ROOT)``,
+  which resolves ``..`` and every symlink *as if the layer dir were /*, and the last
+  component is always created fresh (``O_EXCL``, never followed). A parent symlink inside the
+  layer is allowed, as Docker allows it, but it lands inside the layer: ``etc -> /x`` makes
+  ``etc/passwd`` go to ``<layer>/x/passwd``. Names with ``..`` and absolute names are refused.
+* **Metadata order.** ``chown`` clears setuid bits and file capabilities, and writing a file
+  into a directory changes the directory's mtime. So each file gets chown, then chmod, then
+  xattrs, then its times; directories get theirs at the very end, deepest first.
+
+Both directions hash as they stream, so nobody reads a layer twice: ``digest`` is the sha256
+of the blob as stored (usually gzip) and ``diff_id`` that of the tar inside, which is what an
+image config lists.
+
+Introduced in notebooks/03-images.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+import zlib
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import BinaryIO
+
+from .. import kernel
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+# Other ".wh..wh." names are AUFS bookkeeping (.wh..wh.plnk ...), never image content.
+_AUFS_META_PREFIX = ".wh..wh."
+
+GiB = 1 << 30
+_CHUNK = 1 << 20
+# PAX and GNU long-name headers are read into memory whole, so they get a hard cap.
+_MAX_HEADER_BYTES = 1 << 20
+
+_RESOLVE = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_MAGICLINKS
+_DIR_PATH = os.O_PATH | os.O_DIRECTORY
+
+# Overlay's own xattrs are never taken from a tar or written into one: a layer that could
+# set trusted.overlay.redirect or .metacopy could make overlay show files it does not own.
+_OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
+_XATTR_PAX = "SCHILY.xattr."
+
+
+class LayerError(Exception):
+    """A layer that cannot or must not be unpacked (or packed); the message names the member."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How big one layer may be; past a limit the layer is refused, never truncated."""
+
+    max_member_bytes: int = 8 * GiB
+    max_total_bytes: int = 32 * GiB
+    max_members: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class ExtractStats:
+    """What :func:`extract` unpacked, and the layer's two digests."""
+
+    members: int  # tar entries, whiteouts included
+    bytes: int  # bytes of file content written
+    whiteouts: int
+    opaque_dirs: int
+    diff_id: str  # sha256 of the uncompressed tar: what the image config lists
+    digest: str  # sha256 of the input as read: the blob's name in a registry
+    skipped: int = 0  # owners and xattrs a rootless unpack was not allowed to set
+
+
+@dataclass(frozen=True)
+class PackStats:
+    """What :func:`pack` wrote, and its digests."""
+
+    members: int
+    bytes: int  # bytes of file content packed (as ExtractStats.bytes counts them)
+    diff_id: str  # sha256 of the tar
+    digest: str  # sha256 of what was written to ``out`` (== diff_id unless compressed)
+    size: int  # bytes written to ``out``: the blob size a manifest records
+
+
+# ---- extract ------------------------------------------------------------------------------
+
+def extract(src: str | Path | BinaryIO, dest: Path, *, limits: Limits = Limits(),
+            rootless: bool | None = None) -> ExtractStats:
+    """Unpack the layer tar ``src`` (a path or binary file; plain tar or gzip) into ``dest``.
+
+    ``dest`` must be an existing, empty directory. ``rootless=None`` decides from who we
+    are: root in the initial user namespace writes ``trusted.overlay.*`` markers, anyone else
+    ``user.overlay.*`` ones (for an overlay mounted with ``userxattr``). On ``LayerError``
+    ``dest`` may hold part of the layer; the caller deletes it.
+    """
+    if rootless is None:
+        rootless = _running_rootless()
+    if isinstance(src, (str, Path)):
+        with open(src, "rb") as f:
+            return extract(f, dest, limits=limits, rootless=rootless)
+    raw = _HashingReader(src)
+    tar_stream = _decompressor(raw)
+    unpacker = _Unpacker(Path(dest), limits, rootless)
+    name = None
+    try:
+        with tarfile.open(fileobj=tar_stream, mode="r|", tarinfo=_Header,
+                          encoding="utf-8", errors="surrogateescape") as tar:
+            while (info := tar.next()) is not None:
+                # Stream mode keeps every header it read; 1,000,000 of them is too many.
+                tar.members.clear()
+                name = info.name
+                unpacker.add(tar, info)
+        unpacker.finish()
+        # The tar ends with zero padding that tarfile need not read; the digests cover it.
+        while tar_stream.read(_CHUNK):
+            pass
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        where = f" (at member {name!r})" if name else ""
+        raise LayerError(f"the layer is not a valid tar stream{where}: {exc}. The download is "
+                         "damaged or this is not a layer; pull the image again.") from None
+    finally:
+        unpacker.close()
+    return ExtractStats(unpacker.members, unpacker.bytes, unpacker.whiteouts,
+                        unpacker.opaque_dirs, diff_id=tar_stream.digest(), digest=raw.digest(),
+                        skipped=unpacker.skipped)
+
+
+def _running_rootless() -> bool:
+    # trusted.* xattrs need CAP_SYS_ADMIN in the *initial* user namespace: uid 0 in a user
+    # namespace (rootless podman, our own rootless containers) is rootless for overlay.
+    if os.geteuid() != 0:
+        return True
+    return (kernel.read("/proc/self/uid_map", "") or "").split() != ["0", "0", "4294967295"]
+
+
+class _HashingReader:
+    """A binary reader that hashes what passes through it, with a small look-ahead."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._sha = hashlib.sha256()
+        self._ahead = b""
+
+    def _pull(self, n: int) -> bytes:
+        data = self._f.read(n)
+        self._sha.update(data)
+        return data
+
+    def peek(self, n: int) -> bytes:
+        """The next ``n`` bytes (fewer at the end), without consuming them."""
+        while len(self._ahead) < n:
+            data = self._pull(n - len(self._ahead))
+            if not data:
+                break
+            self._ahead += data
+        return self._ahead[:n]
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all that is left if ``n`` < 0)."""
+        if self._ahead:
+            cut = len(self._ahead) if n < 0 else n
+            data, self._ahead = self._ahead[:cut], self._ahead[cut:]
+            return data
+        if n < 0:
+            return b"".join(iter(lambda: self._pull(_CHUNK), b""))
+        return self._pull(n)
+
+    def digest(self) -> str:
+        """``sha256:<hex>`` of every byte read so far."""
+        return "sha256:" + self._sha.hexdigest()
+
+
+_MAGIC = {
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"\xfd7zXZ": "xz",
+    b"BZh": "bzip2",
+}
+
+
+def _decompressor(raw: _HashingReader) -> _HashingReader:
+    # Decide by magic bytes, not by media type: registries and `docker save` disagree about
+    # names, never about bytes.
+    head = raw.peek(6)
+    if head.startswith(b"\x1f\x8b"):
+        return _HashingReader(gzip.GzipFile(fileobj=raw, mode="rb"))  # type: ignore[arg-type]
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            raise LayerError(f"this layer is {kind}-compressed, which edu cannot unpack yet "
+                             "(only plain and gzip tars). Pull an image with gzip layers, or "
+                             f"decompress the blob first ({kind} -d).")
+    return raw
+
+
+class _Header(tarfile.TarInfo):
+    """A TarInfo that refuses what tarfile would quietly accept."""
+
+    @classmethod
+    def frombuf(cls, buf, encoding, errors):
+        """tarfile's documented hook for parsing one 512-byte header block."""
+        try:
+            info = super().frombuf(buf, encoding, errors)
+        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as exc:
+            # tarfile treats a bad header after the first as the end of the archive, which
+            # would silently drop the rest of the layer.
+            raise LayerError(f"the layer's tar stream is corrupt ({exc}): a header is "
+                             "damaged. Pull the image again.") from None
+        if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                         tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) \
+                and info.size > _MAX_HEADER_BYTES:
+            raise LayerError(f"the layer has a {info.size}-byte extended header (the limit "
+                             f"is {_MAX_HEADER_BYTES}): refused, it would be read into memory")
+        return info
+
+
+def _clean(name: str, member: str, what: str = "layer member") -> str:
+    """``name`` relative to the layer root, without ``.`` parts; '' is the root itself."""
+    if name.startswith("/"):
+        raise LayerError(f"{what} {member!r} is an absolute path: refused (layer members "
+                         "must be relative, like 'etc/passwd' or './etc/passwd')")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise LayerError(f"{what} {member!r} escapes the layer root: refused (names must be "
+                         "relative and stay inside the image)")
+    return "/".join(parts)
+
+
+def _at(dirfd: int, name: str) -> str:
+    # For the calls that have no dir_fd form (the *xattr family): the magic link is our own
+    # fd, and the last component is looked up in that directory, not followed.
+    return f"/proc/self/fd/{dirfd}/{name}"
+
+
+def _mtime_ns(info: tarfile.TarInfo) -> int:
+    # A PAX mtime is decimal text with up to nanoseconds; float would round it.
+    text = info.pax_headers.get("mtime")
+    return int(Decimal(text) * 10**9) if text else int(info.mtime) * 10**9
+
+
+class _Unpacker:
+    """The state of one extract: the root fd, counters, and the deferred directory metadata."""
+
+    def __init__(self, dest: Path, limits: Limits, rootless: bool) -> None:
+        self.dest, self.limits, self.rootless = dest, limits, rootless
+        self.opaque_xattr = "user.overlay.opaque" if rootless else "trusted.overlay.opaque"
+        self.members = self.bytes = self.whiteouts = self.opaque_dirs = self.skipped = 0
+        self.files: set[str] = set()  # non-directories this layer made: hardlink targets
+        self.dirs: dict[str, tuple[tarfile.TarInfo, int, int]] = {}  # name -> info, dev, ino
+        try:
+            self.root = os.open(dest, _DIR_PATH | os.O_CLOEXEC)
+        except OSError as exc:
+            raise LayerError(f"cannot unpack a layer into {dest}: {exc.strerror} (extract "
+                             "needs an existing, empty directory)") from None
+        if os.listdir(dest):
+            self.close()
+            raise LayerError(f"cannot unpack a layer into {dest}: it is not empty (extract "
+                             "needs a new, empty directory)")
+        try:
+            os.close(self._open("", _DIR_PATH))
+        except OSError as exc:
+            self.close()
+            if exc.errno in (errno.ENOSYS, errno.EPERM):
+                raise LayerError(
+                    f"unpacking layers safely needs openat2(2), from Linux 5.6; this kernel "
+                    f"({os.uname().release}) refuses it ({kernel.errno_name(exc.errno)}; a "
+                    "seccomp filter can do that too). Run edu on a newer kernel or host."
+                ) from None
+            raise
+
+    def close(self) -> None:
+        """Close the root fd (idempotent)."""
+        if self.root >= 0:
+            os.close(self.root)
+            self.root = -1
+
+    def _open(self, rel: str, flags: int) -> int:
+        for _ in range(32):
+            try:
+                return kernel.openat2(self.root, rel or ".", flags, _RESOLVE)
+            except BlockingIOError:  # EAGAIN: a rename raced the lookup; the kernel says retry
+                continue
+        raise LayerError(f"could not resolve {rel!r} inside {self.dest}: it keeps changing")
+
+    # -- one member ---------------------------------------------------------------------
+
+    def add(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
+        """Unpack one member, or raise LayerError saying why it is refused."""
+        self.members += 1
+        if self.members > self.limits.max_members:
+            raise LayerError(f"the layer has more than {self.limits.max_members} members "
+                             f"(reached at {info.name!r}): refused (raise "
+                             "Limits.max_members if you trust this image)")
+        name = _clean(info.name, info.name)
+        if info.isreg():
+            if info.size > self.limits.max_member_bytes:
+                raise LayerError(f"layer member {info.name!r} is {info.size} bytes, over the "
+                                 f"limit of {self.limits.max_member_bytes}: refused (raise "
+                                 "Limits.max_member_bytes if you trust this image)")
+            if self.bytes + info.size > self.limits.max_total_bytes:
+                raise LayerError(f"the layer is larger than {self.limits.max_total_bytes} "
+                                 f"bytes (reached at member {info.name!r}): refused (raise "
+                                 "Limits.max_total_bytes if you trust this image)")
+        parent, _, base = name.rpartition("/")
+        if not base and not info.isdir():
+            raise LayerError(f"layer member {info.name!r} would replace the layer root "
+                             "with a non-directory: refused")
+        try:
+            if base.startswith(WHITEOUT_PREFIX):
+                self._add_whiteout(info, parent, base)
+                return
+            self._check_type(info)
+            pfd = self._make_dirs(parent)
+            try:
+                self._add_at(tar, info, name, pfd, base)
+            finally:
+                os.close(pfd)
+        except OSError as exc:
+            if isinstance(exc, gzip.BadGzipFile):
+                raise  # the stream is damaged, not the disk: extract() says so
+            raise LayerError(f"could not unpack layer member {info.name!r}: {exc.strerror} "
+                             f"({kernel.errno_name(exc.errno or 0)}). Check free space and "
+                             f"permissions under {self.dest}.") from exc
+
+    def _check_type(self, info: tarfile.TarInfo) -> None:
+        if info.ischr() or info.isblk():
+            if info.ischr() and info.devmajor == info.devminor == 0:
+                return  # already an overlay whiteout
+            kind = "character" if info.ischr() else "block"
+            raise LayerError(f"layer member {info.name!r} is a {kind} device "
+                             f"({info.devmajor}:{info.devminor}): refused (images may not "
+                             "carry device nodes; a container's /dev is made at run time)")
+        if not (info.isreg() or info.isdir() or info.issym() or info.islnk()
+                or info.isfifo()):
+            raise LayerError(f"layer member {info.name!r} has tar type {info.type!r}, which "
+                             "a layer may not contain: refused")
+
+    def _add_at(self, tar: tarfile.TarFile, info: tarfile.TarInfo, name: str, pfd: int,
+                base: str) -> None:
+        if not base:  # the layer root itself ("./"): only its metadata
+            self._defer_dir(name, info, os.stat(self.root))
+            return
+        if info.islnk():
+            self._add_hardlink(info, name, pfd, base)
+            return
+        kept_dir = self._clear(pfd, base, name, keep_dir=info.isdir())
+        if info.isdir():
+            if not kept_dir:
+                os.mkdir(base, 0o700, dir_fd=pfd)
+            self._defer_dir(name, info, os.stat(base, dir_fd=pfd, follow_symlinks=False))
+            return
+        if info.isreg():
+            self._add_file(tar, info, pfd, base)
+        elif info.issym():
+            os.symlink(info.linkname, base, dir_fd=pfd)  # kept as written, never followed
+            self._set_meta_at(info, pfd, base, chmod=False)
+        elif info.isfifo():
+            os.mkfifo(base, 0o600, dir_fd=pfd)
+            self._set_meta_at(info, pfd, base, chmod=True)
+        else:  # a character device 0:0: an overlay whiteout written directly
+            self._whiteout(info, pfd, base, name.rpartition("/")[0])
+            return
+        self.files.add(name)
+
+    def _add_file(self, tar: tarfile.TarFile, info: tarfile.TarInfo, pfd: int,
+                  base: str) -> None:
+        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=pfd)
+        try:
+            with open(fd, "wb", closefd=False) as out:
+                shutil.copyfileobj(tar.extractfile(info), out, _CHUNK)
+            self.bytes += info.size
+            self._set_meta_fd(info, fd)
+        finally:
+            os.close(fd)
+
+    def _add_hardlink(self, info: tarfile.TarInfo, name: str, pfd: int, base: str) -> None:
+        target = _clean(info.linkname, info.name,
+                        f"the hardlink target {info.linkname!r} of layer member")
+        if target not in self.files:
+            raise LayerError(f"layer member {info.name!r} is a hardlink to "
+                             f"{info.linkname!r}, which is not an earlier file of this layer: "
+                             "refused (a layer can only link to files it contains)")
+        if target == name:
+            return  # a link to itself: already there
+        tparent, _, tbase = target.rpartition("/")
+        tfd = self._open(tparent, _DIR_PATH)
+        try:
+            self._clear(pfd, base, name, keep_dir=False)
+            # follow_symlinks=False: a link to a symlink member links the symlink itself.
+            os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(tfd)
+        self.files.add(name)
+
+    def _make_dirs(self, rel: str) -> int:
+        """An O_PATH fd of directory ``rel`` (resolved inside the root), made if missing."""
+        try:
+            return self._open(rel, _DIR_PATH)
+        except FileNotFoundError:
+            pass
+        # mkdir -p, one level at a time, each level resolved inside the root again.
+        parts = rel.split("/")
+        for i in range(len(parts)):
+            here = "/".join(parts[: i + 1])
+            try:
+                os.close(self._open(here, _DIR_PATH))
+                continue
+            except FileNotFoundError:
+                pass
+            pfd = self._open("/".join(parts[:i]), _DIR_PATH)
+            try:
+                os.mkdir(parts[i], 0o755, dir_fd=pfd)
+                # Parents a tar does not list are 0755 like tar makes them, whatever the umask.
+                os.chmod(parts[i], 0o755, dir_fd=pfd)
+            except FileExistsError:
+                raise LayerError(f"{here!r} in this layer is a symlink to a directory that "
+                                 "does not exist, so members under it have nowhere to go: "
+                                 "refused") from None
+            finally:
+                os.close(pfd)
+        return self._open(rel, _DIR_PATH)
+
+    def _clear(self, pfd: int, base: str, name: str, keep_dir: bool) -> bool:
+        """Make room for ``base`` (tar's "last one wins"); True if an existing dir was kept."""
+        try:
+            st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return True
+            shutil.rmtree(base, dir_fd=pfd)  # fd-based: never follows a link out
+            # Their metadata went with them. (finish() also compares inodes, but the
+            # filesystem may give a new directory the inode number just freed.)
+            gone = [d for d in self.dirs if d == name or d.startswith(name + "/")]
+            for d in gone:
+                del self.dirs[d]
+        else:
+            os.unlink(base, dir_fd=pfd)  # removes a symlink itself, not its target
+        return False
+
+    # -- whiteouts ------------------------------------------------------------------------
+
+    def _add_whiteout(self, info: tarfile.TarInfo, parent: str, base: str) -> None:
+        if base == OPAQUE_MARKER:
+            fd = self._open_dir(parent)
+            try:
+                os.setxattr(fd, self.opaque_xattr, b"y")
+            finally:
+                os.close(fd)
+            self.opaque_dirs += 1
+            return
+        if base.startswith(_AUFS_META_PREFIX):
+            return
+        target = base[len(WHITEOUT_PREFIX):]
+        if target in ("", ".", ".."):
+            raise LayerError(f"layer member {info.name!r} is a whiteout for {target!r}, "
+                             "which is not a file name: refused")
+        pfd = self._make_dirs(parent)
+        try:
+            self._clear(pfd, target, f"{parent}/{target}" if parent else target, keep_dir=False)
+            self._whiteout(info, pfd, target, parent)
+        finally:
+            os.close(pfd)
+
+    def _whiteout(self, info: tarfile.TarInfo, pfd: int, name: str, parent: str) -> None:
+        """Overlay's whiteout: a char device 0:0; if rootless mknod is refused, an xattr'd file."""
+        self.whiteouts += 1
+        try:
+            os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+        except PermissionError:
+            if not self.rootless:
+                raise
+            self._xattr_whiteout(pfd, name, parent)
+            return
+        # Owner and time too, so that pack() of this dir gives back the same layer.
+        self._chown(lambda: os.chown(name, info.uid, info.gid, dir_fd=pfd,
+                                     follow_symlinks=False))
+        mtime = _mtime_ns(info)
+        os.utime(name, ns=(mtime, mtime), dir_fd=pfd, follow_symlinks=False)
+
+    def _xattr_whiteout(self, pfd: int, name: str, parent: str) -> None:
+        # Overlay (6.7+) also takes an empty file with overlay.whiteout, in a lower layer,
+        # if its directory is marked overlay.opaque=x ("y" already hides everything below).
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=pfd)
+        try:
+            os.setxattr(fd, "user.overlay.whiteout", b"y")
+        finally:
+            os.close(fd)
+        dfd = self._open_dir(parent)
+        try:
+            try:
+                opaque = os.getxattr(dfd, "user.overlay.opaque")
+            except OSError:
+                opaque = b""
+            if opaque != b"y":
+                os.setxattr(dfd, "user.overlay.opaque", b"x")
+        finally:
+            os.close(dfd)
+
+    def _open_dir(self, rel: str) -> int:
+        pfd = self._make_dirs(rel)
+        os.close(pfd)
+        return self._open(rel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+
+    # -- metadata -------------------------------------------------------------------------
+
+    def _chown(self, call) -> None:
+        try:
+            call()
+        except OSError as exc:
+            # Rootless, ids outside our user namespace cannot be set (EPERM, EINVAL): the
+            # files stay ours, as with `podman --storage-opt ignore_chown_errors`.
+            if not self.rootless or exc.errno not in (errno.EPERM, errno.EINVAL):
+                raise
+            self.skipped += 1
+
+    def _set_xattrs(self, info: tarfile.TarInfo, target: int | str) -> None:
+        for key, text in sorted(info.pax_headers.items()):
+            if not key.startswith(_XATTR_PAX):
+                continue
+            attr = key[len(_XATTR_PAX):]
+            if attr.startswith(_OVERLAY_XATTRS):
+                continue
+            value = text.encode("utf-8", "surrogateescape")  # tarfile's decoding, undone
+            try:
+                if isinstance(target, int):
+                    os.setxattr(target, attr, value)
+                else:
+                    os.setxattr(target, attr, value, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno == errno.EOPNOTSUPP or (self.rootless and exc.errno in
+                                                     (errno.EPERM, errno.EACCES)):
+                    self.skipped += 1  # the filesystem (or a rootless user) cannot keep it
+                    continue
+                raise LayerError(f"could not set xattr {attr!r} on layer member "
+                                 f"{info.name!r}: {exc.strerror}") from exc
+
+    def _set_meta_fd(self, info: tarfile.TarInfo, fd: int) -> None:
+        # Order matters: chown clears setuid bits and file capabilities.
+        self._chown(lambda: os.chown(fd, info.uid, info.gid))
+        os.chmod(fd, info.mode & 0o7777)
+        self._set_xattrs(info, fd)
+        mtime = _mtime_ns(info)
+        os.utime(fd, ns=(mtime, mtime))
+
+    def _set_meta_at(self, info: tarfile.TarInfo, pfd: int, base: str, chmod: bool) -> None:
+        self._chown(lambda: os.chown(base, info.uid, info.gid, dir_fd=pfd,
+                                     follow_symlinks=False))
+        if chmod:
+            # A FIFO we made a moment ago in a directory only we write: nothing to follow.
+            # (Python 3.11 has no chmod that refuses to follow a link.)
+            os.chmod(base, info.mode & 0o7777, dir_fd=pfd)
+        self._set_xattrs(info, _at(pfd, base))
+        mtime = _mtime_ns(info)
+        os.utime(base, ns=(mtime, mtime), dir_fd=pfd, follow_symlinks=False)
+
+    def _defer_dir(self, name: str, info: tarfile.TarInfo, st: os.stat_result) -> None:
+        # A later entry for the same dir wins; (dev, ino) tells finish() if it was replaced.
+        self.dirs[name] = (info, st.st_dev, st.st_ino)
+
+    def finish(self) -> None:
+        """Apply directories' owners, modes, xattrs and times: deepest first, root last."""
+        order = sorted(self.dirs, key=lambda n: n.count("/") + 1 if n else 0, reverse=True)
+        for name in order:
+            info, dev, ino = self.dirs[name]
+            try:
+                fd = self._open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # a later member removed it
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    continue  # a later member replaced it with a symlink
+                raise
+            try:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) == (dev, ino):
+                    try:
+                        self._set_meta_fd(info, fd)
+                    except OSError as exc:
+                        raise LayerError(f"could not set the metadata of layer directory "
+                                         f"{info.name!r}: {exc.strerror}") from exc
+            finally:
+                os.close(fd)
+
+
+# ---- pack ---------------------------------------------------------------------------------
+
+def pack(src_dir: Path, out: BinaryIO, *, upper: bool = False,
+         compress: bool = False) -> PackStats:
+    """Write ``src_dir`` to ``out`` as a deterministic layer tar (gzip if ``compress``).
+
+    ``upper=True`` reads an overlay upper dir (a container's changes): its whiteouts become
+    ``.wh.NAME`` entries and its opaque dirs get a ``DIR/.wh..wh..opq`` entry. This is how
+    ``edu commit`` and a Dockerfile ``RUN`` step make a layer. The same tree gives the same
+    bytes: names sorted, numeric owners only, whole-second mtimes, gzip mtime 0.
+    """
+    blob = _HashingWriter(out)
+    gz = None
+    if compress:
+        gz = gzip.GzipFile(filename="", mode="wb", fileobj=blob, mtime=0,  # type: ignore
+                           compresslevel=6)
+    tar_out = _HashingWriter(gz) if gz else blob
+    packer = _Packer(upper)
+    root = os.open(src_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with tarfile.open(fileobj=tar_out, mode="w|", format=tarfile.PAX_FORMAT,
+                          encoding="utf-8", errors="surrogateescape") as tar:
+            packer.walk(tar, root, "")
+    finally:
+        os.close(root)
+        if gz:
+            gz.close()  # writes the gzip trailer; leaves ``out`` open
+    return PackStats(packer.members, packer.bytes, diff_id=tar_out.digest(),
+                     digest=blob.digest(), size=blob.size)
+
+
+class _HashingWriter:
+    """A binary writer that hashes and counts what passes through it."""
+
+    def __init__(self, f) -> None:
+        self._f = f
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        """Write all of ``data``."""
+        self._f.write(data)
+        self._sha.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Flush the file underneath."""
+        self._f.flush()
+
+    def digest(self) -> str:
+        """``sha256:<hex>`` of every byte written so far."""
+        return "sha256:" + self._sha.hexdigest()
+
+
+def _header(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid, info.gid = st.st_uid, st.st_gid
+    info.uname = info.gname = ""  # numeric owners: the image's /etc/passwd is not ours
+    info.mtime = st.st_mtime_ns // 10**9
+    return info
+
+
+def _xattr_names(fd: int) -> list[str]:
+    try:
+        return os.listxattr(fd)
+    except OSError as exc:
+        if exc.errno == errno.EOPNOTSUPP:
+            return []
+        raise
+
+
+def _kept_xattrs(fd: int, names: list[str]) -> dict[str, str]:
+    # Docker keeps security.capability (ping's cap_net_raw) and we also keep user.*; overlay's
+    # own xattrs describe this host's overlay, not the image.
+    headers = {}
+    for attr in sorted(names):
+        if attr == "security.capability" or (attr.startswith("user.")
+                                             and not attr.startswith(_OVERLAY_XATTRS)):
+            headers[_XATTR_PAX + attr] = os.getxattr(fd, attr).decode("utf-8",
+                                                                      "surrogateescape")
+    return headers
+
+
+def _overlay_xattr(fd: int, names: list[str], suffix: str) -> bytes | None:
+    for prefix in _OVERLAY_XATTRS:
+        if prefix + suffix in names:
+            return os.getxattr(fd, prefix + suffix)
+    return None
+
+
+class _Packer:
+    """One pack: the hardlinks seen so far and the counters."""
+
+    def __init__(self, upper: bool) -> None:
+        self.upper = upper
+        self.links: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> first name
+        self.members = self.bytes = 0
+
+    def _add(self, tar: tarfile.TarFile, info: tarfile.TarInfo, data=None) -> None:
+        tar.addfile(info, data)
+        self.members += 1
+
+    def walk(self, tar: tarfile.TarFile, dirfd: int, prefix: str) -> None:
+        """Add every entry under ``dirfd`` (named ``prefix...``), depth first, sorted."""
+        entries = []
+        for name in os.listdir(dirfd):
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            whiteout = self.upper and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+            entries.append((WHITEOUT_PREFIX + name if whiteout else name, name, st))
+        # Sorted by the names as written, byte by byte, like `tar --sort=name`.
+        for written, name, st in sorted(entries, key=lambda e: os.fsencode(e[0])):
+            rel = prefix + name
+            if written != name:
+                # Before the hardlink check: overlay links all its whiteouts to one inode.
+                self._add(tar, _header(prefix + written, st, tarfile.REGTYPE))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                self._dir(tar, dirfd, name, rel)
+                continue
+            inode = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and inode in self.links:
+                info = _header(rel, st, tarfile.LNKTYPE)
+                info.linkname = self.links[inode]
+                self._add(tar, info)
+                continue
+            if stat.S_ISREG(st.st_mode):
+                if not self._file(tar, dirfd, name, prefix):
+                    continue  # it was an xattr whiteout
+            elif stat.S_ISLNK(st.st_mode):
+                info = _header(rel, st, tarfile.SYMTYPE)
+                info.linkname = os.readlink(name, dir_fd=dirfd)
+                self._add(tar, info)
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                kind = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
+                info = _header(rel, st, kind)
+                info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+                self._add(tar, info)
+            elif stat.S_ISFIFO(st.st_mode):
+                self._add(tar, _header(rel, st, tarfile.FIFOTYPE))
+            else:
+                continue  # a socket: tar cannot hold one, and Docker skips them too
+            if st.st_nlink > 1:
+                self.links[inode] = rel  # later names become hardlinks to this one
+
+    def _dir(self, tar: tarfile.TarFile, dirfd: int, name: str, rel: str) -> None:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=dirfd)
+        try:
+            st = os.fstat(fd)
+            names = _xattr_names(fd)
+            info = _header(rel, st, tarfile.DIRTYPE)
+            info.pax_headers = _kept_xattrs(fd, names)
+            self._add(tar, info)
+            if self.upper:
+                if _overlay_xattr(fd, names, "redirect") is not None:
+                    raise LayerError(f"{rel!r} in the upper dir is a renamed directory stored "
+                                     "as an overlay redirect, which a layer cannot express: "
+                                     "mount with redirect_dir=off (overlay.mount_options)")
+                if _overlay_xattr(fd, names, "opaque") == b"y":
+                    marker = _header(rel + "/" + OPAQUE_MARKER, st, tarfile.REGTYPE)
+                    self._add(tar, marker)
+            self.walk(tar, fd, rel + "/")
+        finally:
+            os.close(fd)
+
+    def _file(self, tar: tarfile.TarFile, dirfd: int, name: str, prefix: str) -> bool:
+        """Add a regular file; False if it was an (xattr) whiteout instead."""
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        try:
+            st = os.fstat(fd)
+            names = _xattr_names(fd)
+            if self.upper:
+                if st.st_size == 0 and _overlay_xattr(fd, names, "whiteout") is not None:
+                    self._add(tar, _header(prefix + WHITEOUT_PREFIX + name, st,
+                                           tarfile.REGTYPE))
+                    return False
+                if _overlay_xattr(fd, names, "metacopy") is not None:
+                    raise LayerError(f"{prefix + name!r} in the upper dir holds only metadata "
+                                     "(overlay metacopy), not its data: mount with "
+                                     "metacopy=off (overlay.mount_options)")
+            info = _header(prefix + name, st, tarfile.REGTYPE)
+            info.size = st.st_size
+            info.pax_headers = _kept_xattrs(fd, names)
+            with open(fd, "rb", closefd=False) as data:
+                self._add(tar, info, data)
+            self.bytes += st.st_size
+            return True
+        finally:
+            os.close(fd)
