@@ -204,9 +204,7 @@ def load_cmd(args) -> int:
         loaded = archive.load(_store(), Path(args.input), progress=sys.stderr.isatty())
     except (StoreError, archive.ArchiveError) as exc:
         raise UserError(str(exc), 1) from None
-    for img in loaded:
-        for tag in img.familiar_tags() or [f"ID: {img.id}"]:
-            print(f"Loaded image: {tag}" if not tag.startswith("ID") else f"Loaded image {tag}")
+    print("\n".join(archive.summary(loaded)))
     return 0
 
 
@@ -270,7 +268,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("save", help="write images to a docker-archive or OCI layout")
     p.add_argument("-o", "--output")
-    p.add_argument("--format", choices=("docker", "oci"), default="docker")
+    p.add_argument("--format", choices=("docker", "oci", "oci-archive"), default="docker",
+                   help="docker-archive (default), an OCI layout directory, or it as a tar")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.set_defaults(func=save_cmd)
 

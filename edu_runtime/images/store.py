@@ -346,7 +346,10 @@ class Store:
 
     def _add_image(self, config: bytes, layer_blobs: list[tuple[str, str]],
                    tags: list[str] | tuple[str, ...], config_digest: str | None) -> Image:
-        refs = [str(parse(t)) for t in tags]  # refuse a bad tag before storing anything
+        try:  # refuse a bad tag before storing anything
+            refs = [str(parse(t)) for t in tags]
+        except ReferenceError as exc:
+            raise StoreError(str(exc)) from None
         cfg_digest = self.put_blob_bytes(config, config_digest)
         try:
             cfg = json.loads(config)
@@ -533,12 +536,10 @@ class Store:
 
     def open_layer_tar(self, blob_digest: str) -> BinaryIO:
         """The layer blob as an *uncompressed* tar stream (gunzipped if needed)."""
-        f = open(self.blob_path(blob_digest), "rb")
-        if f.read(2) == b"\x1f\x8b":
-            f.seek(0)
-            return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
-        f.seek(0)
-        return f
+        path = self.blob_path(blob_digest)
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+        return gzip.open(path, "rb") if gzipped else open(path, "rb")  # type: ignore[return-value]
 
     def disk_usage(self) -> int:
         """Bytes the store uses on disk (blocks actually allocated, hardlinks once)."""
