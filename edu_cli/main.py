@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="download the guest kernel first if it is missing (about 70 MB)")
     d.set_defaults(func=_doctor)
 
-    from . import images
+    from . import images, run
 
+    run.register(sub)
     images.register(sub)
     return p
 

@@ -11,13 +11,23 @@ Introduced in notebooks/00-start-here; each syscall is taught in the lesson of i
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+def _load_libc() -> ctypes.CDLL:
+    # find_library runs ldconfig (a subprocess: ~20 ms); the soname is right on glibc.
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+
+        return ctypes.CDLL(find_library("c"), use_errno=True)
+
+
+_libc = _load_libc()
 
 # Namespace flags, from <linux/sched.h>. The name is the one in /proc/PID/ns/.
 CLONE_NEWNS = 0x00020000
@@ -69,6 +79,25 @@ CAPS = [
 ]
 
 
+_recording: list[str] | None = None
+
+
+def record_syscalls(on: bool) -> list[str]:
+    """Start (True) or stop (False) noting each syscall made through this module.
+
+    Returns what was noted since the last start: the ``syscalls`` of a step in a Trace.
+    """
+    global _recording
+    noted = _recording or []
+    _recording = [] if on else None
+    return noted
+
+
+def _note(call: str) -> None:
+    if _recording is not None:
+        _recording.append(call)
+
+
 def _check(result: int, what: str, path: str | None = None) -> int:
     if result == -1:
         err = ctypes.get_errno()
@@ -78,17 +107,21 @@ def _check(result: int, what: str, path: str | None = None) -> int:
 
 def unshare(flags: int) -> None:
     """unshare(2): move this process into new namespaces (``CLONE_NEW*`` flags)."""
+    _note("unshare(" + "|".join(f"CLONE_NEW{n.upper()}" for n, f in NAMESPACES.items()
+                                if flags & f) + ")")
     _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
     """setns(2): join the namespace that ``fd`` (an open /proc/PID/ns/X) refers to."""
+    _note("setns")
     _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int = 0,
           data: str | None = None) -> None:
     """mount(2), with Python strings."""
+    _note(f"mount({_mount_kind(fstype, flags)} {_short_path(target)})")
     _check(
         _libc.mount(
             source.encode(), target.encode(),
@@ -101,8 +134,25 @@ def mount(source: str, target: str, fstype: str | None, flags: int = 0,
     )
 
 
+def _mount_kind(fstype: str | None, flags: int) -> str:
+    if flags & MS_REMOUNT:
+        return "remount"
+    if flags & MS_BIND:
+        return "bind"
+    if flags & (MS_PRIVATE | MS_SLAVE):
+        return "private" if flags & MS_PRIVATE else "slave"
+    return fstype or "?"
+
+
+def _short_path(path: str) -> str:
+    # A container's root is .../containers/<id>/merged: show paths as the container will.
+    head, sep, tail = path.partition("/merged")
+    return (tail or "/") if sep and "/containers/" in head else path
+
+
 def umount(target: str, flags: int = 0) -> None:
     """umount2(2)."""
+    _note(f"umount2({target})")
     _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), "umount", target)
 
 
@@ -259,3 +309,165 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
     fd = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dirfd), os.fsencode(path),
                        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
     return _check(fd, f"openat2 {path}", path)
+
+
+# ---- the rest of a container's start: pivot_root, hostname, capabilities, links -----------
+
+_SYS_PIVOT_ROOT = 155
+_SYS_CAPSET = 126
+_CAP_V3 = 0x20080522
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2): make ``new_root`` this mount namespace's root (no glibc wrapper)."""
+    _note("pivot_root")
+    _check(_libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), new_root.encode(), put_old.encode()),
+           "pivot_root", new_root)
+
+
+def sethostname(name: str) -> None:
+    """sethostname(2) in the caller's UTS namespace."""
+    _note("sethostname")
+    data = name.encode()
+    _check(_libc.sethostname(data, ctypes.c_size_t(len(data))), "sethostname")
+
+
+def set_pdeathsig(sig: int) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent dies."""
+    _note("prctl(PR_SET_PDEATHSIG)")
+    prctl(PR_SET_PDEATHSIG, sig)
+
+
+def set_no_new_privs() -> None:
+    """PR_SET_NO_NEW_PRIVS: execve can never again grant privileges (setuid, file caps)."""
+    _note("prctl(PR_SET_NO_NEW_PRIVS)")
+    _check(_libc.prctl(ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), 0, 0, 0),
+           "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+def capbset_read(cap: int) -> bool:
+    """True if capability number ``cap`` is in this process's bounding set."""
+    return _libc.prctl(ctypes.c_int(PR_CAPBSET_READ), ctypes.c_ulong(cap), 0, 0, 0) == 1
+
+
+def capbset_drop(cap: int) -> None:
+    """Remove capability ``cap`` from the bounding set, for good."""
+    _note(f"prctl(PR_CAPBSET_DROP, {CAPS[cap] if cap < len(CAPS) else cap})")
+    _check(_libc.prctl(ctypes.c_int(PR_CAPBSET_DROP), ctypes.c_ulong(cap), 0, 0, 0),
+           "prctl(PR_CAPBSET_DROP)")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2), version 3: set this thread's capability sets from 64-bit masks."""
+    _note("capset")
+    data = (_CapData * 2)()
+    for i in range(2):
+        data[i].effective = (effective >> (32 * i)) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> (32 * i)) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> (32 * i)) & 0xFFFFFFFF
+    header = _CapHeader(_CAP_V3, 0)
+    _check(_libc.syscall(ctypes.c_long(_SYS_CAPSET), ctypes.byref(header), data), "capset")
+
+
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def set_link_up(name: str) -> None:
+    """``ip link set NAME up`` with the classic ioctl (no netlink needed for one flag)."""
+    import fcntl
+    import socket
+    import struct
+
+    _note(f"ioctl(SIOCSIFFLAGS, {name} up)")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", name.encode(), 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", name.encode(),
+                                                           flags | _IFF_UP))
+
+
+# ---- seccomp: install a syscall filter (notebooks/08-security) -----------------------------
+# Appended for edu_runtime/seccomp.py, which compiles Docker's profile into the BPF program
+# these functions install. prctl(PR_SET_SECCOMP) is used rather than seccomp(2) because glibc
+# wraps prctl on every architecture, while seccomp(2) would need a per-arch syscall number.
+# prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog) is exactly seccomp(SECCOMP_SET_MODE_FILTER,
+# 0, prog): it filters the calling thread only. SECCOMP_FILTER_FLAG_TSYNC (seccomp(2) only)
+# would also filter the other threads, but a container's init loads its filter while it is
+# the only thread, just before exec, so runc does not need it and neither do we.
+
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+BPF_MAXINSNS = 4096  # the kernel refuses longer programs (EINVAL)
+
+
+class _SockFprog(ctypes.Structure):
+    # struct sock_fprog from <linux/filter.h>: a count of 8-byte sock_filter instructions.
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_filter(bpf: bytes) -> None:
+    """prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER): filter this thread's syscalls through ``bpf``.
+
+    ``bpf`` is a classic-BPF program, 8 bytes per instruction, as libseccomp's
+    ``seccomp_export_bpf`` writes it. There is no undo: the filter stays for the life of the
+    thread, and every child and every exec'd program inherits it. The kernel answers EACCES
+    unless the thread has CAP_SYS_ADMIN or has set no_new_privs (``set_no_new_privs``) first.
+    """
+    count = len(bpf) // 8
+    if not bpf or len(bpf) % 8 or count > BPF_MAXINSNS:
+        raise ValueError(
+            f"A seccomp program is 1 to {BPF_MAXINSNS} BPF instructions of 8 bytes each; "
+            f"got {len(bpf)} bytes. Pass the bytes that seccomp.compile_profile() returns."
+        )
+    _note(f"prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, {count} instructions)")
+    buf = ctypes.create_string_buffer(bytes(bpf), len(bpf))
+    prog = _SockFprog(count, ctypes.cast(buf, ctypes.c_void_p))
+    _check(_libc.prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
+                       ctypes.byref(prog), ctypes.c_ulong(0), ctypes.c_ulong(0)),
+           "prctl(PR_SET_SECCOMP)")
+
+
+def syscall(number: int, *args: int) -> int:
+    """syscall(2): make syscall ``number`` with integer arguments; its result, or OSError.
+
+    For calls libc has no wrapper for, or that a lesson wants to make raw (keyctl, clone3),
+    to show what a seccomp filter answers. Numbers differ between architectures.
+    """
+    _note(f"syscall({number})")
+    result = _libc.syscall(ctypes.c_long(number), *(ctypes.c_long(arg) for arg in args))
+    return _check(result, f"syscall {number}")
+
+
+class _ScmpVersion(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+
+def libseccomp_version() -> str:
+    """The installed libseccomp's version, such as ``2.5.4``; ``""`` if it is not installed.
+
+    Read with one dlopen and no subprocess (unlike ``ctypes.util.find_library``), so the
+    seccomp cache can use it in its key on ``edu run``'s fast path.
+    """
+    try:
+        lib = ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        return ""
+    lib.seccomp_version.restype = ctypes.POINTER(_ScmpVersion)
+    version = lib.seccomp_version().contents
+    return f"{version.major}.{version.minor}.{version.micro}"
+
+
+# ---- end of the seccomp section ------------------------------------------------------------

@@ -1,0 +1,179 @@
+"""``edu run`` and ``edu step``: Docker's ``run`` flags over ``edu_runtime.Container``.
+
+This is the start-up path that benchmarks compare with runc and docker, so it imports only
+what a container needs: no pyroute2, no libvirt, no doctor, no archive code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from .errors import UserError
+
+
+def _env(args) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for path in args.env_file or []:
+        try:
+            lines = open(path).read().splitlines()
+        except OSError as exc:
+            raise UserError(f"cannot read --env-file {path}: {exc.strerror}") from None
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                _put(env, line)
+    for item in args.env or []:
+        _put(env, item)
+    return env
+
+
+def _put(env: dict[str, str], item: str) -> None:
+    import os
+
+    key, eq, value = item.partition("=")
+    if not key:
+        raise UserError(f"invalid environment variable {item!r}: use KEY=VALUE")
+    if eq:
+        env[key] = value
+    elif key in os.environ:  # -e NAME passes the host's value through, as Docker does
+        env[key] = os.environ[key]
+
+
+def _security(opts: list[str]) -> tuple[bool, bool]:
+    seccomp, nnp = True, False
+    for opt in opts or []:
+        if opt in ("seccomp=unconfined", "seccomp:unconfined"):
+            seccomp = False
+        elif opt in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"):
+            nnp = True
+        else:
+            raise UserError(f"unsupported --security-opt {opt!r}: use seccomp=unconfined or "
+                            "no-new-privileges")
+    return seccomp, nnp
+
+
+def make_container(args):
+    """Build a Container from parsed ``run`` flags; errors become sentences."""
+    from edu_runtime.container import Container
+    from edu_runtime.images.store import StoreError
+    from edu_runtime.steps import StepError
+
+    seccomp, nnp = _security(args.security_opt)
+    entrypoint = None
+    if args.entrypoint is not None:
+        entrypoint = [args.entrypoint] if args.entrypoint else []
+    try:
+        return Container(
+            args.image, args.command or None, name=args.name, hostname=args.hostname,
+            env=_env(args), workdir=args.workdir, user=args.user, entrypoint=entrypoint,
+            memory=args.memory, pids_limit=args.pids_limit, cpus=args.cpus,
+            network=args.network, cap_add=args.cap_add, cap_drop=args.cap_drop,
+            seccomp=seccomp, no_new_privs=nnp, read_only=args.read_only, pid=args.pid,
+            ipc=args.ipc, uts=args.uts, remove=args.rm)
+    except StoreError as exc:
+        raise UserError(f"Unable to find image '{args.image}' locally: {exc}") from None
+    except (StepError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def _raise_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def run_cmd(args) -> int:
+    """``edu run``: start the container in the foreground and return its exit code."""
+    from edu_runtime.steps import StepError
+
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)  # teardown runs, as on Ctrl-C
+    c = make_container(args)
+    try:
+        c.start()
+        if c.cgroup_note:
+            print(f"edu: warning: {c.cgroup_note}", file=sys.stderr)
+        code = c.wait()
+    except StepError as exc:
+        print(f"edu: {exc.message} (step: {exc.step})", file=sys.stderr)
+        return exc.exit_code
+    if c.oom_killed:
+        print(f"edu: the container was OOMKilled: it used more than its --memory "
+              f"{args.memory} limit", file=sys.stderr)
+    if args.trace:
+        print(c.trace.timeline(), file=sys.stderr)
+    return code
+
+
+def step_cmd(args) -> int:
+    """``edu step``: Enter for each step; shows its explanation and what it changed."""
+    import textwrap
+
+    from edu_runtime.container import diff
+    from edu_runtime.steps import StepError
+
+    args.rm = True
+    c = make_container(args)
+    stepper = c.steps()
+    try:
+        n = len(stepper.ctx.steps)
+        while (step := stepper.upcoming) is not None:
+            print(f"\n\033[1m[{stepper.index + 1}/{n}] {step.name}\033[0m ({step.side})")
+            print(textwrap.fill(step.explain, 88))
+            if step.name == "exec":
+                print("(the command's output follows)")
+            if not args.yes:
+                input("Enter to apply ... ")
+            rec = stepper.advance()
+            print(f"  took {rec.ms:.2f} ms; syscalls: {', '.join(rec.syscalls) or '-'}")
+            for line in diff(rec):
+                print(f"  {line}")
+        code = c.wait()
+    except StepError as exc:
+        print(f"edu: {exc.message} (step: {exc.step})", file=sys.stderr)
+        return exc.exit_code
+    except (KeyboardInterrupt, EOFError):
+        stepper.abort()
+        print("\nedu: stopped; everything applied so far was undone", file=sys.stderr)
+        return 130
+    print(f"\nexit code {code}")
+    return code
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """Docker's ``run`` flags that edu supports."""
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("--name")
+    p.add_argument("-h", "--hostname")
+    p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE")
+    p.add_argument("--env-file", action="append")
+    p.add_argument("-w", "--workdir")
+    p.add_argument("-u", "--user")
+    p.add_argument("--entrypoint")
+    p.add_argument("-m", "--memory", help="memory limit, e.g. 64m")
+    p.add_argument("--pids-limit", type=int)
+    p.add_argument("--cpus", type=float)
+    p.add_argument("--network", "--net", default="none", help="none or host")
+    p.add_argument("--cap-add", action="append", default=[])
+    p.add_argument("--cap-drop", action="append", default=[])
+    p.add_argument("--security-opt", action="append", default=[])
+    p.add_argument("--read-only", action="store_true")
+    p.add_argument("--pid", choices=("host",))
+    p.add_argument("--ipc", choices=("host",))
+    p.add_argument("--uts", choices=("host",))
+    p.add_argument("image")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def register(sub) -> None:
+    """Add ``run`` and ``step`` to the ``edu`` parser."""
+    p = sub.add_parser("run", help="run a command in a new container", add_help=False)
+    p.add_argument("--help", action="help")
+    add_run_flags(p)
+    p.add_argument("--trace", action="store_true", help="print the step timeline")
+    p.set_defaults(func=run_cmd)
+
+    p = sub.add_parser("step", help="build a container one step at a time", add_help=False)
+    p.add_argument("--help", action="help")
+    p.add_argument("-y", "--yes", action="store_true", help="do not wait for Enter")
+    add_run_flags(p)
+    p.set_defaults(func=step_cmd)

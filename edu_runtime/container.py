@@ -1,0 +1,627 @@
+"""Container: an image plus a command, started by running a plan of steps.
+
+``Container(image, command).run()`` is ``docker run``; ``.steps()`` walks the same plan one
+step at a time, pausing between steps with the half-built container open to inspection.
+Both paths run the same code (``_advance``), so what a student steps through is exactly what
+``edu run`` does.
+
+How the host and the child cooperate: the host forks a child that waits on a socketpair.
+For each step the host either does the work itself (HOST steps: the cgroup, uid maps) or
+sends the child one message, "go N", and waits for "done N" (CHILD steps: unshare, mounts,
+pivot_root, exec). When ``execve`` succeeds, the child's end of the socket closes
+(close-on-exec), which the host reads as "the command is running".
+
+Teardown is the applied steps undone in reverse, on success, error, KeyboardInterrupt and
+SIGTERM alike. A container whose ``edu`` process was SIGKILLed is found by the next
+``edu`` command (``cleanup_stale``) from its record under the state directory.
+
+Introduced in notebooks/05-run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import (
+    capabilities,
+    cgroups,
+    hostname,
+    kernel,
+    mounts,
+    namespaces,
+    network,
+    paths,
+    process,
+    rootfs,
+    seccomp,
+)
+from .steps import HOST, Step, StepError, StepRecord, Trace, channel, now, recv, send
+
+#: Exit code and Docker's words for a container the kernel's OOM killer ended.
+EXIT_OOM = 137
+
+
+@dataclass
+class Config:
+    """Everything ``docker run`` flags decide, resolved against the image."""
+
+    image_name: str
+    argv: list[str]
+    image_env: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str = ""
+    user: str = ""
+    hostname: str = ""
+    name: str = ""
+    limits: Any = None  # cgroups.Limits
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    seccomp: bool = True
+    no_new_privs: bool = False
+    read_only: bool = False
+    shared: set[str] = field(default_factory=set)  # namespaces shared with the host
+    remove: bool = False
+
+
+@dataclass
+class Paths:
+    """A container's directories: its record, and the overlay's upper, work and merged."""
+
+    dir: Path
+
+    @property
+    def upper(self) -> Path:
+        """Where every write of the container lands (kept until ``edu rm``)."""
+        return self.dir / "upper"
+
+    @property
+    def work(self) -> Path:
+        """overlayfs's scratch directory."""
+        return self.dir / "work"
+
+    @property
+    def merged(self) -> Path:
+        """The mount point of the overlay: the container's / before pivot_root."""
+        return self.dir / "merged"
+
+    @property
+    def record(self) -> Path:
+        """state.json: status, pids, owner, exit code."""
+        return self.dir / "state.json"
+
+
+class Context:
+    """What the steps share: the config, the child's pid, the cgroup, the channel."""
+
+    def __init__(self, container: Container):
+        self.config = container.config
+        self.paths = container.paths
+        self.lowerdirs = container.lowerdirs
+        self.rootless = os.geteuid() != 0
+        self.host_pid = os.getpid()
+        self.pid = 0  # the container's PID 1, as the host sees it (0 before it exists)
+        self.middle = 0  # the first child, before it hands over to PID 1
+        self.sock = None
+        self.cgroup = None
+        self.cgroup_note = ""
+        self.ns_flags = namespaces.flags_for(self.config.shared, self.rootless)
+        self.caps = capabilities.effective_set(self.config.cap_add, self.config.cap_drop,
+                                               capabilities.host_bounding())
+        self.argv = self.config.argv
+        # Compiled (or read from cache) here on the host, so the child only loads it.
+        self.seccomp_bpf = seccomp.default_filter(self.caps) if self.config.seccomp else None
+        self.container_id = container.id
+        self.cgroup_driver = None
+        self.steps: list[Step] = []
+
+
+class Fork(Step):
+    """fork(2): the process that will become the container, waiting for instructions."""
+
+    name = "fork"
+    side = HOST
+    lesson = "notebooks/05-run"
+    explain = (
+        "A container starts as an ordinary process: the host forks a child that shares "
+        "everything with it (same namespaces, same root, same cgroup) and waits on a socket "
+        "for one instruction per step. Undo: the child is killed (SIGKILL) and reaped.")
+
+    def apply(self, ctx) -> None:
+        """Fork; the child enters ``_child_main`` and never returns."""
+        host_end, child_end = channel()
+        pid = os.fork()
+        if pid == 0:
+            host_end.close()
+            ctx.sock = child_end
+            _child_main(ctx)
+        child_end.close()
+        ctx.sock, ctx.middle = host_end, pid
+
+    def undo(self, ctx) -> None:
+        """Kill and reap whatever of the container's processes the host still owns."""
+        for pid in {ctx.pid, ctx.middle} - {0}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        if ctx.sock:
+            ctx.sock.close()
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """The child's pid and whether it still shares the host's namespaces."""
+        pid = ctx.pid or ctx.middle
+        if not pid:
+            return {}
+        mine, host = namespaces.inodes(pid), namespaces.inodes("self")
+        return {"pid": pid, "same namespaces as host": mine == host}
+
+
+class Cgroup(Step):
+    """Create the container's cgroup, set its limits, and move the child into it."""
+
+    name = "cgroup"
+    side = HOST
+    lesson = "notebooks/04-cgroups"
+    explain = (
+        "The host makes a cgroup for the container (a directory in the cgroup filesystem), "
+        "writes the limits into its files (memory, pids, cpu quota) and moves the child into "
+        "it by writing its pid to cgroup.procs. Everything the child starts inherits the "
+        "cgroup, so the limits hold for the whole container. This comes before the cgroup "
+        "namespace, so that the container sees its own cgroup as the root. Undo: kill what "
+        "is left in it, then rmdir it.")
+
+    def enabled(self, ctx) -> bool:
+        """Skipped (with a note) where no usable controller exists, e.g. rootless on v1."""
+        return ctx.cgroup_driver is not None
+
+    def apply(self, ctx) -> None:
+        """mkdir, write the limits, write the pid to cgroup.procs."""
+        ctx.cgroup = ctx.cgroup_driver.create(ctx.container_id)
+        if ctx.config.limits is not None:
+            ctx.cgroup.set_limits(ctx.config.limits)
+        ctx.cgroup.add(ctx.middle)
+
+    def undo(self, ctx) -> None:
+        """Kill what is left, then remove the cgroup directories."""
+        if ctx.cgroup is not None:
+            ctx.cgroup.kill()
+            ctx.cgroup.remove()
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """The cgroup's limit files and the pids in it."""
+        return ctx.cgroup.observe() if ctx.cgroup is not None else {}
+
+
+def plan() -> list[Step]:
+    """The steps of a container's start, in order."""
+    return [
+        Fork(),
+        Cgroup(),
+        namespaces.Namespaces(),
+        namespaces.IdMaps(),
+        mounts.Propagation(),
+        rootfs.RootFS(),
+        mounts.SpecialFilesystems(),
+        rootfs.PivotRoot(),
+        hostname.Hostname(),
+        network.Loopback(),
+        seccomp.Seccomp(),
+        capabilities.Capabilities(),
+        process.Exec(),
+    ]
+
+
+def _child_main(ctx: Context) -> None:
+    """The child's side of the protocol: run each CHILD step when told, report, repeat."""
+    steps = ctx.steps  # the host's list, inherited through fork: both sides agree on indexes
+    code = 125
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        while True:
+            msg = recv(ctx.sock)
+            if msg is None:  # the host went away
+                break
+            step = steps[msg["go"]]
+            kernel.record_syscalls(True)
+            start = now()
+            step.apply(ctx)
+            send(ctx.sock, done=msg["go"], start=start, end=now(),
+                 syscalls=kernel.record_syscalls(False))
+    except OSError as exc:
+        send(ctx.sock, error=f"{exc.strerror or exc}", step=steps[msg["go"]].name,
+             exit_code=code)
+    except BaseException as exc:  # noqa: BLE001 - report anything, never return to caller
+        try:
+            send(ctx.sock, error=repr(exc), step="?", exit_code=code)
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
+
+
+def new_id() -> str:
+    """A 64-hex container id, as Docker's."""
+    return secrets.token_hex(32)
+
+
+class Stepper:
+    """Walks a container's plan one step at a time; the child waits in between.
+
+    ``upcoming`` is the next step (read its ``explain`` before applying it), ``advance()``
+    applies it and returns its record (timings, syscalls, before/after observations).
+    Iterating yields the records. Any failure, or ``abort()``, tears down what was applied.
+    """
+
+    def __init__(self, container: Container):
+        self.container = container
+        self.ctx = container._prepare()
+        self.index = 0
+
+    @property
+    def upcoming(self) -> Step | None:
+        """The step ``advance()`` will apply next, or None when the command is running."""
+        steps = self.ctx.steps
+        return steps[self.index] if self.index < len(steps) else None
+
+    def advance(self) -> StepRecord:
+        """Apply the next step."""
+        step = self.upcoming
+        if step is None:
+            raise StopIteration
+        try:
+            rec = self.container._advance(step, self.ctx)
+        except BaseException:
+            self.abort()
+            raise
+        self.index += 1
+        if self.upcoming is None:
+            self.container.status = "running"
+            self.container._write_record("running", self.ctx)
+        return rec
+
+    def run_rest(self) -> None:
+        """Apply every remaining step."""
+        while self.upcoming is not None:
+            self.advance()
+
+    def abort(self) -> None:
+        """Undo everything applied so far and forget the container."""
+        self.container._teardown()
+        self.container._finish(exit_code=None)
+
+    def __iter__(self) -> Iterator[StepRecord]:
+        return self
+
+    def __next__(self) -> StepRecord:
+        return self.advance()
+
+
+def diff(rec: StepRecord) -> list[str]:
+    """What a step changed, as lines ``key: before -> after`` (sorted, stable)."""
+    out = []
+    for key in sorted(set(rec.before) | set(rec.after)):
+        b, a = rec.before.get(key), rec.after.get(key)
+        if b != a:
+            out.append(f"{key}: {_short(b)} -> {_short(a)}")
+    return out
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+class Container:
+    """One container: create it, start it (fast or step by step), wait, and clean up."""
+
+    def __init__(self, image, command: list[str] | None = None, *, store=None,
+                 name: str | None = None, hostname: str | None = None,
+                 env: dict[str, str] | None = None, workdir: str | None = None,
+                 user: str | None = None, entrypoint: list[str] | None = None,
+                 memory: str | int | None = None, pids_limit: int | None = None,
+                 cpus: float | None = None, network: str = "none",
+                 cap_add: list[str] | None = None, cap_drop: list[str] | None = None,
+                 seccomp: bool = True, no_new_privs: bool = False, read_only: bool = False,
+                 pid: str | None = None, ipc: str | None = None, uts: str | None = None,
+                 remove: bool = False, observe: bool = False):
+        from .images.store import Store
+
+        self.store = store or Store()
+        img = image if hasattr(image, "config") else self.store.get(image)
+        self.image = img
+        cfg = img.config.get("config") or {}
+        argv = _command(cfg, command, entrypoint)
+        if not argv:
+            raise StepError("create", "no command specified: the image has no Cmd or "
+                            "Entrypoint, so give one (edu run IMAGE COMMAND)")
+        self.id = new_id()
+        shared = {ns for ns, mode in (("pid", pid), ("ipc", ipc), ("uts", uts),
+                                      ("net", network)) if mode == "host"}
+        if network not in ("none", "host"):
+            raise StepError("create", f"network {network!r} is not available yet: use "
+                            "--network none or --network host")
+        limits = None
+        if memory is not None or pids_limit is not None or cpus is not None:
+            mem = cgroups.parse_memory(memory) if isinstance(memory, str) else memory
+            limits = cgroups.Limits(memory=mem, pids=pids_limit, cpus=cpus)
+        self.config = Config(
+            image_name=(img.familiar_tags() or [img.short_id])[0], argv=argv,
+            image_env=list(cfg.get("Env") or []), env=dict(env or {}),
+            workdir=workdir or cfg.get("WorkingDir") or "", user=user or cfg.get("User") or "",
+            hostname=hostname or self.id[:12], name=name or self.id[:12], limits=limits,
+            cap_add=list(cap_add or []), cap_drop=list(cap_drop or []), seccomp=seccomp,
+            no_new_privs=no_new_privs, read_only=read_only, shared=shared, remove=remove)
+        self.paths = Paths(paths.state_dir() / "containers" / self.id)
+        self.lowerdirs = self.store.lowerdirs(img)
+        self.observe = observe
+        self.trace = Trace(self.id, self.config.image_name, argv)
+        self.status = "created"
+        self.exit_code: int | None = None
+        self.oom_killed = False
+        self._ctx: Context | None = None
+        self._applied: list[Step] = []
+
+    # ---- the engine -----------------------------------------------------------------------
+
+    def _prepare(self) -> Context:
+        for d in (self.paths.upper, self.paths.work, self.paths.merged):
+            d.mkdir(parents=True, exist_ok=True)
+        self.store.pin(self.id, self.image.diff_ids)
+        kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
+        ctx = Context(self)
+        ctx.cgroup_driver, ctx.cgroup_note = _cgroup_driver(self.config.limits is not None)
+        ctx.steps = [s for s in plan() if s.enabled(ctx)]
+        self._write_record("creating", ctx)
+        self._ctx = ctx
+        return ctx
+
+    def _advance(self, step: Step, ctx: Context) -> StepRecord:
+        """Apply one step (on whichever side it runs) and record it."""
+        rec = StepRecord(step.name, step.side)
+        if self.observe:
+            rec.before = _safe_observe(step, ctx)
+        self._applied.append(step)
+        if step.side == HOST:
+            kernel.record_syscalls(True)
+            rec.start = now()
+            step.apply(ctx)
+            rec.end = now()
+            rec.syscalls = kernel.record_syscalls(False)
+        else:
+            index = ctx.steps.index(step)
+            rec.start = now()
+            send(ctx.sock, go=index)
+            self._await_child(step, ctx, rec)
+        if self.observe:
+            rec.after = _safe_observe(step, ctx)
+        self.trace.steps.append(rec)
+        return rec
+
+    def _await_child(self, step: Step, ctx: Context, rec: StepRecord) -> None:
+        while True:
+            msg = recv(ctx.sock, timeout=30)
+            if msg is None:
+                if step.name == "exec":
+                    rec.end = now()
+                    return
+                raise StepError(step.name, "the container's process died during this step",
+                                125)
+            if "handoff" in msg:  # the middle process forked PID 1 and is exiting
+                ctx.pid = msg["handoff"]
+                os.waitpid(ctx.middle, 0)
+                ctx.middle = 0
+                send(ctx.sock, adopted=True)
+            elif "error" in msg:
+                raise StepError(msg.get("step", step.name), msg["error"],
+                                msg.get("exit_code", 125))
+            elif "exec" in msg:
+                rec.syscalls = ["execve"]
+            elif "done" in msg:
+                rec.start, rec.end, rec.syscalls = msg["start"], msg["end"], msg["syscalls"]
+                return
+
+    def _teardown(self) -> None:
+        """Undo every applied step, newest first; never raises."""
+        ctx = self._ctx
+        while self._applied:
+            step = self._applied.pop()
+            try:
+                step.undo(ctx)
+            except Exception:  # noqa: BLE001 - keep undoing the rest
+                pass
+
+    # ---- the API ----------------------------------------------------------------------------
+
+    def start(self) -> Container:
+        """Run the whole plan; returns when the command is running."""
+        Stepper(self).run_rest()
+        return self
+
+    def steps(self) -> Stepper:
+        """A stepper over the same plan: one step per ``advance()``, observed before/after."""
+        self.observe = True
+        return Stepper(self)
+
+    def wait(self) -> int:
+        """Wait for the command to exit; tear down; return Docker's exit code."""
+        ctx = self._ctx
+        oom_before = ctx.cgroup.oom_kills() if ctx.cgroup is not None else 0
+        try:
+            _, status = _waitpid(ctx.pid)
+        except BaseException:
+            self._teardown()
+            self._finish(exit_code=None)
+            raise
+        if os.WIFSIGNALED(status):
+            code = 128 + os.WTERMSIG(status)
+        else:
+            code = os.WEXITSTATUS(status)
+        if ctx.cgroup is not None and ctx.cgroup.oom_kills() > oom_before:
+            self.oom_killed = code == EXIT_OOM or os.WIFSIGNALED(status)
+        ctx.pid = 0
+        self._teardown()
+        self._finish(code)
+        return code
+
+    def run(self) -> int:
+        """``docker run``: start, wait, and return the exit code."""
+        return self.start().wait()
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send a signal to the container's PID 1."""
+        if self._ctx and self._ctx.pid:
+            os.kill(self._ctx.pid, sig)
+
+    @property
+    def pid(self) -> int:
+        """The container's PID 1 as the host sees it (0 when not running)."""
+        return self._ctx.pid if self._ctx else 0
+
+    @property
+    def cgroup_note(self) -> str:
+        """Why limits are not applied here, if they are not."""
+        return self._ctx.cgroup_note if self._ctx else ""
+
+    # ---- records --------------------------------------------------------------------------
+
+    def _write_record(self, status: str, ctx: Context) -> None:
+        self.paths.dir.mkdir(parents=True, exist_ok=True)
+        record = {"id": self.id, "name": self.config.name, "image": self.config.image_name,
+                  "command": self.config.argv, "status": status, "owner": os.getpid(),
+                  "boot_id": kernel.boot_id(), "pid": ctx.pid,
+                  "cgroup": {k: str(v) for k, v in ctx.cgroup.paths().items()}
+                  if ctx.cgroup is not None else {},
+                  "remove": self.config.remove, "exit_code": self.exit_code,
+                  "oom_killed": self.oom_killed, "created": time.time()}
+        tmp = self.paths.record.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, self.paths.record)
+
+    def _finish(self, exit_code: int | None) -> None:
+        self.exit_code = exit_code
+        self.status = "exited"
+        self.trace.exit = {"code": exit_code, "oom_killed": self.oom_killed}
+        if self.config.remove or exit_code is None:
+            remove_dir(self.paths.dir)
+            self.store.unpin(self.id)
+        elif self._ctx is not None:
+            self._ctx.pid = 0
+            self._write_record("exited", self._ctx)
+
+
+def _cgroup_driver(limits_asked: bool):
+    """This host's cgroup driver and a note for the user when limits cannot apply."""
+    try:
+        driver = cgroups.driver()
+    except cgroups.CgroupUnavailable as exc:
+        return None, f"running without a cgroup, so no limits apply: {exc}"
+    missing = "; ".join(f"{k}: {v}" for k, v in sorted(driver.missing.items()))
+    return driver, (f"some limits cannot apply here ({missing})" if missing and limits_asked
+                    else "")
+
+
+def _command(cfg: dict[str, Any], command: list[str] | None,
+             entrypoint: list[str] | None) -> list[str]:
+    """Docker's rule: Entrypoint + (command or Cmd); --entrypoint resets the image's Cmd."""
+    ep = entrypoint if entrypoint is not None else list(cfg.get("Entrypoint") or [])
+    if command:
+        return ep + list(command)
+    if entrypoint is not None:
+        return ep
+    return ep + list(cfg.get("Cmd") or [])
+
+
+def _waitpid(pid: int) -> tuple[int, int]:
+    while True:
+        try:
+            return os.waitpid(pid, 0)
+        except InterruptedError:
+            continue
+
+
+def _safe_observe(step: Step, ctx: Context) -> dict[str, Any]:
+    try:
+        return step.observe(ctx)
+    except Exception as exc:  # noqa: BLE001 - an observation must never break a run
+        return {"error": repr(exc)}
+
+
+def remove_dir(path: Path) -> None:
+    """Delete a container's directory, overlay work dirs included (they may be mode 000)."""
+    if not path.exists():
+        return
+    for dirpath, dirnames, _ in os.walk(path):
+        for d in dirnames:
+            try:
+                os.chmod(os.path.join(dirpath, d), 0o700)
+            except OSError:
+                pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def cleanup_stale(store=None) -> list[str]:
+    """Containers whose ``edu`` process died (SIGKILL): kill, un-cgroup and remove them.
+
+    Called by every container command, so nothing a killed ``edu run`` left lingers.
+    """
+    base = paths.state_dir() / "containers"
+    if not base.is_dir():
+        return []
+    cleaned = []
+    boot = kernel.boot_id()
+    for rec_path in base.glob("*/state.json"):
+        try:
+            rec = json.loads(rec_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if rec["status"] not in ("creating", "running"):
+            continue
+        owner_alive = rec["boot_id"] == boot and _alive(rec["owner"])
+        if owner_alive:
+            continue
+        if rec.get("cgroup"):
+            try:
+                cg = cgroups.driver().open(rec["id"])
+                cg.kill()
+                cg.remove()
+            except cgroups.CgroupError:
+                pass
+        if rec.get("pid") and rec["boot_id"] == boot:
+            try:
+                os.kill(rec["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if rec.get("remove") or rec["status"] == "creating":
+            remove_dir(rec_path.parent)
+            if store is not None:
+                store.unpin(rec["id"])
+        else:
+            rec.update(status="exited", exit_code=137, pid=0)
+            rec_path.write_text(json.dumps(rec, indent=1))
+        cleaned.append(rec["id"])
+    return cleaned
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return Path(f"/proc/{pid}").exists() and \
+        (kernel.read(f"/proc/{pid}/stat", "") or "").rpartition(")")[2].split()[:1] != ["Z"]

@@ -1,0 +1,115 @@
+"""Namespaces: what a container can *see*. Each kind gives the process its own copy of one
+kernel table: mount points, process ids, hostname, IPC objects, network devices, cgroup
+root, and (rootless) user ids.
+
+One ``unshare(2)`` call makes them all. The pid namespace is the odd one: the caller stays
+where it is, and only its *next child* is born inside, as PID 1. So the child that unshares
+forks once more and exits; the grandchild, PID 1 of the new namespace, carries on. Our host
+process is a subreaper (PR_SET_CHILD_SUBREAPER), so it adopts that grandchild and can reap it.
+
+Introduced in notebooks/02-namespaces.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from . import kernel
+from .steps import CHILD, HOST, Step, recv, send
+
+#: --pid host, --ipc host, --uts host, --network host share the host's namespace instead.
+SHAREABLE = {"pid": kernel.CLONE_NEWPID, "ipc": kernel.CLONE_NEWIPC,
+             "uts": kernel.CLONE_NEWUTS, "net": kernel.CLONE_NEWNET}
+
+
+def flags_for(shared: set[str], rootless: bool) -> int:
+    """The CLONE_NEW* flags for a container that shares ``shared`` with the host."""
+    flags = kernel.CLONE_NEWNS | kernel.CLONE_NEWCGROUP
+    for name, flag in SHAREABLE.items():
+        if name not in shared:
+            flags |= flag
+    if rootless:
+        flags |= kernel.CLONE_NEWUSER
+    return flags
+
+
+def inodes(pid: int | str) -> dict[str, str]:
+    """``/proc/PID/ns/*`` link targets, e.g. ``{'net': 'net:[4026531840]'}``."""
+    out = {}
+    for name in sorted(kernel.NAMESPACES):
+        try:
+            out[name] = os.readlink(f"/proc/{pid}/ns/{name}")
+        except OSError:
+            out[name] = "?"
+    return out
+
+
+class Namespaces(Step):
+    """unshare(2) into new namespaces, then fork the process that will be PID 1."""
+
+    name = "namespaces"
+    side = CHILD
+    lesson = "notebooks/02-namespaces"
+    explain = (
+        "The child calls unshare() to get new mount, UTS, IPC, network, cgroup and pid "
+        "namespaces (and a user namespace when rootless). From now on it sees its own mount "
+        "table, hostname and network devices, while still running on the same kernel. The "
+        "pid namespace applies to the child's children, so it forks once more: the grandchild "
+        "is PID 1 inside and carries on with the next steps. Undo: a namespace dies with its "
+        "last process; nothing is left to remove.")
+
+    def apply(self, ctx) -> None:
+        """Unshare, fork PID 1, hand its pid to the host, and let the middle process exit."""
+        kernel.unshare(ctx.ns_flags)
+        pid = os.fork()
+        if pid:
+            send(ctx.sock, handoff=pid)
+            os._exit(0)
+        # PID 1 of the new namespace. Inside it getppid() says 0 (our parent lives outside),
+        # so wait for the host's word that it has reaped the middle process and adopted us;
+        # only then ask to be SIGKILLed when the host dies: a foreground container must not
+        # outlive `edu run`, even a SIGKILLed one. (Had we asked earlier, the middle
+        # process's exit would have killed us.) A host that died in between is seen at the
+        # next message as a closed socket.
+        recv(ctx.sock)
+        kernel.set_pdeathsig(signal.SIGKILL)
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """The container's namespace inodes beside the host's."""
+        if not ctx.pid:
+            return {}
+        mine, host = inodes(ctx.pid), inodes("self")
+        return {name: {"container": mine[name], "host": host[name],
+                       "new": mine[name] != host[name]} for name in mine}
+
+
+class IdMaps(Step):
+    """Rootless only: map the user's own uid and gid to root inside the user namespace."""
+
+    name = "id maps"
+    side = HOST
+    lesson = "notebooks/02-namespaces"
+    explain = (
+        "In a new user namespace, the child starts as 'nobody' until someone writes its "
+        "uid_map and gid_map. The host writes one line to each: uid 0 inside is your own uid "
+        "outside. That is why root in a rootless container cannot touch the host's files: "
+        "to the kernel it is still you. Undo: the maps die with the user namespace.")
+
+    def enabled(self, ctx) -> bool:
+        """Only rootless containers get a user namespace."""
+        return ctx.rootless
+
+    def apply(self, ctx) -> None:
+        """Write setgroups, uid_map and gid_map for the container's PID 1."""
+        proc = Path(f"/proc/{ctx.pid}")
+        (proc / "setgroups").write_text("deny")
+        (proc / "uid_map").write_text(f"0 {os.geteuid()} 1\n")
+        (proc / "gid_map").write_text(f"0 {os.getegid()} 1\n")
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """uid_map and gid_map as the kernel shows them."""
+        return {f: " ".join((kernel.read(f"/proc/{ctx.pid}/{f}", "") or "").split())
+                for f in ("uid_map", "gid_map")} if ctx.pid else {}

@@ -1,0 +1,143 @@
+"""The container's process: user, environment, working directory, and execve.
+
+Everything before this step built a room; this step puts a program in it. The user name is
+looked up in the *image's* /etc/passwd (the host's users mean nothing inside), the
+environment is the image's Env plus -e, and the command is found on the container's PATH.
+``execve`` replaces the Python child with the program, keeping its pid (1), namespaces,
+cgroup, capabilities and seccomp filter: that is what makes it "in a container".
+
+Introduced in notebooks/05-run.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+from . import kernel
+from .steps import CHILD, Step, now, send
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: Docker's exit codes when the command cannot run.
+EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND = 126, 127
+
+
+def _table(path: str) -> list[list[str]]:
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return []
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def resolve_user(spec: str, passwd: str = "/etc/passwd", group: str = "/etc/group"
+                 ) -> tuple[int, int, list[int], str]:
+    """``user``, ``uid``, ``user:group`` or ``uid:gid`` -> (uid, gid, groups, home), read from
+    the container's own files, as Docker does."""
+    name, _, grp = (spec or "0").partition(":")
+    users = _table(passwd)
+    entry = next((u for u in users if len(u) >= 7 and (u[0] == name or u[2] == name)), None)
+    if entry:
+        uid, gid, home, uname = int(entry[2]), int(entry[3]), entry[5], entry[0]
+    elif name.isdigit():
+        uid, gid, home, uname = int(name), 0, "/", None
+    else:
+        raise LookupError(f"unable to find user {name}: no matching entries in passwd file")
+    groups_table = _table(group)
+    if grp:
+        g = next((g for g in groups_table if len(g) >= 3 and grp in (g[0], g[2])), None)
+        if g:
+            gid = int(g[2])
+        elif grp.isdigit():
+            gid = int(grp)
+        else:
+            raise LookupError(f"unable to find group {grp}: no matching entries in group file")
+    extra = sorted({int(g[2]) for g in groups_table
+                    if len(g) >= 4 and uname and uname in g[3].split(",")} - {gid})
+    return uid, gid, extra, home or "/"
+
+
+def build_env(image_env: list[str], extra: dict[str, str], hostname: str, home: str
+              ) -> dict[str, str]:
+    """The environment Docker gives: PATH, HOSTNAME, the image's Env, -e, then HOME."""
+    env: dict[str, str] = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+    for item in image_env:
+        k, _, v = item.partition("=")
+        env[k] = v
+    env.update(extra)
+    env.setdefault("HOME", home)
+    return env
+
+
+def find_executable(name: str, path: str) -> str | None:
+    """Look ``name`` up on ``path`` the way execvp does; a name with a '/' is used as is."""
+    if "/" in name:
+        return name if os.path.exists(name) else None
+    for d in path.split(":"):
+        candidate = os.path.join(d or ".", name)
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+class Exec(Step):
+    """Switch to the container's user, set env and cwd, and execve the command."""
+
+    name = "exec"
+    side = CHILD
+    lesson = "notebooks/05-run"
+    explain = (
+        "Finally the child becomes the program: it switches to the image's user (looked up "
+        "in the image's /etc/passwd), changes to the working directory, and calls execve() "
+        "with the image's Entrypoint and Cmd (or your command) and the image's environment. "
+        "The program keeps pid 1, the namespaces, the cgroup, the capabilities and the "
+        "seccomp filter. Undo: stopping the container kills it (SIGTERM, then SIGKILL).")
+
+    def apply(self, ctx) -> None:
+        """Never returns: execve, or report the failure to the host and exit 126/127."""
+        cfg = ctx.config
+        try:
+            uid, gid, groups, home = resolve_user(cfg.user)
+        except LookupError as exc:
+            self._fail(ctx, str(exc), EXIT_CANNOT_EXECUTE)
+        env = build_env(cfg.image_env, cfg.env, cfg.hostname, home)
+        workdir = cfg.workdir or "/"
+        try:
+            os.makedirs(workdir, exist_ok=True)  # Docker creates a missing WORKDIR
+            os.chdir(workdir)
+        except OSError as exc:
+            self._fail(ctx, f"cannot change to working directory {workdir}: {exc.strerror}",
+                       EXIT_CANNOT_EXECUTE)
+        if groups or gid or uid:
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)  # from root to a user: the kernel clears all capabilities
+        if cfg.no_new_privs:
+            kernel.set_no_new_privs()
+        argv = ctx.argv
+        path = find_executable(argv[0], env.get("PATH", DEFAULT_PATH))
+        if path is None:
+            self._fail(ctx, f"executable file not found: {argv[0]} in image {cfg.image_name}",
+                       EXIT_NOT_FOUND)
+        send(ctx.sock, exec=path, start=now())
+        try:
+            os.execve(path, argv, env)
+        except OSError as exc:
+            code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
+            self._fail(ctx, f"cannot execute {path}: {exc.strerror}", code)
+
+    @staticmethod
+    def _fail(ctx, message: str, code: int) -> None:
+        send(ctx.sock, error=message, step="exec", exit_code=code)
+        os._exit(code)
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """The program now running as the container's PID 1."""
+        if not ctx.pid:
+            return {}
+        cmdline = (kernel.read(f"/proc/{ctx.pid}/cmdline", "") or "").split("\0")
+        return {"comm": kernel.read(f"/proc/{ctx.pid}/comm"),
+                "cmdline": [c for c in cmdline if c]}

@@ -1,0 +1,85 @@
+"""The root filesystem: the image's layers stacked by overlayfs, and pivot_root into them.
+
+Overlayfs stacks the image's read-only layer directories (each unpacked once in the store,
+shared by every container of every image that has it) under one writable *upper* directory
+of the container's own. Reads fall through to the highest layer that has the file; writes go
+to the upper dir, copying the file up first. The upper dir is kept until the container is
+removed, because ``edu commit`` turns it into a new layer.
+
+Then ``pivot_root`` swaps the container's root with the host's and the old root is detached.
+Unlike ``chroot``, which only changes where path lookup starts (and is escaped by a process
+that keeps a directory open), pivot_root leaves no path back to the host's files.
+
+Introduced in notebooks/03-images.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import kernel, overlay
+from .steps import CHILD, Step
+
+
+class RootFS(Step):
+    """Mount the overlay of the image's layers and the container's upper dir."""
+
+    name = "rootfs"
+    side = CHILD
+    lesson = "notebooks/03-images"
+    explain = (
+        "overlayfs stacks the image's layers (read-only, shared with every other container "
+        "using them) under an upper directory that belongs to this container alone. Every "
+        "write lands in the upper dir; the layers never change. Undo: the mount dies with "
+        "the mount namespace; the upper dir is kept until `edu rm`, for `edu commit`.")
+
+    def apply(self, ctx) -> None:
+        """mount -t overlay with the image's layers as lowerdir."""
+        p = ctx.paths
+        opts = overlay.mount_options(ctx.lowerdirs, p.upper, p.work, ctx.rootless)
+        kernel.mount("overlay", str(p.merged), "overlay", 0, opts)
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """The overlay mount as the container's mountinfo shows it."""
+        if not ctx.pid:
+            return {}
+        for m in kernel.mountinfo(ctx.pid):
+            if m["fstype"] == "overlay" and m["mount_point"] in (str(ctx.paths.merged), "/"):
+                return {"mount_point": m["mount_point"], "layers": len(ctx.lowerdirs),
+                        "upperdir": str(ctx.paths.upper)}
+        return {"overlay": "not mounted"}
+
+
+class PivotRoot(Step):
+    """pivot_root(2) into the overlay and detach the host's root."""
+
+    name = "pivot_root"
+    side = CHILD
+    lesson = "notebooks/03-images"
+    explain = (
+        "pivot_root() makes the overlay the root of this mount namespace and puts the old "
+        "root (the host's whole filesystem) on top of it, where the child immediately "
+        "detaches it with umount2(MNT_DETACH). After that no path leads to host files: the "
+        "host's mounts are gone from the container's mount table. With --read-only, / is "
+        "then remounted read-only. Undo: the mount namespace dies with its last process.")
+
+    def apply(self, ctx) -> None:
+        """pivot_root(".", "."), the trick runc uses: no directory for the old root needed."""
+        os.chdir(ctx.paths.merged)
+        kernel.pivot_root(".", ".")
+        kernel.umount(".", kernel.MNT_DETACH)
+        os.chdir("/")
+        if ctx.config.read_only:
+            kernel.mount("none", "/", None,
+                         kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY)
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """How many mounts the container sees, and whether the host's / is among them."""
+        if not ctx.pid:
+            return {}
+        mounts = kernel.mountinfo(ctx.pid)
+        host_root = next(m for m in kernel.mountinfo("self") if m["mount_point"] == "/")
+        return {"mounts": len(mounts),
+                "host root visible": any(m["id"] == host_root["id"] for m in mounts),
+                "root": next((m["fstype"] for m in mounts if m["mount_point"] == "/"), "?")}

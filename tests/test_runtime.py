@@ -1,0 +1,297 @@
+"""edu_runtime for real: containers from the busybox image, checked from inside and out.
+
+Every test runs real namespaces, cgroups, overlays, seccomp and capabilities, as root (CI),
+and checks that nothing is left behind: mounts, cgroup dirs, processes, container dirs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO, need
+
+from edu_runtime import capabilities, kernel, namespaces, paths
+from edu_runtime.container import Container, Stepper, diff, plan
+from edu_runtime.steps import StepError
+
+
+@pytest.fixture(scope="session")
+def busybox():
+    """The busybox base image in the default store (what `make test` bootstraps)."""
+    from edu_runtime.images import bootstrap
+    from edu_runtime.images.store import Store
+
+    need(os.geteuid() == 0, "the runtime tests run as root (CI does)")
+    return bootstrap.bootstrap(Store(), "busybox", progress=False)
+
+
+def snapshot() -> dict:
+    """What a container could leak: mounts, edu cgroups, our children, container dirs."""
+    cg = sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/edu*"))
+    cg += sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/edu/*"))
+    kids = sorted(p.name for p in Path("/proc").iterdir() if p.name.isdigit()
+                  and (kernel.proc_status(p.name).get("PPid") == str(os.getpid())))
+    cdir = paths.state_dir() / "containers"
+    return {"mounts": Path("/proc/self/mountinfo").read_text().count("\n"),
+            "cgroups": cg, "children": kids,
+            "containers": sorted(p.name for p in cdir.iterdir()) if cdir.exists() else []}
+
+
+@pytest.fixture
+def no_leaks():
+    before = snapshot()
+    yield
+    after = snapshot()
+    assert after == before
+
+
+def run(image, command, **kw) -> tuple[int, str]:
+    """Run a container with stdout captured through a pipe; returns (exit code, output)."""
+    r, w = os.pipe()
+    saved = os.dup(1)
+    os.dup2(w, 1)
+    os.close(w)
+    try:
+        c = Container(image, command, remove=True, **kw)
+        code = c.run()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    with os.fdopen(r) as f:
+        return code, f.read()
+
+
+def test_namespaces_pid1_hostname(busybox, no_leaks):
+    code, out = run(busybox, ["sh", "-c", "echo pid=$$; hostname; "
+                              "for n in cgroup ipc mnt net pid uts; do "
+                              "readlink /proc/self/ns/$n; done"], hostname="box1")
+    assert code == 0
+    lines = out.split()
+    assert lines[0] == "pid=1" and lines[1] == "box1"
+    host = namespaces.inodes("self")
+    for line in lines[2:]:
+        name = line.split(":")[0]
+        assert line != host[name], f"{name} namespace is the host's"
+
+
+def test_no_host_mount_visible(busybox, no_leaks):
+    code, out = run(busybox, ["cat", "/proc/self/mountinfo"])
+    assert code == 0
+    inside = {line.split()[4] for line in out.splitlines()}
+    assert "/" in inside and "/proc" in inside and "/dev" in inside
+    host_only = {m["mount_point"] for m in kernel.mountinfo()} - {"/", "/proc", "/sys",
+                                                                   "/dev", "/dev/pts",
+                                                                   "/dev/shm", "/dev/mqueue"}
+    assert not (inside & host_only), inside & host_only
+    assert not any(p.startswith(str(paths.state_dir())) for p in inside)
+
+
+def test_capeff_is_docker_default_within_host_bounding(busybox, no_leaks):
+    code, out = run(busybox, ["grep", "Cap", "/proc/self/status"])
+    status = dict(line.split(":\t") for line in out.splitlines())
+    want = capabilities.DOCKER_DEFAULT & set(capabilities.host_bounding())
+    assert set(kernel.decode_caps(status["CapEff"])) == want
+    assert set(kernel.decode_caps(status["CapBnd"])) == want
+
+
+def test_cap_add_and_drop(busybox, no_leaks):
+    code, out = run(busybox, ["grep", "CapEff", "/proc/self/status"],
+                    cap_add=["NET_ADMIN"], cap_drop=["chown", "CAP_KILL"])
+    caps = set(kernel.decode_caps(out.split()[1]))
+    assert "CAP_NET_ADMIN" in caps and "CAP_CHOWN" not in caps and "CAP_KILL" not in caps
+
+
+def test_seccomp_blocks_unshare_and_unconfined_allows_it(busybox, no_leaks):
+    code, out = run(busybox, ["sh", "-c", "grep Seccomp: /proc/self/status; unshare -U true; "
+                              "echo rc=$?"])
+    assert "Seccomp:\t2" in out and "rc=0" not in out
+    code, out = run(busybox, ["sh", "-c", "grep Seccomp: /proc/self/status; unshare -U true; "
+                              "echo rc=$?"], seccomp=False)
+    assert "Seccomp:\t0" in out and "rc=0" in out
+
+
+def test_no_new_privileges_switch(busybox, no_leaks):
+    _, out = run(busybox, ["grep", "NoNewPrivs", "/proc/self/status"])
+    assert out.split()[1] == "0"
+    _, out = run(busybox, ["grep", "NoNewPrivs", "/proc/self/status"], no_new_privs=True)
+    assert out.split()[1] == "1"
+
+
+def test_read_only_switch(busybox, no_leaks):
+    code, out = run(busybox, ["sh", "-c", "touch /x 2>&1; echo rc=$?"], read_only=True)
+    assert "Read-only file system" in out and "rc=1" in out
+    code, out = run(busybox, ["sh", "-c", "touch /x; echo rc=$?"])
+    assert "rc=0" in out
+
+
+def test_pid_host_switch(busybox, no_leaks):
+    code, out = run(busybox, ["sh", "-c", "echo $$; ls /proc | grep -c '^[0-9]'"], pid="host")
+    pid, count = out.split()
+    assert pid != "1" and int(count) > 10
+
+
+def test_missing_command_is_127_with_a_sentence(busybox, no_leaks):
+    c = Container(busybox, ["no-such-program"], remove=True)
+    with pytest.raises(StepError) as err:
+        c.run()
+    assert err.value.exit_code == 127
+    assert "executable file not found: no-such-program in image busybox" in err.value.message
+
+
+def test_user_and_workdir_and_env(busybox, no_leaks):
+    code, out = run(busybox, ["sh", "-c", "id -u; pwd; echo $GREETING; echo $HOME"],
+                    user="nobody", workdir="/tmp/work", env={"GREETING": "hi"})
+    assert out.split() == ["65534", "/tmp/work", "hi", "/home"] or \
+        out.split()[:3] == ["65534", "/tmp/work", "hi"]
+
+
+def test_exit_code_passes_through(busybox, no_leaks):
+    assert run(busybox, ["sh", "-c", "exit 42"])[0] == 42
+
+
+def test_oom_kill_is_137_and_reported(busybox, no_leaks):
+    c = Container(busybox, ["sh", "-c", "tail /dev/zero"], memory="32m", remove=True)
+    assert c.run() == 137
+    assert c.oom_killed
+
+
+def test_pids_limit_stops_a_fork_bomb(busybox, no_leaks):
+    code, out = run(busybox, ["sh", "-c", "n=0; for i in $(seq 60); do "
+                              "(sleep 3) 2>/dev/null & n=$((n+1)); done; "
+                              "sleep 0.5; ls /proc | grep -c '^[0-9]'; kill $(jobs -p) "
+                              "2>/dev/null; wait"], pids_limit=20)
+    assert int(out.split()[-1]) <= 20
+
+
+def test_cpu_quota_throttles(busybox, no_leaks):
+    c = Container(busybox, ["sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"],
+                  cpus=0.2, remove=True)
+    c.start()
+    stats = c._ctx.cgroup.observe()
+    code = c.wait()
+    assert code == 0
+    throttled = [v for k, v in stats.items() if "cpu.max" in k or "cfs_quota" in k]
+    assert throttled and any("20000" in str(v) for v in throttled)
+
+
+def test_stepper_pauses_and_host_sees_namespaces(busybox, no_leaks):
+    c = Container(busybox, ["true"], remove=True)
+    stepper = c.steps()
+    seen = []
+    while stepper.upcoming is not None:
+        name = stepper.upcoming.name
+        rec = stepper.advance()
+        if name == "namespaces":
+            # The child is paused here: its namespaces already differ from ours.
+            assert c.pid and namespaces.inodes(c.pid)["mnt"] != namespaces.inodes("self")["mnt"]
+            assert rec.after["net"]["new"] and not rec.before.get("net", {}).get("new")
+        if name == "pivot_root":
+            assert rec.after["host root visible"] is False
+        seen.append(name)
+        assert diff(rec) is not None
+    assert seen[0] == "fork" and seen[-1] == "exec"
+    assert c.wait() == 0
+
+
+@pytest.mark.parametrize("victim", [s.name for s in plan()])
+def test_teardown_after_a_failure_in_each_step(busybox, victim, monkeypatch, no_leaks):
+    """Inject an exception into each step in turn: everything applied is undone."""
+    target = next(s for s in plan() if s.name == victim)
+    cls = type(target)
+
+    def boom(self, ctx):
+        raise OSError(5, f"injected failure in {victim}")
+
+    monkeypatch.setattr(cls, "apply", boom)
+    c = Container(busybox, ["true"], remove=False)
+    if not target.enabled(_ctx_for(c)):
+        pytest.skip(f"{victim} is not in this host's plan")
+    with pytest.raises((StepError, OSError)):
+        c.run()
+
+
+def _ctx_for(c):
+    from edu_runtime.container import Context
+
+    ctx = Context(c)
+    ctx.cgroup_driver = object()
+    return ctx
+
+
+def test_trace_json_schema(busybox, no_leaks):
+    c = Container(busybox, ["true"], remove=True)
+    assert c.run() == 0
+    t = c.trace.to_dict()
+    assert t["schema"] == "edu.trace/1"
+    names = [s["name"] for s in t["steps"]]
+    assert names[0] == "fork" and names[-1] == "exec" and "pivot_root" in names
+    assert all(s["end"] >= s["start"] >= t["started"] for s in t["steps"])
+    assert any("pivot_root" in s["syscalls"] for s in t["steps"])
+    json.dumps(t)
+
+
+def test_cli_run_exit_codes(busybox, python):
+    def edu(*argv):
+        return subprocess.run([python, "-m", "edu_cli.main", *argv], capture_output=True,
+                              text=True, timeout=60)
+    out = edu("run", "--rm", "busybox", "echo", "hello")
+    assert out.returncode == 0 and out.stdout == "hello\n"
+    out = edu("run", "--rm", "busybox", "nope")
+    assert out.returncode == 127 and "executable file not found: nope" in out.stderr
+    out = edu("run", "--rm", "--memory", "64x", "busybox", "true")
+    assert out.returncode == 125 and "--memory" in out.stderr
+    out = edu("run", "--rm", "no-such-image", "true")
+    assert out.returncode == 125 and "no-such-image" in out.stderr
+    out = edu("run", "--rm", "--trace", "busybox", "true")
+    assert out.returncode == 0 and "pivot_root" in out.stderr
+
+
+def test_sigkilled_cli_is_cleaned_by_the_next_command(busybox, python):
+    before = snapshot()
+    proc = subprocess.Popen([python, "-m", "edu_cli.main", "run", "--rm", "busybox",
+                             "sleep", "60"])
+    deadline = __import__("time").monotonic() + 20
+    cdir = paths.state_dir() / "containers"
+    while __import__("time").monotonic() < deadline:
+        recs = [json.loads(p.read_text()) for p in cdir.glob("*/state.json")]
+        if any(r["status"] == "running" for r in recs):
+            break
+        __import__("time").sleep(0.05)
+    proc.kill()
+    proc.wait()
+    subprocess.run([python, "-m", "edu_cli.main", "run", "--rm", "busybox", "true"],
+                   capture_output=True, timeout=60)
+    after = snapshot()
+    assert after["cgroups"] == before["cgroups"]
+    assert after["containers"] == before["containers"]
+
+
+def test_rootless_run_as_nobody(busybox, tmp_path):
+    need(shutil.which("setpriv") is not None, "setpriv missing")
+    home = Path(tempfile.mkdtemp(prefix="edu-rootless-"))
+    os.chown(home, 65534, 65534)
+    try:
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i",
+                  "PATH=/usr/bin:/bin:/usr/sbin:/sbin", f"HOME={home}", f"PYTHONPATH={REPO}"]
+        py = next((p for p in (os.path.realpath(sys.executable), "/usr/bin/python3")
+                   if subprocess.run(prefix + [p, "-c", "pass"]).returncode == 0), None)
+        need(py is not None, "no python that uid 65534 can run")
+        boot = subprocess.run(prefix + [py, "-m", "edu_cli.main", "bootstrap", "busybox"],
+                              capture_output=True, text=True, timeout=120)
+        assert boot.returncode == 0, boot.stderr
+        out = subprocess.run(prefix + [py, "-m", "edu_cli.main", "run", "--rm", "busybox",
+                                       "sh", "-c", "id -u; cat /proc/self/uid_map"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        uid, *mapping = out.stdout.split()
+        assert uid == "0" and mapping == ["0", "65534", "1"]
+        assert "limits" not in out.stderr or "cgroup" in out.stderr
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
