@@ -518,8 +518,9 @@ def _enter_build_root(merged: Path, opts: str) -> None:
 
     Nothing here is ever unmounted by hand. Every mount lives in the child's private mount
     namespace, and a namespace is destroyed, with all its mounts, when its last process
-    exits. That happens after success, after an error, and after Ctrl-C or SIGKILL, so the
-    host never sees these mounts and the staging dir is deleted from under none of them.
+    exits. That happens after success, after an error, and after Ctrl-C or SIGKILL. So the
+    host never sees these mounts, and deleting the staging dir afterwards can never reach
+    through one of them into the host's /proc, /sys or /dev.
     """
     m = str(merged)
     kernel.mount("overlay", m, "overlay", 0, opts)
