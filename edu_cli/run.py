@@ -56,10 +56,11 @@ def _security(opts: list[str]) -> tuple[bool, bool]:
 
 def make_container(args):
     """Build a Container from parsed ``run`` flags; errors become sentences."""
-    from edu_runtime.container import Container
+    from edu_runtime.container import Container, cleanup_stale
     from edu_runtime.images.store import StoreError
     from edu_runtime.steps import StepError
 
+    cleanup_stale()  # whatever a SIGKILLed `edu run` left behind
     seccomp, nnp = _security(args.security_opt)
     entrypoint = None
     if args.entrypoint is not None:
@@ -124,7 +125,10 @@ def step_cmd(args) -> int:
             if not args.yes:
                 input("Enter to apply ... ")
             rec = stepper.advance()
-            print(f"  took {rec.ms:.2f} ms; syscalls: {', '.join(rec.syscalls) or '-'}")
+            calls = ", ".join(rec.syscalls[:6]) or "-"
+            if len(rec.syscalls) > 6:
+                calls += f" (+{len(rec.syscalls) - 6} more)"
+            print(f"  took {rec.ms:.2f} ms; syscalls: {calls}")
             for line in diff(rec):
                 print(f"  {line}")
         code = c.wait()
@@ -137,6 +141,17 @@ def step_cmd(args) -> int:
         return 130
     print(f"\nexit code {code}")
     return code
+
+
+def prune_cmd(args) -> int:
+    """``edu prune``: remove exited containers and whatever killed runs left behind."""
+    from edu_runtime.container import prune
+
+    removed = prune()
+    print("Deleted Containers:" if removed else "Nothing to remove")
+    for cid in removed:
+        print(cid)
+    return 0
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -171,6 +186,9 @@ def register(sub) -> None:
     add_run_flags(p)
     p.add_argument("--trace", action="store_true", help="print the step timeline")
     p.set_defaults(func=run_cmd)
+
+    p = sub.add_parser("prune", help="remove exited containers and leftovers of killed runs")
+    p.set_defaults(func=prune_cmd)
 
     p = sub.add_parser("step", help="build a container one step at a time", add_help=False)
     p.add_argument("--help", action="help")

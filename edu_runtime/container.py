@@ -315,7 +315,14 @@ def diff(rec: StepRecord) -> list[str]:
     out = []
     for key in sorted(set(rec.before) | set(rec.after)):
         b, a = rec.before.get(key), rec.after.get(key)
-        if b != a:
+        if b == a:
+            continue
+        if isinstance(b, list) and isinstance(a, list):
+            gone, new = [x for x in b if x not in a], [x for x in a if x not in b]
+            out.append(f"{key}: " + "; ".join(
+                part for part in (f"- {_short(gone)}" if gone else "",
+                                  f"+ {_short(new)}" if new else "") if part))
+        else:
             out.append(f"{key}: {_short(b)} -> {_short(a)}")
     return out
 
@@ -395,17 +402,22 @@ class Container:
         if self.observe:
             rec.before = _safe_observe(step, ctx)
         self._applied.append(step)
-        if step.side == HOST:
-            kernel.record_syscalls(True)
-            rec.start = now()
-            step.apply(ctx)
-            rec.end = now()
-            rec.syscalls = kernel.record_syscalls(False)
-        else:
-            index = ctx.steps.index(step)
-            rec.start = now()
-            send(ctx.sock, go=index)
-            self._await_child(step, ctx, rec)
+        try:
+            if step.side == HOST:
+                kernel.record_syscalls(True)
+                rec.start = now()
+                step.apply(ctx)
+                rec.end = now()
+                rec.syscalls = kernel.record_syscalls(False)
+            else:
+                rec.start = now()
+                send(ctx.sock, go=ctx.steps.index(step))
+                self._await_child(step, ctx, rec)
+        except BaseException as exc:
+            kernel.record_syscalls(False)
+            rec.end, rec.error = now(), str(exc) or type(exc).__name__
+            self.trace.steps.append(rec)
+            raise
         if self.observe:
             rec.after = _safe_observe(step, ctx)
         self.trace.steps.append(rec)
@@ -625,3 +637,23 @@ def _alive(pid: int) -> bool:
         return True
     return Path(f"/proc/{pid}").exists() and \
         (kernel.read(f"/proc/{pid}/stat", "") or "").rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def prune(store=None) -> list[str]:
+    """``edu prune``: clean up after killed ``edu`` processes, then remove every exited
+    container (its upper dir included) and release its image layers."""
+    from .images.store import Store
+
+    store = store or Store()
+    removed = cleanup_stale(store)
+    base = paths.state_dir() / "containers"
+    for rec_path in sorted(base.glob("*/state.json")) if base.is_dir() else []:
+        try:
+            rec = json.loads(rec_path.read_text())
+        except (OSError, ValueError):
+            rec = {"id": rec_path.parent.name, "status": "exited"}
+        if rec.get("status") == "exited":
+            remove_dir(rec_path.parent)
+            store.unpin(rec["id"])
+            removed.append(rec["id"])
+    return sorted(set(removed))

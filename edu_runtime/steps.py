@@ -69,6 +69,7 @@ class StepRecord:
     syscalls: list[str] = field(default_factory=list)
     before: dict[str, Any] = field(default_factory=dict)
     after: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
 
     @property
     def ms(self) -> float:
@@ -92,7 +93,8 @@ class Trace:
         return {"schema": TRACE_SCHEMA, "container": self.container, "image": self.image,
                 "command": self.command, "started": self.started, "exit": self.exit,
                 "steps": [{"name": s.name, "side": s.side, "start": s.start, "end": s.end,
-                           "syscalls": s.syscalls, "before": s.before, "after": s.after}
+                           "syscalls": s.syscalls, "before": s.before, "after": s.after,
+                           "error": s.error}
                           for s in self.steps]}
 
     @classmethod
@@ -104,7 +106,8 @@ class Trace:
         t = cls(data["container"], data["image"], data["command"], exit=data["exit"],
                 started=data["started"])
         t.steps = [StepRecord(s["name"], s["side"], s["start"], s["end"], s["syscalls"],
-                              s["before"], s["after"]) for s in data["steps"]]
+                              s["before"], s["after"], s.get("error", ""))
+                   for s in data["steps"]]
         return t
 
     def timeline(self) -> str:

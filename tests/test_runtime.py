@@ -18,8 +18,8 @@ import pytest
 from conftest import REPO, need
 
 from edu_runtime import capabilities, kernel, namespaces, paths
-from edu_runtime.container import Container, Stepper, diff, plan
-from edu_runtime.steps import StepError
+from edu_runtime.container import Container, diff, plan
+from edu_runtime.steps import StepError, pid_alive
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +34,8 @@ def busybox():
 
 def snapshot() -> dict:
     """What a container could leak: mounts, edu cgroups, our children, container dirs."""
-    cg = sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/edu*"))
-    cg += sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/edu/*"))
+    # Per-container cgroups live under an `edu` parent in each hierarchy; the parent stays.
+    cg = sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/edu/*") if p.is_dir())
     kids = sorted(p.name for p in Path("/proc").iterdir() if p.name.isdigit()
                   and (kernel.proc_status(p.name).get("PPid") == str(os.getpid())))
     cdir = paths.state_dir() / "containers"
@@ -163,22 +163,45 @@ def test_oom_kill_is_137_and_reported(busybox, no_leaks):
 
 
 def test_pids_limit_stops_a_fork_bomb(busybox, no_leaks):
-    code, out = run(busybox, ["sh", "-c", "n=0; for i in $(seq 60); do "
-                              "(sleep 3) 2>/dev/null & n=$((n+1)); done; "
-                              "sleep 0.5; ls /proc | grep -c '^[0-9]'; kill $(jobs -p) "
-                              "2>/dev/null; wait"], pids_limit=20)
-    assert int(out.split()[-1]) <= 20
+    """A shell forks until the kernel refuses (EAGAIN at --pids-limit 20) and dies of it;
+    PID 1 then execs sleep. The host sees the cgroup hold at most 20 processes, and the
+    kernel's own counter of refused forks went up."""
+    bomb = "sh -c 'while true; do sleep 30 & done'; exec sleep 30"
+    c = Container(busybox, ["sh", "-c", bomb], pids_limit=20, remove=True)
+    c.start()
+    try:
+        import time
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            events = c._ctx.cgroup.observe()
+            refused = [v for k, v in events.items() if k.endswith("pids.events")]
+            if refused and refused[0].split()[-1] != "0":
+                break
+            time.sleep(0.05)
+        assert refused and int(refused[0].split()[-1]) >= 1, events
+        assert 15 <= len(c._ctx.cgroup.pids()) <= 20
+    finally:
+        c.kill()
+        assert c.wait() == 137
 
 
 def test_cpu_quota_throttles(busybox, no_leaks):
-    c = Container(busybox, ["sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"],
-                  cpus=0.2, remove=True)
+    """--cpus 0.2 writes a CFS quota of 20 ms per 100 ms; a busy loop gets throttled."""
+    import time
+
+    c = Container(busybox, ["sh", "-c", "while true; do :; done"], cpus=0.2, remove=True)
     c.start()
-    stats = c._ctx.cgroup.observe()
-    code = c.wait()
-    assert code == 0
-    throttled = [v for k, v in stats.items() if "cpu.max" in k or "cfs_quota" in k]
-    assert throttled and any("20000" in str(v) for v in throttled)
+    try:
+        time.sleep(0.6)
+        stats = c._ctx.cgroup.observe()
+    finally:
+        c.kill()
+        c.wait()
+    quota = stats.get("cpu/cpu.cfs_quota_us") or stats.get("unified/cpu.max", "").split()[0]
+    assert quota == "20000"
+    cpu_stat = stats.get("cpu/cpu.stat") or stats.get("unified/cpu.stat", "")
+    throttled = dict(line.split() for line in cpu_stat.splitlines())
+    assert int(throttled["nr_throttled"]) >= 2
 
 
 def test_stepper_pauses_and_host_sees_namespaces(busybox, no_leaks):
@@ -200,29 +223,24 @@ def test_stepper_pauses_and_host_sees_namespaces(busybox, no_leaks):
     assert c.wait() == 0
 
 
-@pytest.mark.parametrize("victim", [s.name for s in plan()])
+# Every step of a root container's plan ("id maps" runs only rootless: see the rootless test).
+ROOT_PLAN = [s.name for s in plan() if s.name != "id maps"]
+
+
+@pytest.mark.parametrize("victim", ROOT_PLAN)
 def test_teardown_after_a_failure_in_each_step(busybox, victim, monkeypatch, no_leaks):
-    """Inject an exception into each step in turn: everything applied is undone."""
-    target = next(s for s in plan() if s.name == victim)
-    cls = type(target)
+    """Inject an exception into each step in turn: everything applied is undone, and the
+    container's directory, cgroup, mounts and processes are gone (the no_leaks fixture)."""
+    cls = type(next(s for s in plan() if s.name == victim))
 
     def boom(self, ctx):
         raise OSError(5, f"injected failure in {victim}")
 
     monkeypatch.setattr(cls, "apply", boom)
     c = Container(busybox, ["true"], remove=False)
-    if not target.enabled(_ctx_for(c)):
-        pytest.skip(f"{victim} is not in this host's plan")
-    with pytest.raises((StepError, OSError)):
+    with pytest.raises((StepError, OSError), match="injected failure|Input/output"):
         c.run()
-
-
-def _ctx_for(c):
-    from edu_runtime.container import Context
-
-    ctx = Context(c)
-    ctx.cgroup_driver = object()
-    return ctx
+    assert [r.name for r in c.trace.steps][-1] == victim
 
 
 def test_trace_json_schema(busybox, no_leaks):
@@ -254,23 +272,40 @@ def test_cli_run_exit_codes(busybox, python):
 
 
 def test_sigkilled_cli_is_cleaned_by_the_next_command(busybox, python):
-    before = snapshot()
+    import time
+
+    cdir = paths.state_dir() / "containers"
+    known = {p.name for p in cdir.iterdir()} if cdir.exists() else set()
     proc = subprocess.Popen([python, "-m", "edu_cli.main", "run", "--rm", "busybox",
                              "sleep", "60"])
-    deadline = __import__("time").monotonic() + 20
-    cdir = paths.state_dir() / "containers"
-    while __import__("time").monotonic() < deadline:
-        recs = [json.loads(p.read_text()) for p in cdir.glob("*/state.json")]
-        if any(r["status"] == "running" for r in recs):
-            break
-        __import__("time").sleep(0.05)
+    deadline, ours = time.monotonic() + 20, None
+    while time.monotonic() < deadline and ours is None:
+        for rec in cdir.glob("*/state.json"):
+            if rec.parent.name not in known and json.loads(rec.read_text())["status"] == \
+                    "running":
+                ours = json.loads(rec.read_text())
+        time.sleep(0.02)
+    assert ours is not None, "the container never reached running"
     proc.kill()
     proc.wait()
-    subprocess.run([python, "-m", "edu_cli.main", "run", "--rm", "busybox", "true"],
-                   capture_output=True, timeout=60)
-    after = snapshot()
-    assert after["cgroups"] == before["cgroups"]
-    assert after["containers"] == before["containers"]
+    # The container died with its parent (PR_SET_PDEATHSIG), but its record, upper dir and
+    # cgroup are still there until the next edu command looks.
+    assert (cdir / ours["id"]).exists()
+    out = subprocess.run([python, "-m", "edu_cli.main", "run", "--rm", "busybox", "true"],
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0
+    assert not (cdir / ours["id"]).exists()
+    assert not any(Path(p).exists() for p in ours["cgroup"].values())
+    # Killed; a zombie at most, until init reaps it (it is no longer ours to reap).
+    assert not pid_alive(ours["pid"])
+
+
+def site_packages() -> str:
+    """Our venv's site-packages: a user who cannot run the venv's interpreter (here it lives
+    under /root, mode 700) can still import its pure-Python packages from a system Python."""
+    import sysconfig
+
+    return sysconfig.get_paths()["purelib"]
 
 
 def test_rootless_run_as_nobody(busybox, tmp_path):
@@ -279,7 +314,8 @@ def test_rootless_run_as_nobody(busybox, tmp_path):
     os.chown(home, 65534, 65534)
     try:
         prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i",
-                  "PATH=/usr/bin:/bin:/usr/sbin:/sbin", f"HOME={home}", f"PYTHONPATH={REPO}"]
+                  "PATH=/usr/bin:/bin:/usr/sbin:/sbin", f"HOME={home}",
+                  f"PYTHONPATH={REPO}:{site_packages()}"]
         py = next((p for p in (os.path.realpath(sys.executable), "/usr/bin/python3")
                    if subprocess.run(prefix + [p, "-c", "pass"]).returncode == 0), None)
         need(py is not None, "no python that uid 65534 can run")

@@ -19,7 +19,6 @@ import pytest
 from edu_runtime.images import reference
 from edu_runtime.images.store import OCI_LAYER_GZIP, Store, StoreError
 
-
 # ---- references ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text,full,familiar", [

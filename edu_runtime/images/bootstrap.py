@@ -42,8 +42,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from .. import kernel, overlay, paths
 from . import layers
 from .store import OCI_LAYER_GZIP, Image, Store, StoreError, canonical_json, sha256_file
@@ -666,12 +664,30 @@ def _tail(lines: deque[str], debootstrap_dir: Path | None = None) -> str:
     return "\n".join("    " + line for line in text)
 
 
+class _NoBar:
+    """What _Progress talks to when no bar is wanted."""
+
+    def update(self, n: int = 1) -> None:
+        """Nothing to draw."""
+
+    def set_postfix_str(self, text: str) -> None:
+        """Nothing to draw."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
 class _Progress:
     """One tqdm bar per image: a tick per phase, and a long command's latest line."""
 
     def __init__(self, image: str, phases: list[str], enabled: bool) -> None:
-        self._bar = tqdm(total=len(phases), desc=f"bootstrap {image}", unit="step",
-                         disable=not enabled, leave=False)
+        if enabled:
+            from tqdm.auto import tqdm  # only when a bar is wanted: it costs start-up time
+
+            self._bar = tqdm(total=len(phases), desc=f"bootstrap {image}", unit="step",
+                             leave=False)
+        else:
+            self._bar = _NoBar()
         self._bar.set_postfix_str(phases[0])
         self._last = 0.0
 
