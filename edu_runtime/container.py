@@ -388,6 +388,10 @@ class Container:
         for d in (self.paths.upper, self.paths.work, self.paths.merged):
             d.mkdir(parents=True, exist_ok=True)
         self.store.pin(self.id, self.image.diff_ids)
+        # Subreaper only while PID 1 changes parents (the namespaces step): afterwards any
+        # orphan of ours would be adopted by us and left a zombie, since we only reap the
+        # container. A supervisor that is a subreaper anyway stays one.
+        self._was_subreaper = kernel.get_child_subreaper()
         kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
         ctx = Context(self)
         ctx.cgroup_driver, ctx.cgroup_note = _cgroup_driver(self.config.limits is not None)
@@ -436,6 +440,7 @@ class Container:
                 ctx.pid = msg["handoff"]
                 os.waitpid(ctx.middle, 0)
                 ctx.middle = 0
+                self._restore_subreaper()
                 send(ctx.sock, adopted=True)
             elif "error" in msg:
                 raise StepError(msg.get("step", step.name), msg["error"],
@@ -446,8 +451,13 @@ class Container:
                 rec.start, rec.end, rec.syscalls = msg["start"], msg["end"], msg["syscalls"]
                 return
 
+    def _restore_subreaper(self) -> None:
+        if not getattr(self, "_was_subreaper", True):
+            kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 0)
+
     def _teardown(self) -> None:
         """Undo every applied step, newest first; never raises."""
+        self._restore_subreaper()
         ctx = self._ctx
         while self._applied:
             step = self._applied.pop()

@@ -331,3 +331,16 @@ def test_rootless_run_as_nobody(busybox, tmp_path):
         assert "limits" not in out.stderr or "cgroup" in out.stderr
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_no_zombie_children_after_runs(busybox):
+    """The runtime reaps what it starts, and is a subreaper only while PID 1 is handed over:
+    nothing else may end up as a zombie child of the process that uses it."""
+    assert not kernel.get_child_subreaper()
+    run(busybox, ["sh", "-c", "sleep 0.1 & exit 0"])
+    Container(busybox, ["true"], remove=True).run()
+    assert not kernel.get_child_subreaper()
+    zombies = [p.name for p in Path("/proc").iterdir() if p.name.isdigit()
+               and kernel.proc_status(p.name).get("PPid") == str(os.getpid())
+               and kernel.proc_status(p.name).get("State", "").startswith("Z")]
+    assert zombies == []
