@@ -22,12 +22,18 @@ def _doctor(args) -> int:
     return doctor.main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every ``edu`` command."""
-    p = argparse.ArgumentParser(prog="edu", description="A container runtime you can watch.")
-    p.add_argument("--version", action="version", version=f"edu {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+#: Which module registers each command. Only the module a command needs is imported, and
+#: only its parsers are built: `edu run` must not pay for every other command's flags.
+COMMANDS = {
+    "doctor": "doctor",
+    "run": "run", "step": "run", "prune": "run",
+    "images": "images", "history": "images", "inspect": "images", "tag": "images",
+    "rmi": "images", "image": "images", "save": "images", "load": "images",
+    "bootstrap": "images",
+}
 
+
+def _register_doctor(sub) -> None:
     d = sub.add_parser("doctor", help="what this machine can do for the course")
     d.add_argument("--json", action="store_true", help="print the report as JSON")
     d.add_argument("--refresh", action="store_true",
@@ -36,16 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="download the guest kernel first if it is missing (about 70 MB)")
     d.set_defaults(func=_doctor)
 
-    from . import images, run
 
-    run.register(sub)
-    images.register(sub)
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: for one command's module if ``command`` is known, else all."""
+    import importlib
+
+    p = argparse.ArgumentParser(prog="edu", description="A container runtime you can watch.")
+    p.add_argument("--version", action="version", version=f"edu {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = {COMMANDS[command]} if command in COMMANDS else sorted(set(COMMANDS.values()))
+    for module in wanted:
+        if module == "doctor":
+            _register_doctor(sub)
+        else:
+            importlib.import_module(f".{module}", __package__).register(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``edu``; returns the exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -344,3 +344,54 @@ def test_no_zombie_children_after_runs(busybox):
                and kernel.proc_status(p.name).get("PPid") == str(os.getpid())
                and kernel.proc_status(p.name).get("State", "").startswith("Z")]
     assert zombies == []
+
+
+def test_kernel_sharing_is_visible(busybox, no_leaks):
+    from edu_runtime import sharing
+
+    c = Container(busybox, ["sh", "-c", "sleep 30 & sleep 30; echo done"], remove=True)
+    c.start()
+    try:
+        import time
+        deadline = time.monotonic() + 5
+        while len(sharing.host_pids_of(c.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        rows = sharing.compare(c.pid)
+        assert rows["uname -r"]["same"] and rows["uname -r"]["host"] == os.uname().release
+        assert rows["boot_id"]["same"] and rows["boot_id"]["host"] == kernel.boot_id()
+        procs = rows["processes"]["container"]
+        assert {p["container_pid"] for p in procs} >= {1}
+        assert all(p["host_pid"] != p["container_pid"] for p in procs)
+        assert {p["command"] for p in procs} == {"sh", "sleep"}
+        assert "boot_id" in sharing.table(c.pid)
+    finally:
+        c.kill()
+        c.wait()
+
+
+@pytest.fixture(scope="session")
+def python_image():
+    """Debian's python3 on the debian base, in the default store (built once, ~50 s)."""
+    from edu_runtime.images import bootstrap
+    from edu_runtime.images.store import Store
+
+    need(os.geteuid() == 0, "root")
+    return bootstrap.bootstrap(Store(), "python", progress=False)
+
+
+@pytest.mark.slow
+def test_clone3_enosys_and_threads_run_under_seccomp(python_image, no_leaks):
+    script = (
+        "import ctypes, errno, threading\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "r = libc.syscall(435, 0, 0)\n"  # clone3(NULL, 0)
+        "print('clone3', errno.errorcode[ctypes.get_errno()])\n"
+        "r = libc.syscall(250, 0, 0, 0, 0, 0)\n"  # keyctl
+        "print('keyctl', errno.errorcode[ctypes.get_errno()])\n"
+        "out = []\n"
+        "ts = [threading.Thread(target=out.append, args=(i,)) for i in range(8)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+        "print('threads', len(out))\n")
+    code, out = run(python_image, ["python3", "-c", script])
+    assert code == 0, out
+    assert out.split("\n")[:3] == ["clone3 ENOSYS", "keyctl EPERM", "threads 8"]

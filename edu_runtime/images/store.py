@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .. import paths
-from . import layers
 from .reference import Reference, ReferenceError, parse
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -289,9 +288,10 @@ class Store:
         except (FileNotFoundError, ValueError):
             return None
 
-    def ensure_layer(self, blob_digest: str, diff_id: str,
-                     limits: layers.Limits | None = None) -> dict[str, Any]:
+    def ensure_layer(self, blob_digest: str, diff_id: str, limits=None) -> dict[str, Any]:
         """Unpack the blob into its layer dir, once; check it really has ``diff_id``."""
+        from . import layers  # tarfile and friends: only loads and builds pay for them
+
         info = self.layer_info(diff_id)
         if info is not None and self.layer_dir(diff_id).is_dir():
             return info

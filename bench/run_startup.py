@@ -1,0 +1,119 @@
+"""Container start-up: `edu run` beside runc and docker, and in-process beside unshare.
+
+Side by side in one run, alternating, every contender starts /bin/true from the same
+busybox rootfs with no network:
+
+- `edu run --rm --network none busybox true` (the CLI, a new Python process each time);
+- `runc run` of an OCI bundle whose rootfs is a copy of the same layer;
+- `docker run --rm --network none` of the same image, loaded into dockerd from edu's store;
+- `Container(...).run()` from this warm process (what a notebook cell does);
+- `unshare -fpmuin --mount-proc /bin/true`, the kernel's floor for "new namespaces".
+
+It also prints where one edu run's time goes (the step timeline from its Trace).
+
+    .venv/bin/python bench/run_startup.py [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import alternate, report, save, timed  # noqa: E402
+
+from edu_runtime.container import Container  # noqa: E402
+from edu_runtime.images import archive, bootstrap  # noqa: E402
+from edu_runtime.images.store import Store  # noqa: E402
+
+
+def runc_bundle(store: Store, image, where: Path) -> Path:
+    """An OCI bundle: the busybox layer copied as rootfs, and `runc spec` set to /bin/true."""
+    bundle = where / "bundle"
+    shutil.copytree(store.layer_dir(image.diff_ids[0]), bundle / "rootfs", symlinks=True)
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"]["args"] = ["/bin/true"]
+    spec["process"]["terminal"] = False
+    (bundle / "config.json").write_text(json.dumps(spec))
+    return bundle
+
+
+def main() -> None:
+    """Run the benchmark and save bench/results/run_startup.json."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=20)
+    args = ap.parse_args()
+    store = Store()
+    image = bootstrap.bootstrap(store, "busybox", progress=False)
+    edu = str(Path(sys.executable).parent / "edu")
+    work = Path(tempfile.mkdtemp(prefix="edu-bench-", dir=Path.home()))
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(1)
+    try:
+        contenders = {
+            "edu run (CLI)": timed([edu, "run", "--rm", "--network", "none", "busybox",
+                                    "true"]),
+        }
+        if shutil.which("runc"):
+            bundle = runc_bundle(store, image, work)
+            n = [0]
+
+            def runc() -> float:
+                n[0] += 1
+                t = time.perf_counter()
+                subprocess.run(["runc", "run", "--bundle", str(bundle), f"edu-bench-{n[0]}"],
+                               check=True, stdout=subprocess.DEVNULL)
+                return time.perf_counter() - t
+            contenders["runc run"] = runc
+        if subprocess.run(["docker", "version"], capture_output=True).returncode == 0:
+            tar = work / "busybox.tar"
+            archive.save(store, ["busybox:latest"], tar)
+            subprocess.run(["docker", "load", "-i", str(tar)], check=True,
+                           stdout=subprocess.DEVNULL)
+            contenders["docker run"] = timed(["docker", "run", "--rm", "--network", "none",
+                                              "busybox:latest", "true"])
+
+        def in_process() -> float:
+            os.dup2(devnull, 1)
+            try:
+                t = time.perf_counter()
+                Container(image, ["true"], store=store, remove=True).run()
+                return time.perf_counter() - t
+            finally:
+                os.dup2(saved, 1)
+        contenders["Container().run() in-process"] = in_process
+        contenders["unshare -fpmuin"] = timed(["unshare", "-fpmuin", "--mount-proc",
+                                               "/bin/true"])
+        times = alternate(contenders, args.runs, desc="container start-up")
+        base = "runc run" if "runc run" in times else "edu run (CLI)"
+        result = report("start /bin/true, no network", times, baseline=base)
+        inproc = report("in-process against unshare", {
+            k: times[k] for k in ("Container().run() in-process", "unshare -fpmuin")},
+            baseline="unshare -fpmuin")
+        c = Container(image, ["true"], store=store, remove=True)
+        os.dup2(devnull, 1)
+        try:
+            c.run()
+        finally:
+            os.dup2(saved, 1)
+        print("\nwhere one in-process start goes (Trace):")
+        print(c.trace.timeline())
+        out = save("run_startup", {"vs_peers": result, "in_process": inproc,
+                                   "trace": c.trace.to_dict()})
+        print(f"saved {out}")
+    finally:
+        subprocess.run(["docker", "rmi", "busybox:latest"], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
