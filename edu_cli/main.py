@@ -62,6 +62,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``edu``; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--version"]:  # answered before any parser is built: the cheapest path
+        print(f"edu {__version__}")
+        return 0
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
