@@ -445,6 +445,14 @@ class Cgroup:
                 pass
             except OSError as exc:
                 raise CgroupError(f"could not remove {where}: {exc.strerror}.") from exc
+        # The last container out removes the `edu` parent too, so an idle host keeps no
+        # trace of edu. rmdir fails (ENOTEMPTY/EBUSY) while any sibling exists; a create()
+        # racing with this just makes the parent again (see Driver.create).
+        for where in self._dirs.values():
+            try:
+                where.parent.rmdir()
+            except OSError:
+                pass
 
     def observe(self) -> dict[str, str]:
         """The files a student would ``cat``, as ``hierarchy/file`` -> raw text, sorted."""
@@ -552,13 +560,24 @@ class Driver:
     def create(self, name: str) -> Cgroup:
         """Make container ``name``'s cgroup in every hierarchy; an existing one is an error."""
         cg = self.open(name)
-        for hierarchy, parent in self.parent_paths().items():
+        for attempt in range(3):
+            for hierarchy, parent in self.parent_paths().items():
+                try:
+                    parent.mkdir(exist_ok=True)
+                except OSError as exc:
+                    raise CgroupError(f"could not make {parent}: {exc.strerror}. Cgroups need "
+                                      "root, or a cgroup v2 subtree delegated to this user."
+                                      ) from exc
+                self._prepare(hierarchy, parent)
             try:
-                parent.mkdir(exist_ok=True)
-            except OSError as exc:
-                raise CgroupError(f"could not make {parent}: {exc.strerror}. Cgroups need root, "
-                                  "or a cgroup v2 subtree delegated to this user.") from exc
-            self._prepare(hierarchy, parent)
+                return self._make(cg, name)
+            except FileNotFoundError:
+                if attempt == 2:  # the last container's remove() took the parent each time
+                    raise CgroupError(f"could not make the cgroup of {name!r}: its parent "
+                                      "kept disappearing") from None
+        raise AssertionError("unreachable")
+
+    def _make(self, cg: Cgroup, name: str) -> Cgroup:
         made: list[Path] = []
         try:
             for where in cg.paths().values():
@@ -567,6 +586,8 @@ class Driver:
         except OSError as exc:
             for where in reversed(made):
                 where.rmdir()
+            if isinstance(exc, FileNotFoundError):
+                raise  # the parent vanished under us: create() makes it again
             if isinstance(exc, FileExistsError):
                 raise CgroupError(
                     f"a cgroup for container {name!r} already exists ({exc.filename}): the "

@@ -395,3 +395,9 @@ def test_clone3_enosys_and_threads_run_under_seccomp(python_image, no_leaks):
     code, out = run(python_image, ["python3", "-c", script])
     assert code == 0, out
     assert out.split("\n")[:3] == ["clone3 ENOSYS", "keyctl EPERM", "threads 8"]
+
+
+def test_idle_host_keeps_no_edu_cgroup(busybox):
+    """The last container out removes the `edu` parent cgroups as well."""
+    assert run(busybox, ["true"])[0] == 0
+    assert not [p for p in Path("/sys/fs/cgroup").glob("*/edu") if p.is_dir()]
