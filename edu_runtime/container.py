@@ -377,6 +377,7 @@ class Container:
         self.observe = observe
         self.trace = Trace(self.id, self.config.image_name, argv)
         self.status = "created"
+        self.created = time.time()
         self.exit_code: int | None = None
         self.oom_killed = False
         self._ctx: Context | None = None
@@ -528,7 +529,16 @@ class Container:
                   "cgroup": {k: str(v) for k, v in ctx.cgroup.paths().items()}
                   if ctx.cgroup is not None else {},
                   "remove": self.config.remove, "exit_code": self.exit_code,
-                  "oom_killed": self.oom_killed, "created": time.time()}
+                  "oom_killed": self.oom_killed, "created": self.created,
+                  "image_id": self.image.id,
+                  # What `edu exec` needs to enter the container with the same security.
+                  "process": {"user": self.config.user, "workdir": self.config.workdir,
+                              "env": self.config.env, "image_env": self.config.image_env,
+                              "hostname": self.config.hostname},
+                  "security": {"caps": sorted(ctx.caps),
+                               "seccomp": self.config.seccomp,
+                               "no_new_privs": self.config.no_new_privs,
+                               "shared_namespaces": sorted(self.config.shared)}}
         tmp = self.paths.record.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=1))
         os.replace(tmp, self.paths.record)
