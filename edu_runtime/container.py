@@ -120,6 +120,7 @@ class Context:
         # Compiled (or read from cache) here on the host, so the child only loads it.
         self.seccomp_bpf = seccomp.default_filter(self.caps) if self.config.seccomp else None
         self.container_id = container.id
+        self.stdio = container.stdio
         self.cgroup_driver = None
         self.steps: list[Step] = []
 
@@ -142,6 +143,9 @@ class Fork(Step):
         if pid == 0:
             host_end.close()
             ctx.sock = child_end
+            if ctx.stdio:  # a supervisor gives the container a log pipe or a pty
+                for target, fd in enumerate(ctx.stdio):
+                    os.dup2(fd, target)
             _child_main(ctx)
         child_end.close()
         ctx.sock, ctx.middle = host_end, pid
@@ -344,7 +348,8 @@ class Container:
                  cap_add: list[str] | None = None, cap_drop: list[str] | None = None,
                  seccomp: bool = True, no_new_privs: bool = False, read_only: bool = False,
                  pid: str | None = None, ipc: str | None = None, uts: str | None = None,
-                 remove: bool = False, observe: bool = False):
+                 remove: bool = False, observe: bool = False,
+                 stdio: tuple[int, int, int] | None = None, container_id: str | None = None):
         from .images.store import Store
 
         self.store = store or Store()
@@ -355,7 +360,8 @@ class Container:
         if not argv:
             raise StepError("create", "no command specified: the image has no Cmd or "
                             "Entrypoint, so give one (edu run IMAGE COMMAND)")
-        self.id = new_id()
+        self.id = container_id or new_id()
+        self.stdio = stdio
         shared = {ns for ns, mode in (("pid", pid), ("ipc", ipc), ("uts", uts),
                                       ("net", network)) if mode == "host"}
         if network not in ("none", "host"):
@@ -481,19 +487,21 @@ class Container:
 
     def wait(self) -> int:
         """Wait for the command to exit; tear down; return Docker's exit code."""
-        ctx = self._ctx
-        oom_before = ctx.cgroup.oom_kills() if ctx.cgroup is not None else 0
         try:
-            _, status = _waitpid(ctx.pid)
+            _, status = _waitpid(self._ctx.pid)
         except BaseException:
             self._teardown()
             self._finish(exit_code=None)
             raise
-        if os.WIFSIGNALED(status):
-            code = 128 + os.WTERMSIG(status)
-        else:
-            code = os.WEXITSTATUS(status)
-        if ctx.cgroup is not None and ctx.cgroup.oom_kills() > oom_before:
+        return self.exited(status)
+
+    def exited(self, status: int) -> int:
+        """PID 1 was reaped with wait ``status`` (by ``wait`` or by a supervisor): note the
+        exit code and whether the OOM killer did it, tear down, and return the code."""
+        ctx = self._ctx
+        code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        # The cgroup is new for every start, so any OOM kill it counted was this run's.
+        if ctx.cgroup is not None and ctx.cgroup.oom_kills() > 0:
             self.oom_killed = code == EXIT_OOM or os.WIFSIGNALED(status)
         ctx.pid = 0
         self._teardown()
