@@ -36,6 +36,7 @@ from . import (
     cgroups,
     hostname,
     kernel,
+    lifecycle,
     mounts,
     namespaces,
     network,
@@ -294,6 +295,7 @@ class Stepper:
         self.index += 1
         if self.upcoming is None:
             self.container.status = "running"
+            self.container.started = time.time()
             self.container._write_record("running", self.ctx)
         return rec
 
@@ -371,11 +373,14 @@ class Container:
         if memory is not None or pids_limit is not None or cpus is not None:
             mem = cgroups.parse_memory(memory) if isinstance(memory, str) else memory
             limits = cgroups.Limits(memory=mem, pids=pids_limit, cpus=cpus)
+        if name:
+            lifecycle.check_name(name, own_id=self.id)
         self.config = Config(
             image_name=(img.familiar_tags() or [img.short_id])[0], argv=argv,
             image_env=list(cfg.get("Env") or []), env=dict(env or {}),
             workdir=workdir or cfg.get("WorkingDir") or "", user=user or cfg.get("User") or "",
-            hostname=hostname or self.id[:12], name=name or self.id[:12], limits=limits,
+            hostname=hostname or self.id[:12], name=name or lifecycle.generate_name(),
+            limits=limits,
             cap_add=list(cap_add or []), cap_drop=list(cap_drop or []), seccomp=seccomp,
             no_new_privs=no_new_privs, read_only=read_only, shared=shared, remove=remove)
         self.paths = Paths(paths.state_dir() / "containers" / self.id)
@@ -384,6 +389,7 @@ class Container:
         self.trace = Trace(self.id, self.config.image_name, argv)
         self.status = "created"
         self.created = time.time()
+        self.started = self.finished = 0.0
         self.exit_code: int | None = None
         self.oom_killed = False
         self._ctx: Context | None = None
@@ -538,6 +544,7 @@ class Container:
                   if ctx.cgroup is not None else {},
                   "remove": self.config.remove, "exit_code": self.exit_code,
                   "oom_killed": self.oom_killed, "created": self.created,
+                  "started": self.started, "finished": self.finished,
                   "image_id": self.image.id,
                   # What `edu exec` needs to enter the container with the same security.
                   "process": {"user": self.config.user, "workdir": self.config.workdir,
@@ -553,6 +560,7 @@ class Container:
 
     def _finish(self, exit_code: int | None) -> None:
         self.exit_code = exit_code
+        self.finished = time.time()
         self.status = "exited"
         self.trace.exit = {"code": exit_code, "oom_killed": self.oom_killed}
         if self.config.remove or exit_code is None:

@@ -1,0 +1,146 @@
+"""A container's life after its start: states, names, and the records that hold them.
+
+Like runc, a container's status is an explicit state machine: created -> running <->
+paused, running -> exited, exited -> running (restart) and any -> removed. Asking for a
+transition the machine does not have (pausing an exited container, say) raises
+``InvalidTransition`` with a sentence, instead of failing somewhere deep in the kernel.
+
+Records live in ``state_dir()/containers/<id>/state.json``; every ``edu`` command reads them
+directly, so ``edu ps`` needs no daemon. Names follow Docker: unique, chosen by ``--name`` or
+generated as adjective_scientist.
+
+Introduced in notebooks/05-run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from . import paths
+
+CREATED, RUNNING, PAUSED, EXITED = "created", "running", "paused", "exited"
+
+#: Which state may follow which (runc's libcontainer has the same table).
+TRANSITIONS = {
+    "creating": {RUNNING, EXITED},
+    CREATED: {RUNNING, EXITED},
+    RUNNING: {PAUSED, EXITED, RUNNING},
+    PAUSED: {RUNNING, EXITED},
+    EXITED: {RUNNING, EXITED},
+}
+
+VERBS = {PAUSED: "pause", RUNNING: "start", EXITED: "stop"}
+
+
+class InvalidTransition(Exception):
+    """A lifecycle command that the container's current state does not allow."""
+
+
+class NoSuchContainer(LookupError):
+    """No container has that name or id."""
+
+
+def check(record: dict[str, Any], to: str) -> None:
+    """Raise InvalidTransition unless ``record`` may go to state ``to``."""
+    now = record.get("status", EXITED)
+    if to not in TRANSITIONS.get(now, set()):
+        verb = VERBS.get(to, to)
+        raise InvalidTransition(f"cannot {verb} container {record.get('name')}: it is {now}"
+                                + (" (edu unpause it first)" if now == PAUSED else ""))
+
+
+def base() -> Path:
+    """The directory that holds one directory per container."""
+    return paths.state_dir() / "containers"
+
+
+def records() -> list[dict[str, Any]]:
+    """Every container record, newest first."""
+    out = []
+    for path in base().glob("*/state.json") if base().is_dir() else []:
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return sorted(out, key=lambda r: r.get("created", 0), reverse=True)
+
+
+def find(ref: str) -> dict[str, Any]:
+    """A record by name, full id, or unique id prefix (as Docker accepts them)."""
+    ref = ref.lstrip("/")
+    recs = records()
+    for r in recs:
+        if r.get("name") == ref or r.get("id") == ref:
+            return r
+    hits = [r for r in recs if r.get("id", "").startswith(ref)] if len(ref) >= 3 else []
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise NoSuchContainer(f"{ref} matches {len(hits)} containers; give more of the id")
+    raise NoSuchContainer(f"No such container: {ref}")
+
+
+def update(container_id: str, **fields: Any) -> dict[str, Any]:
+    """Change fields of a record atomically; returns the new record."""
+    path = base() / container_id / "state.json"
+    rec = json.loads(path.read_text())
+    rec.update(fields)
+    tmp = path.with_name(f".state.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(rec, indent=1))
+    os.replace(tmp, path)
+    return rec
+
+
+def check_name(name: str, own_id: str = "") -> None:
+    """Refuse a name another container already has, with Docker's sentence."""
+    for r in records():
+        if r.get("name") == name and r.get("id") != own_id:
+            raise InvalidTransition(
+                f'the container name "/{name}" is already in use by container {r["id"]}. '
+                "You have to remove (or rename) that container to be able to reuse that name.")
+
+
+_ADJECTIVES = ["admiring", "brave", "busy", "clever", "eager", "focused", "gentle", "happy",
+               "keen", "lucid", "modest", "nifty", "quirky", "sharp", "tender", "vibrant",
+               "wizardly", "zealous"]
+_SCIENTISTS = ["babbage", "curie", "dijkstra", "easley", "hopper", "kare", "lamarr",
+               "lovelace", "noether", "ritchie", "shannon", "thompson", "torvalds", "turing",
+               "wozniak", "yalow"]
+
+
+def generate_name() -> str:
+    """adjective_scientist, like Docker's, not used by any other container."""
+    taken = {r.get("name") for r in records()}
+    for _ in range(100):
+        name = f"{random.choice(_ADJECTIVES)}_{random.choice(_SCIENTISTS)}"
+        if name not in taken:
+            return name
+    return f"{random.choice(_ADJECTIVES)}_{random.choice(_SCIENTISTS)}{random.randint(0, 99)}"
+
+
+def human_status(rec: dict[str, Any], now: float | None = None) -> str:
+    """Docker's STATUS column: ``Up 5 seconds``, ``Exited (0) 2 minutes ago``, ``Paused``."""
+    now = now or time.time()
+    status = rec.get("status")
+    if status in (RUNNING, PAUSED):
+        up = _ago(now - rec.get("started", rec.get("created", now)))
+        return f"Up {up}" + (" (Paused)" if status == PAUSED else "")
+    if status == EXITED:
+        code = rec.get("exit_code")
+        when = _ago(now - rec.get("finished", rec.get("created", now)))
+        return f"Exited ({code if code is not None else '?'}) {when} ago"
+    return str(status).capitalize()
+
+
+def _ago(seconds: float) -> str:
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n > 1 else ''}"
+    n = int(seconds)
+    return "Less than a second" if n < 1 else f"{n} second{'s' if n > 1 else ''}"
