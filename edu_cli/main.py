@@ -26,6 +26,9 @@ def _doctor(args) -> int:
 #: only its parsers are built: `edu run` must not pay for every other command's flags.
 COMMANDS = {
     "doctor": "doctor",
+    "ps": "containers", "logs": "containers", "stop": "containers", "kill": "containers",
+    "rm": "containers", "pause": "containers", "unpause": "containers",
+    "attach": "containers",
     "run": "run", "step": "run", "prune": "run",
     "images": "images", "history": "images", "inspect": "images", "tag": "images",
     "rmi": "images", "image": "images", "save": "images", "load": "images",

@@ -54,29 +54,67 @@ def _security(opts: list[str]) -> tuple[bool, bool]:
     return seccomp, nnp
 
 
-def make_container(args):
-    """Build a Container from parsed ``run`` flags; errors become sentences."""
-    from edu_runtime.container import Container, cleanup_stale
-    from edu_runtime.images.store import StoreError
-    from edu_runtime.steps import StepError
-
-    cleanup_stale()  # whatever a SIGKILLed `edu run` left behind
+def container_spec(args) -> dict:
+    """The ``Container`` keyword arguments for parsed ``run`` flags (JSON-ready, so the
+    supervisor can receive them)."""
     seccomp, nnp = _security(args.security_opt)
     entrypoint = None
     if args.entrypoint is not None:
         entrypoint = [args.entrypoint] if args.entrypoint else []
+    return dict(image=args.image, command=args.command or None, name=args.name,
+                hostname=args.hostname, env=_env(args), workdir=args.workdir, user=args.user,
+                entrypoint=entrypoint, memory=args.memory, pids_limit=args.pids_limit,
+                cpus=args.cpus, network=args.network, cap_add=args.cap_add,
+                cap_drop=args.cap_drop, seccomp=seccomp, no_new_privs=nnp,
+                read_only=args.read_only, pid=args.pid, ipc=args.ipc, uts=args.uts,
+                remove=args.rm)
+
+
+def make_container(args):
+    """Build a Container from parsed ``run`` flags; errors become sentences."""
+    from edu_runtime.container import Container, cleanup_stale
+    from edu_runtime.images.store import StoreError
+    from edu_runtime.lifecycle import InvalidTransition
+    from edu_runtime.steps import StepError
+
+    cleanup_stale()  # whatever a SIGKILLed `edu run` left behind
     try:
-        return Container(
-            args.image, args.command or None, name=args.name, hostname=args.hostname,
-            env=_env(args), workdir=args.workdir, user=args.user, entrypoint=entrypoint,
-            memory=args.memory, pids_limit=args.pids_limit, cpus=args.cpus,
-            network=args.network, cap_add=args.cap_add, cap_drop=args.cap_drop,
-            seccomp=seccomp, no_new_privs=nnp, read_only=args.read_only, pid=args.pid,
-            ipc=args.ipc, uts=args.uts, remove=args.rm)
+        return Container(**container_spec(args))
     except StoreError as exc:
         raise UserError(f"Unable to find image '{args.image}' locally: {exc}") from None
-    except (StepError, ValueError) as exc:
+    except (StepError, ValueError, InvalidTransition) as exc:
         raise UserError(str(exc)) from None
+
+
+def run_supervised(args) -> int:
+    """``-d`` and ``-t``: the supervisor owns the container; attach unless detached."""
+    from edu_runtime import supervisor
+    from edu_runtime.container import cleanup_stale
+
+    from . import attach
+
+    cleanup_stale()
+    make_container(args)  # validates the flags and the image here, with our error messages
+    reply, conn = supervisor.request({
+        "op": "run", "spec": container_spec(args), "tty": args.tty,
+        "interactive": args.interactive, "restart": args.restart,
+        "attach": not args.detach, "size": attach.terminal_size() if args.tty else None})
+    if "error" in reply:
+        conn.close()
+        raise UserError(reply["error"], reply.get("code", 125))
+    if args.detach:
+        conn.close()
+        print(reply["id"])
+        return 0
+    how = attach.relay(conn)
+    conn.close()
+    if how == "detached":
+        print(f"\r\nedu: detached from {reply['name']}; it keeps running "
+              f"(edu attach {reply['name']} to come back)", file=sys.stderr)
+        return 0
+    done, c2 = supervisor.request({"op": "wait", "id": reply["id"]})
+    c2.close()
+    return done.get("exit_code") or 0
 
 
 def _raise_on_sigterm(signum, frame):
@@ -87,6 +125,8 @@ def run_cmd(args) -> int:
     """``edu run``: start the container in the foreground and return its exit code."""
     from edu_runtime.steps import StepError
 
+    if args.detach or args.tty:
+        return run_supervised(args)
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # teardown runs, as on Ctrl-C
     c = make_container(args)
     try:
@@ -185,6 +225,10 @@ def register(sub) -> None:
     p.add_argument("--help", action="help")
     add_run_flags(p)
     p.add_argument("--trace", action="store_true", help="print the step timeline")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("--restart", default="no", help="no, on-failure[:N] or always")
     p.set_defaults(func=run_cmd)
 
     p = sub.add_parser("prune", help="remove exited containers and leftovers of killed runs")

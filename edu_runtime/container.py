@@ -71,6 +71,7 @@ class Config:
     read_only: bool = False
     shared: set[str] = field(default_factory=set)  # namespaces shared with the host
     remove: bool = False
+    tty: bool = False
 
 
 @dataclass
@@ -351,7 +352,8 @@ class Container:
                  seccomp: bool = True, no_new_privs: bool = False, read_only: bool = False,
                  pid: str | None = None, ipc: str | None = None, uts: str | None = None,
                  remove: bool = False, observe: bool = False,
-                 stdio: tuple[int, int, int] | None = None, container_id: str | None = None):
+                 stdio: tuple[int, int, int] | None = None, container_id: str | None = None,
+                 tty: bool = False):
         from .images.store import Store
 
         self.store = store or Store()
@@ -376,13 +378,16 @@ class Container:
         if name:
             lifecycle.check_name(name, own_id=self.id)
         self.config = Config(
-            image_name=(img.familiar_tags() or [img.short_id])[0], argv=argv,
+            image_name=image if isinstance(image, str) else (img.familiar_tags()
+                                                             or [img.short_id])[0],
+            argv=argv,
             image_env=list(cfg.get("Env") or []), env=dict(env or {}),
             workdir=workdir or cfg.get("WorkingDir") or "", user=user or cfg.get("User") or "",
             hostname=hostname or self.id[:12], name=name or lifecycle.generate_name(),
             limits=limits,
             cap_add=list(cap_add or []), cap_drop=list(cap_drop or []), seccomp=seccomp,
-            no_new_privs=no_new_privs, read_only=read_only, shared=shared, remove=remove)
+            no_new_privs=no_new_privs, read_only=read_only, shared=shared, remove=remove,
+            tty=tty)
         self.paths = Paths(paths.state_dir() / "containers" / self.id)
         self.lowerdirs = self.store.lowerdirs(img)
         self.observe = observe

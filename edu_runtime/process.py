@@ -104,6 +104,14 @@ class Exec(Step):
         except LookupError as exc:
             self._fail(ctx, str(exc), EXIT_CANNOT_EXECUTE)
         env = build_env(cfg.image_env, cfg.env, cfg.hostname, home)
+        if cfg.tty:
+            # The pty becomes this session's controlling terminal: job control, Ctrl-C.
+            import fcntl
+            import termios
+
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            env.setdefault("TERM", "xterm")
         workdir = cfg.workdir or "/"
         try:
             os.makedirs(workdir, exist_ok=True)  # Docker creates a missing WORKDIR

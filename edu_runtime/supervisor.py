@@ -1,0 +1,385 @@
+"""The supervisor: one small process that owns every detached container.
+
+``edu run -d`` must return while the container goes on, and ``-it`` must survive Ctrl-P
+Ctrl-Q. Something has to stay behind to reap the container when it exits, write its
+output to its log, hold its terminal, and restart it if asked. Docker runs a
+containerd-shim per container for this (about 13 MiB each); edu runs one supervisor for
+all of them:
+
+- it is a *subreaper* (PR_SET_CHILD_SUBREAPER), so every container and every orphan of
+  theirs becomes its child, and it reaps them all on SIGCHLD: no zombies;
+- it holds the pty master of ``-t`` containers and the pipes of the others, and appends
+  what they print to ``<container>/container.log`` (JSON lines, like Docker's json-file);
+- it applies ``--restart no|on-failure[:N]|always``;
+- it is started on demand by the CLI, listens on ``run_dir()/supervisor.sock``, and exits
+  when it has nothing left to supervise;
+- containers ask the kernel to SIGKILL them if it dies (PR_SET_PDEATHSIG), and their records
+  name it as owner, so if it crashes the next ``edu`` command finds and cleans them.
+
+The wire protocol is one JSON line per request on a unix socket; ``attach`` then turns the
+connection into a raw byte stream (output to the client, keystrokes to the container).
+
+Introduced in notebooks/05-run.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import termios
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import kernel, lifecycle, paths
+
+IDLE_EXIT = 3.0  # seconds with nothing to supervise before the supervisor exits
+
+
+def socket_path() -> Path:
+    """Where the supervisor listens."""
+    return paths.run_dir() / "supervisor.sock"
+
+
+class Supervised:
+    """One container the supervisor owns: its streams, attach clients and restart policy."""
+
+    def __init__(self, spec: dict[str, Any], tty: bool, restart: str, size=None):
+        self.spec, self.tty, self.restart = spec, tty, restart
+        self.restarts = 0
+        self.container = None
+        self.fds: dict[int, str] = {}  # our end of the container's streams -> stream name
+        self.stdin_fd: int | None = None
+        self.clients: list[socket.socket] = []
+        self.size = size
+
+    @property
+    def log_path(self) -> Path:
+        """The container's log: one JSON object per line, like Docker's json-file."""
+        return self.container.paths.dir / "container.log"
+
+
+class Supervisor:
+    """The event loop: requests, container output, SIGCHLD, idle exit."""
+
+    def __init__(self):
+        self.sel = selectors.DefaultSelector()
+        self.by_pid: dict[int, Supervised] = {}
+        self.by_fd: dict[int, Supervised] = {}
+        self.last_busy = time.monotonic()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.exit_codes: dict[str, int] = {}  # for `wait` after an attached run ends
+
+    # ---- start-up -------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Listen, then loop until idle."""
+        kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
+        path = socket_path()
+        paths.ensure(path.parent, 0o700)
+        path.unlink(missing_ok=True)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen(16)
+        self.sel.register(self.listener, selectors.EVENT_READ, ("accept", None))
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, ("signal", None))
+        try:
+            while True:
+                for key, _ in self.sel.select(timeout=0.5):
+                    kind, obj = key.data
+                    getattr(self, f"_on_{kind}")(key.fileobj, obj)
+                self._reap()
+                if self.by_pid:
+                    self.last_busy = time.monotonic()
+                elif time.monotonic() - self.last_busy > IDLE_EXIT:
+                    break
+        finally:
+            path.unlink(missing_ok=True)
+
+    # ---- requests -------------------------------------------------------------------------
+
+    def _on_accept(self, listener, _):
+        conn, _ = listener.accept()
+        self.last_busy = time.monotonic()
+        self.sel.register(conn, selectors.EVENT_READ, ("request", None))
+
+    def _on_request(self, conn, _):
+        self.sel.unregister(conn)
+        try:
+            line = _readline(conn)
+            req = json.loads(line) if line else {}
+            op = req.get("op")
+            if op == "run":
+                self._run(conn, req)
+            elif op == "attach":
+                self._attach(conn, req["id"])
+            elif op == "wait":
+                _reply(conn, exit_code=self.exit_codes.get(req["id"]))
+                conn.close()
+            elif op == "ping":
+                _reply(conn, ok=True, pid=os.getpid())
+                conn.close()
+            else:
+                _reply(conn, error=f"unknown request {op!r}")
+                conn.close()
+        except Exception as exc:  # noqa: BLE001 - one bad request must not kill the rest
+            try:
+                _reply(conn, error=str(exc), code=getattr(exc, "exit_code", 125))
+            except OSError:
+                pass
+            conn.close()
+
+    def _run(self, conn, req) -> None:
+        sup = Supervised(req["spec"], req.get("tty", False), req.get("restart", "no"),
+                         req.get("size"))
+        self._start(sup, req.get("interactive", False))
+        _reply(conn, id=sup.container.id, name=sup.container.config.name)
+        if req.get("attach"):
+            self._attach(conn, sup.container.id)
+        else:
+            conn.close()
+
+    def _start(self, sup: Supervised, interactive: bool, container_id: str | None = None):
+        from .container import Container
+
+        if sup.tty:
+            master, slave = os.openpty()
+            if sup.size:
+                fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *sup.size, 0, 0))
+            stdio = (slave, slave, slave)
+            ours = {master: "stdout"}
+            sup.stdin_fd = master
+            theirs = [slave]
+        else:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            if interactive:
+                in_r, in_w = os.pipe()
+                sup.stdin_fd = in_w
+            else:
+                in_r = os.open(os.devnull, os.O_RDONLY)
+            stdio = (in_r, out_w, err_w)
+            ours = {out_r: "stdout", err_r: "stderr"}
+            theirs = [in_r, out_w, err_w]
+        try:
+            c = Container(**sup.spec, stdio=stdio, container_id=container_id, tty=sup.tty)
+            c.start()
+        except BaseException:
+            for fd in theirs + list(ours):
+                os.close(fd)
+            raise
+        finally:
+            for fd in theirs:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        sup.container = c
+        lifecycle.update(c.id, owner=os.getpid(), restart=sup.restart, tty=sup.tty,
+                         restart_count=sup.restarts)
+        self.by_pid[c.pid] = sup
+        for fd, stream in ours.items():
+            os.set_blocking(fd, False)
+            sup.fds[fd] = stream
+            self.by_fd[fd] = sup
+            self.sel.register(fd, selectors.EVENT_READ, ("output", sup))
+
+    def _attach(self, conn, container_id: str) -> None:
+        sup = next((s for s in self.by_pid.values() if s.container.id == container_id), None)
+        if sup is None:
+            _reply(conn, error="the container is not running under this supervisor")
+            conn.close()
+            return
+        sup.clients.append(conn)
+        self.sel.register(conn, selectors.EVENT_READ, ("input", sup))
+
+    # ---- streams --------------------------------------------------------------------------
+
+    def _on_output(self, fd, sup: Supervised) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except OSError as exc:
+            data = b"" if exc.errno == errno.EIO else None  # EIO: the pty's slave closed
+            if data is None:
+                return
+        if not data:
+            self._close_stream(fd, sup)
+            return
+        stream = sup.fds[fd]
+        with open(sup.log_path, "a") as log:
+            for line in data.decode(errors="replace").splitlines(keepends=True):
+                log.write(json.dumps({"log": line, "stream": stream,
+                                      "time": datetime.now(UTC).isoformat()}) + "\n")
+        for client in list(sup.clients):
+            try:
+                client.sendall(data)
+            except OSError:
+                self._drop_client(client, sup)
+
+    def _on_input(self, conn, sup: Supervised) -> None:
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            data = b""
+        if not data:  # the client detached (Ctrl-P Ctrl-Q) or went away
+            self._drop_client(conn, sup)
+            return
+        if sup.stdin_fd is not None:
+            try:
+                os.write(sup.stdin_fd, data)
+            except OSError:
+                pass
+
+    def _drop_client(self, conn, sup: Supervised) -> None:
+        if conn in sup.clients:
+            sup.clients.remove(conn)
+        try:
+            self.sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
+
+    def _close_stream(self, fd: int, sup: Supervised) -> None:
+        self.sel.unregister(fd)
+        self.by_fd.pop(fd, None)
+        sup.fds.pop(fd, None)
+        os.close(fd)
+
+    # ---- exits ----------------------------------------------------------------------------
+
+    def _on_signal(self, fd, _):
+        try:
+            os.read(fd, 512)
+        except BlockingIOError:
+            pass
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            sup = self.by_pid.pop(pid, None)
+            if sup is not None:  # anything else was an orphan we adopted: reaped, done
+                self._exited(sup, status)
+
+    def _exited(self, sup: Supervised, status: int) -> None:
+        for fd in list(sup.fds):  # drain what the container printed last
+            self._on_output(fd, sup)
+            if fd in sup.fds:
+                self._close_stream(fd, sup)
+        if sup.stdin_fd is not None and not sup.tty:
+            os.close(sup.stdin_fd)
+        sup.stdin_fd = None
+        code = sup.container.exited(status)
+        self.exit_codes[sup.container.id] = code
+        for client in list(sup.clients):
+            self._drop_client(client, sup)
+        if self._should_restart(sup, code):
+            sup.restarts += 1
+            time.sleep(min(1.0, 0.1 * 2 ** (sup.restarts - 1)))  # Docker's growing delay
+            try:
+                self._start(sup, False, container_id=sup.container.id)
+            except Exception as exc:  # noqa: BLE001
+                lifecycle.update(sup.container.id, status=lifecycle.EXITED,
+                                 error=f"restart failed: {exc}")
+
+    def _should_restart(self, sup: Supervised, code: int) -> bool:
+        try:
+            rec = lifecycle.find(sup.container.id)
+        except lifecycle.NoSuchContainer:
+            return False
+        if rec.get("stopping") or sup.spec.get("remove"):
+            return False
+        policy, _, limit = sup.restart.partition(":")
+        if policy == "always":
+            return True
+        if policy == "on-failure" and code != 0:
+            return not limit or sup.restarts < int(limit)
+        return False
+
+
+def _readline(conn: socket.socket) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
+
+
+def _reply(conn: socket.socket, **msg: Any) -> None:
+    conn.sendall((json.dumps(msg) + "\n").encode())
+
+
+# ---- the client side (used by the CLI) -------------------------------------------------------
+
+def connect(start: bool = True) -> socket.socket:
+    """A connection to the supervisor, starting one if none is running."""
+    for attempt in range(100):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(str(socket_path()))
+            return s
+        except OSError:
+            s.close()
+            if not start:
+                raise
+        if attempt == 0:
+            _spawn()
+        time.sleep(0.05)
+    raise OSError(f"the edu supervisor did not start; see {paths.run_dir() / 'supervisor.log'}")
+
+
+def _spawn() -> None:
+    """Start a supervisor, daemonized (double fork), so nobody must reap it but init."""
+    import subprocess
+
+    log = paths.ensure(paths.run_dir(), 0o700) / "supervisor.log"
+    with open(log, "ab") as out:
+        subprocess.run([sys.executable, "-m", "edu_runtime.supervisor", "--daemonize"],
+                       stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=True)
+
+
+def request(msg: dict[str, Any]) -> tuple[dict[str, Any], socket.socket]:
+    """Send one request; return the reply and the still-open connection."""
+    s = connect()
+    s.sendall((json.dumps(msg) + "\n").encode())
+    line = _readline(s)
+    if not line:
+        s.close()
+        raise OSError("the supervisor closed the connection without an answer")
+    return json.loads(line), s
+
+
+def _main() -> None:
+    if "--daemonize" in sys.argv:
+        if os.fork():
+            os._exit(0)
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+    lock = open(paths.ensure(paths.run_dir(), 0o700) / "supervisor.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # another supervisor is already running
+    Supervisor().serve()
+
+
+if __name__ == "__main__":
+    _main()
