@@ -67,7 +67,7 @@ def container_spec(args) -> dict:
                 cpus=args.cpus, network=args.network, cap_add=args.cap_add,
                 cap_drop=args.cap_drop, seccomp=seccomp, no_new_privs=nnp,
                 read_only=args.read_only, pid=args.pid, ipc=args.ipc, uts=args.uts,
-                remove=args.rm)
+                remove=args.rm, init=args.init)
 
 
 def make_container(args):
@@ -212,6 +212,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cap-drop", action="append", default=[])
     p.add_argument("--security-opt", action="append", default=[])
     p.add_argument("--read-only", action="store_true")
+    p.add_argument("--init", action="store_true", help="run tini as PID 1")
     p.add_argument("--pid", choices=("host",))
     p.add_argument("--ipc", choices=("host",))
     p.add_argument("--uts", choices=("host",))

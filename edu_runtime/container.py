@@ -72,6 +72,7 @@ class Config:
     shared: set[str] = field(default_factory=set)  # namespaces shared with the host
     remove: bool = False
     tty: bool = False
+    init: bool = False
 
 
 @dataclass
@@ -221,6 +222,7 @@ def plan() -> list[Step]:
         mounts.Propagation(),
         rootfs.RootFS(),
         mounts.SpecialFilesystems(),
+        process.Init(),
         rootfs.PivotRoot(),
         hostname.Hostname(),
         network.Loopback(),
@@ -353,7 +355,7 @@ class Container:
                  pid: str | None = None, ipc: str | None = None, uts: str | None = None,
                  remove: bool = False, observe: bool = False,
                  stdio: tuple[int, int, int] | None = None, container_id: str | None = None,
-                 tty: bool = False):
+                 tty: bool = False, init: bool = False):
         from .images.store import Store
 
         self.store = store or Store()
@@ -387,7 +389,7 @@ class Container:
             limits=limits,
             cap_add=list(cap_add or []), cap_drop=list(cap_drop or []), seccomp=seccomp,
             no_new_privs=no_new_privs, read_only=read_only, shared=shared, remove=remove,
-            tty=tty)
+            tty=tty, init=init)
         self.paths = Paths(paths.state_dir() / "containers" / self.id)
         self.lowerdirs = self.store.lowerdirs(img)
         self.observe = observe
@@ -559,6 +561,10 @@ class Container:
                                "seccomp": self.config.seccomp,
                                "no_new_privs": self.config.no_new_privs,
                                "shared_namespaces": sorted(self.config.shared)}}
+        try:  # keep what others added (the supervisor's restart policy, ports, ...)
+            record = {**json.loads(self.paths.record.read_text()), **record}
+        except (OSError, ValueError):
+            pass
         tmp = self.paths.record.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=1))
         os.replace(tmp, self.paths.record)

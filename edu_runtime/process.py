@@ -149,3 +149,38 @@ class Exec(Step):
         cmdline = (kernel.read(f"/proc/{ctx.pid}/cmdline", "") or "").split("\0")
         return {"comm": kernel.read(f"/proc/{ctx.pid}/comm"),
                 "cmdline": [c for c in cmdline if c]}
+
+
+#: Docker's --init: a tiny init (tini) as PID 1 that forwards signals and reaps zombies.
+INIT_BINARY = "/usr/bin/tini-static"
+INIT_PATH = "/sbin/docker-init"
+
+
+class Init(Step):
+    """--init: bind-mount a static tini into the container to run as PID 1."""
+
+    name = "init"
+    side = CHILD
+    lesson = "notebooks/05-run"
+    explain = (
+        "PID 1 is special: the kernel delivers it no signal it has not asked for, so a shell "
+        "as PID 1 ignores `edu stop`'s SIGTERM and must be SIGKILLed after the timeout, and "
+        "orphans are re-parented to it, so it must reap them. With --init a tiny init (tini) "
+        "is bind-mounted in as /sbin/docker-init and runs your command as its child: it "
+        "forwards signals and reaps zombies. Undo: the mount dies with the namespace.")
+
+    def enabled(self, ctx) -> bool:
+        """Only with --init."""
+        return ctx.config.init
+
+    def apply(self, ctx) -> None:
+        """Bind the host's static tini over an empty file in the container's /sbin."""
+        target = ctx.paths.merged / INIT_PATH.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch()
+        kernel.mount(INIT_BINARY, str(target), None, kernel.MS_BIND)
+        ctx.argv = [INIT_PATH, "--", *ctx.argv]
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """The command PID 1 will run."""
+        return {"argv": ctx.argv}
