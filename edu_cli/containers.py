@@ -6,6 +6,7 @@ They read and change container records directly (``edu_runtime.lifecycle``); onl
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import sys
@@ -178,6 +179,10 @@ def rm_cmd(args) -> int:
                 _freeze(rec, False)
             _signal(rec, signal.SIGKILL)
             _wait_exited(rec["id"], 10)
+        if args.volumes:
+            from edu_runtime import volumes
+
+            volumes.remove_anonymous_of(rec)
         remove_dir(lifecycle.base() / rec["id"])
         Store().unpin(rec["id"])
         print(rec["name"])
@@ -231,6 +236,45 @@ def attach_cmd(args) -> int:
     done, c2 = supervisor.request({"op": "wait", "id": rec["id"]})
     c2.close()
     return done.get("exit_code") or 0
+
+
+def exec_cmd(args) -> int:
+    """``edu exec``: run a command in a running container, with the container's security."""
+    from edu_runtime.enter import ExecError, exec_in
+
+    from .run import _env
+
+    rec = _find(args.container)
+    if not args.command:
+        raise UserError("edu exec needs a command: edu exec CONTAINER COMMAND [ARG...]", 1)
+    try:
+        return exec_in(rec, args.command, user=args.user, env=_env(args),
+                       workdir=args.workdir, tty=args.tty,
+                       stdin=0 if args.interactive else None)
+    except ExecError as exc:
+        print(f"edu: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+
+
+def cp_cmd(args) -> int:
+    """``edu cp``: copy files between a container and the host, in either direction."""
+    from edu_runtime.copy import CopyError, copy_from, copy_to, split_arg
+
+    (src_c, src_p), (dst_c, dst_p) = split_arg(args.src), split_arg(args.dest)
+    if bool(src_c) == bool(dst_c):
+        raise UserError("edu cp copies between a container and the host: exactly one of "
+                        "SRC and DEST must be CONTAINER:PATH", 1)
+    try:
+        if src_c:
+            done = copy_from(_find(src_c), src_p, dst_p, follow_link=args.L)
+        else:
+            done = copy_to(_find(dst_c), src_p, dst_p, follow_link=args.L)
+    except CopyError as exc:
+        raise UserError(str(exc), 1) from None
+    for item in done.skipped:
+        print(f"edu: warning: skipped {item}", file=sys.stderr)
+    print(f"Successfully copied {done.bytes} bytes to {args.dest}")
+    return 0
 
 
 def _signal(rec: dict, sig: int) -> None:
@@ -289,6 +333,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("rm", help="remove containers")
     p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("-v", "--volumes", action="store_true", help="remove anonymous volumes too")
     p.add_argument("containers", nargs="+")
     p.set_defaults(func=rm_cmd)
 
@@ -296,6 +341,23 @@ def register(sub) -> None:
         p = sub.add_parser(name, help=f"{name} every process of containers")
         p.add_argument("containers", nargs="+")
         p.set_defaults(func=fn)
+
+    p = sub.add_parser("exec", help="run a command in a running container")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-u", "--user")
+    p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE")
+    p.add_argument("--env-file", action="append")
+    p.add_argument("-w", "--workdir")
+    p.add_argument("container")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=exec_cmd)
+
+    p = sub.add_parser("cp", help="copy files between a container and the host")
+    p.add_argument("-L", action="store_true", help="follow a symlink in SRC")
+    p.add_argument("src")
+    p.add_argument("dest")
+    p.set_defaults(func=cp_cmd)
 
     p = sub.add_parser("attach", help="attach to a running container's terminal")
     p.add_argument("container")

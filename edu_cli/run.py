@@ -67,7 +67,7 @@ def container_spec(args) -> dict:
                 cpus=args.cpus, network=args.network, cap_add=args.cap_add,
                 cap_drop=args.cap_drop, seccomp=seccomp, no_new_privs=nnp,
                 read_only=args.read_only, pid=args.pid, ipc=args.ipc, uts=args.uts,
-                remove=args.rm, init=args.init)
+                remove=args.rm, init=args.init, volumes=args.volume)
 
 
 def make_container(args):
@@ -131,6 +131,9 @@ def run_cmd(args) -> int:
     c = make_container(args)
     try:
         c.start()
+        for m in c.config.volumes:
+            if getattr(m, "note", None):
+                print(f"edu: note: {m.note}", file=sys.stderr)
         if c.cgroup_note:
             print(f"edu: warning: {c.cgroup_note}", file=sys.stderr)
         code = c.wait()
@@ -213,6 +216,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--security-opt", action="append", default=[])
     p.add_argument("--read-only", action="store_true")
     p.add_argument("--init", action="store_true", help="run tini as PID 1")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="[SRC:]DEST[:ro]")
     p.add_argument("--pid", choices=("host",))
     p.add_argument("--ipc", choices=("host",))
     p.add_argument("--uts", choices=("host",))

@@ -45,6 +45,7 @@ from . import (
     rootfs,
     seccomp,
 )
+from . import volumes as volumes_mod
 from .steps import HOST, Step, StepError, StepRecord, Trace, channel, now, recv, send
 
 #: Exit code and Docker's words for a container the kernel's OOM killer ended.
@@ -73,6 +74,8 @@ class Config:
     remove: bool = False
     tty: bool = False
     init: bool = False
+    volume_specs: list[str] = field(default_factory=list)
+    volumes: list = field(default_factory=list)  # resolved volumes.Mount, at start
 
 
 @dataclass
@@ -222,6 +225,7 @@ def plan() -> list[Step]:
         mounts.Propagation(),
         rootfs.RootFS(),
         mounts.SpecialFilesystems(),
+        volumes_mod.Volumes(),
         process.Init(),
         rootfs.PivotRoot(),
         hostname.Hostname(),
@@ -237,8 +241,10 @@ def _child_main(ctx: Context) -> None:
     steps = ctx.steps  # the host's list, inherited through fork: both sides agree on indexes
     code = 125
     try:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across
+        # execve: give the container the defaults every program expects.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
         while True:
             msg = recv(ctx.sock)
             if msg is None:  # the host went away
@@ -355,7 +361,7 @@ class Container:
                  pid: str | None = None, ipc: str | None = None, uts: str | None = None,
                  remove: bool = False, observe: bool = False,
                  stdio: tuple[int, int, int] | None = None, container_id: str | None = None,
-                 tty: bool = False, init: bool = False):
+                 tty: bool = False, init: bool = False, volumes: list[str] | None = None):
         from .images.store import Store
 
         self.store = store or Store()
@@ -389,7 +395,8 @@ class Container:
             limits=limits,
             cap_add=list(cap_add or []), cap_drop=list(cap_drop or []), seccomp=seccomp,
             no_new_privs=no_new_privs, read_only=read_only, shared=shared, remove=remove,
-            tty=tty, init=init)
+            tty=tty, init=init, volume_specs=list(volumes or []))
+        volumes_mod.check(self.config.volume_specs)
         self.paths = Paths(paths.state_dir() / "containers" / self.id)
         self.lowerdirs = self.store.lowerdirs(img)
         self.observe = observe
@@ -405,6 +412,10 @@ class Container:
     # ---- the engine -----------------------------------------------------------------------
 
     def _prepare(self) -> Context:
+        try:
+            self.config.volumes = volumes_mod.resolve(self.config.volume_specs, self.id)
+        except volumes_mod.VolumeError as exc:
+            raise StepError("volumes", str(exc)) from None
         for d in (self.paths.upper, self.paths.work, self.paths.merged):
             d.mkdir(parents=True, exist_ok=True)
         self.store.pin(self.id, self.image.diff_ids)
@@ -553,6 +564,7 @@ class Container:
                   "oom_killed": self.oom_killed, "created": self.created,
                   "started": self.started, "finished": self.finished,
                   "image_id": self.image.id,
+                  "mounts": [m.to_record() for m in self.config.volumes],
                   # What `edu exec` needs to enter the container with the same security.
                   "process": {"user": self.config.user, "workdir": self.config.workdir,
                               "env": self.config.env, "image_env": self.config.image_env,
@@ -573,6 +585,8 @@ class Container:
         self.exit_code = exit_code
         self.finished = time.time()
         self.status = "exited"
+        if exit_code is None:  # a start that failed: no anonymous volume of ours survives it
+            volumes_mod.remove_anonymous(self.config.volumes, self.id)
         self.trace.exit = {"code": exit_code, "oom_killed": self.oom_killed}
         if self.config.remove or exit_code is None:
             remove_dir(self.paths.dir)
@@ -620,15 +634,25 @@ def _safe_observe(step: Step, ctx: Context) -> dict[str, Any]:
 
 
 def remove_dir(path: Path) -> None:
-    """Delete a container's directory, overlay work dirs included (they may be mode 000)."""
+    """Delete a container's directory, overlay work dirs included (they may be mode 000).
+
+    The container wrote this tree, so it may hold symlinks to anywhere (`ln -s / x`): only
+    real directories are made writable, through an O_NOFOLLOW fd, never a path that a link
+    could redirect onto the host.
+    """
     if not path.exists():
         return
     for dirpath, dirnames, _ in os.walk(path):
         for d in dirnames:
             try:
-                os.chmod(os.path.join(dirpath, d), 0o700)
+                fd = os.open(os.path.join(dirpath, d),
+                             os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
-                pass
+                continue  # a symlink (ELOOP/ENOTDIR), or gone: nothing to make writable
+            try:
+                os.fchmod(fd, 0o700)
+            finally:
+                os.close(fd)
     shutil.rmtree(path, ignore_errors=True)
 
 

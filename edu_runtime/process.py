@@ -175,10 +175,19 @@ class Init(Step):
 
     def apply(self, ctx) -> None:
         """Bind the host's static tini over an empty file in the container's /sbin."""
-        target = ctx.paths.merged / INIT_PATH.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.touch()
-        kernel.mount(INIT_BINARY, str(target), None, kernel.MS_BIND)
+        from .copy import ensure_in_root
+
+        # Resolve the target inside the image (openat2 RESOLVE_IN_ROOT): the host's root is
+        # still ours here, and an image's /sbin -> / link must not lead to the host's files.
+        root = os.open(ctx.paths.merged, os.O_PATH | os.O_DIRECTORY)
+        try:
+            target = ensure_in_root(root, INIT_PATH, directory=False)
+        finally:
+            os.close(root)
+        try:
+            kernel.mount(INIT_BINARY, f"/proc/self/fd/{target}", None, kernel.MS_BIND)
+        finally:
+            os.close(target)
         ctx.argv = [INIT_PATH, "--", *ctx.argv]
 
     def observe(self, ctx) -> dict[str, Any]:

@@ -36,3 +36,29 @@ def root():
 def python() -> str:
     """The interpreter running the tests (the project's .venv under make test)."""
     return sys.executable
+
+
+HOST_PATHS = ["/", "/bin", "/etc", "/etc/passwd", "/home", "/root", "/run", "/tmp", "/usr",
+              "/usr/bin", "/var", "/var/lib"]
+
+
+def _host_fingerprint() -> dict[str, tuple[int, int, int]]:
+    out = {}
+    for p in HOST_PATHS:
+        try:
+            st = os.lstat(p)
+            out[p] = (st.st_mode, st.st_uid, st.st_gid)
+        except OSError:
+            pass
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_is_untouched():
+    """Tests unpack hostile layers and follow containers' symlinks: whatever they do, the
+    host's own directories must keep their modes and owners (a bug here once chmodded /)."""
+    before = _host_fingerprint()
+    passwd = Path("/etc/passwd").read_bytes()
+    yield
+    assert _host_fingerprint() == before, "a test changed the host's directories"
+    assert Path("/etc/passwd").read_bytes() == passwd, "a test changed /etc/passwd"

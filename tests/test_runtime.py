@@ -237,7 +237,9 @@ def test_teardown_after_a_failure_in_each_step(busybox, victim, monkeypatch, no_
         raise OSError(5, f"injected failure in {victim}")
 
     monkeypatch.setattr(cls, "apply", boom)
-    c = Container(busybox, ["true"], remove=False)
+    # Steps that only some containers have get the flag that enables them.
+    c = Container(busybox, ["true"], remove=False, init=victim == "init",
+                  volumes=["/data"] if victim == "volumes" else None)
     with pytest.raises((StepError, OSError), match="injected failure|Input/output"):
         c.run()
     assert [r.name for r in c.trace.steps][-1] == victim
@@ -401,3 +403,17 @@ def test_idle_host_keeps_no_edu_cgroup(busybox):
     """The last container out removes the `edu` parent cgroups as well."""
     assert run(busybox, ["true"])[0] == 0
     assert not [p for p in Path("/sys/fs/cgroup").glob("*/edu") if p.is_dir()]
+
+
+def test_removing_a_container_never_follows_its_symlinks(busybox, tmp_path):
+    """A container may leave `ln -s / x` in its upper dir; removing it must not touch /."""
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o755)
+    before = (os.stat("/").st_mode, outside.stat().st_mode)
+    c = Container(busybox, ["sh", "-c", f"mkdir /d; ln -s / /d/root; ln -s {outside} /d/o"])
+    assert c.run() == 0
+    from edu_runtime.container import remove_dir
+
+    remove_dir(c.paths.dir)
+    assert (os.stat("/").st_mode, outside.stat().st_mode) == before
+    assert not c.paths.dir.exists()

@@ -1,0 +1,412 @@
+"""Bridge networking: a virtual switch on the host and a virtual cable into each container.
+
+``docker run --network bridge`` gives a container three kernel objects, and so does edu:
+
+- a **bridge** (``edu0``, Docker's ``docker0``): a switch inside the kernel. The host is
+  plugged into it too, through the gateway address (10.77.0.1), so it routes between the
+  containers and the rest of the world (``net.ipv4.ip_forward=1``);
+- a **veth pair**: two network devices joined like the ends of a cable. One end stays on the
+  host, plugged into the bridge (``veth`` plus 8 hex digits of the container id); the other
+  is moved into the container's network namespace and renamed ``eth0``;
+- inside the namespace, an **address** on ``eth0`` and a **default route** via the gateway.
+
+All of it is netlink, the socket the ``ip`` command speaks, sent here through pyroute2
+(never by running ``ip``). A netlink socket acts in the network namespace it was *created*
+in, so to configure the container's side edu briefly joins the container's namespace
+(``setns``, in this thread only), opens a socket, and comes back: the ``ip netns exec`` trick
+without a new process. pyroute2 takes about 0.25 s to import, so it is imported inside the
+functions that need it: ``edu run --network none`` never pays for it.
+
+pyroute2 0.9 runs each request on an asyncio loop of its own, which cannot start in a thread
+that already runs one (a Jupyter kernel does); there the requests go to a helper thread.
+
+The NAT rules that let packets leave the bridge, and reach published ports, are in ``nat``;
+the addresses and names come from ``networks``.
+
+Introduced in notebooks/06-web-app.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import kernel, networks, paths
+from .steps import HOST, Step, StepError
+
+_OURS = re.compile(r"^(veth|ceth)([0-9a-f]{8})$")
+
+
+# ---- plumbing --------------------------------------------------------------------------------
+
+def _run(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn``; in a helper thread when this thread already runs an asyncio loop."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn(*args)
+    with ThreadPoolExecutor(1, thread_name_prefix="edu-netlink") as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _ipr(netns_fd: int | None = None):
+    """An IPRoute (pyroute2's ``ip``) on the host, or in the namespace ``netns_fd`` names."""
+    from pyroute2 import IPRoute
+
+    if netns_fd is None:
+        return IPRoute(groups=0)
+    return IPRoute(fileno=netns_socket(netns_fd).detach(), groups=0)
+
+
+def netns_socket(netns_fd: int) -> socket.socket:
+    """A netlink socket that lives in another network namespace (an open /proc/PID/ns/net).
+
+    setns(2) moves only the calling thread, and a socket stays in the namespace it was made
+    in, so: join, make the socket, come back.
+    """
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        kernel.setns(netns_fd, kernel.CLONE_NEWNET)
+        try:
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)  # NETLINK_ROUTE
+        finally:
+            kernel.setns(own, kernel.CLONE_NEWNET)
+    finally:
+        os.close(own)
+
+
+def _netlink_error(exc: Exception, doing: str) -> networks.NetworkError:
+    code = getattr(exc, "code", None) or (exc.args[0] if exc.args else 0)
+    why = os.strerror(code) if isinstance(code, int) and code > 0 else str(exc)
+    return networks.NetworkError(f"{doing} failed: {why}")
+
+
+def _need_root() -> None:
+    if not paths.is_root():
+        raise networks.NetworkError(
+            "--network bridge needs root: only root can add links and NAT rules on the host. "
+            "Run edu as root, or use --network none (or host)")
+
+
+def sysctl(key: str, value: str | None = None) -> str:
+    """Read (and with ``value``, first write) a sysctl such as ``net/ipv4/ip_forward``."""
+    path = Path("/proc/sys") / key
+    if value is not None and path.read_text().strip() != value:
+        path.write_text(value)
+    return path.read_text().strip()
+
+
+def veth_names(container_id: str) -> tuple[str, str]:
+    """The host end and the container end (before it becomes eth0) of a container's veth."""
+    return f"veth{container_id[:8]}", f"ceth{container_id[:8]}"
+
+
+def _mac(name: str) -> str:
+    # A fixed address for the bridge: otherwise it takes the lowest MAC of its ports, so
+    # the gateway's MAC would change when a container joins and stale ARP entries would
+    # cut the others off for a while. 02: "locally administered", like Docker's 02:42.
+    digest = hashlib.sha256(name.encode()).digest()
+    return "02:42:" + ":".join(f"{b:02x}" for b in digest[:4])
+
+
+def host_links() -> list[str]:
+    """Names of the host's network devices (``ls /sys/class/net``)."""
+    return sorted(os.listdir("/sys/class/net"))
+
+
+def _master(name: str) -> str:
+    try:
+        return os.path.basename(os.readlink(f"/sys/class/net/{name}/master"))
+    except OSError:
+        return ""
+
+
+# ---- the bridge ------------------------------------------------------------------------------
+
+def ensure_bridge(network: dict[str, Any]) -> None:
+    """``ip link add edu0 type bridge``, its gateway address, up; forwarding on (idempotent)."""
+    _need_root()
+    with networks.locked():  # two `edu run`s at once must not both add it
+        _run(_ensure_bridge, network)
+    sysctl("net/ipv4/ip_forward", "1")
+    # Lets 127.0.0.1:PORT be DNATed to a container: without it the kernel refuses to route
+    # a packet with a 127.x address out of a real device. This one device is enough
+    # (the kernel ORs conf/all with conf/DEVICE); nat.py guards against its danger.
+    sysctl(f"net/ipv4/conf/{network['bridge']}/route_localnet", "1")
+
+
+def _ensure_bridge(network: dict[str, Any]) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    name, prefixlen = network["bridge"], int(network["subnet"].split("/")[1])
+    with _ipr() as ipr:
+        try:
+            found = ipr.link_lookup(ifname=name)
+            if not found:
+                ipr.link("add", ifname=name, kind="bridge", address=_mac(name))
+                found = ipr.link_lookup(ifname=name)
+            link = ipr.get_links(found[0])[0]
+            if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge":
+                raise networks.NetworkError(
+                    f"a network device named {name} exists and is not a bridge: rename or "
+                    f"remove it (ip link del {name}), edu needs that name for network "
+                    f"{network['name']}")
+            have = {(a.get("IFA_ADDRESS"), a["prefixlen"])
+                    for a in ipr.get_addr(index=found[0], family=socket.AF_INET)}
+            if (network["gateway"], prefixlen) not in have:
+                ipr.addr("add", index=found[0], address=network["gateway"],
+                         prefixlen=prefixlen)
+            ipr.link("set", index=found[0], state="up")
+        except NetlinkError as exc:
+            raise _netlink_error(exc, f"setting up bridge {name}") from None
+
+
+def remove_bridge(network: dict[str, Any]) -> None:
+    """``ip link del edu0``: the bridge goes, with its address and its route."""
+    _delete_links([network["bridge"]])
+
+
+def _delete_links(names: list[str]) -> None:
+    present = [n for n in names if os.path.exists(f"/sys/class/net/{n}")]
+    if present:
+        _run(_delete, present)
+
+
+def _delete(names: list[str]) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with _ipr() as ipr:
+        for name in names:
+            try:
+                ipr.link("del", ifname=name)
+            except NetlinkError as exc:
+                if exc.code != 19:  # ENODEV: gone already (a veth goes with its peer)
+                    raise _netlink_error(exc, f"deleting {name}") from None
+
+
+# ---- the veth pair ---------------------------------------------------------------------------
+
+def attach(network: dict[str, Any], pid: int, container_id: str, ip: str) -> dict[str, str]:
+    """Connect ``pid``'s network namespace to the network's bridge with address ``ip``.
+
+    The host end joins the bridge; the other end moves into the namespace, becomes eth0,
+    gets ``ip`` and a default route via the gateway. Returns the host end's name and eth0's
+    MAC address.
+    """
+    _need_root()
+    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _run(_attach, network, fd, container_id, ip)
+    finally:
+        os.close(fd)
+
+
+def _attach(network: dict[str, Any], netns_fd: int, container_id: str,
+            ip: str) -> dict[str, str]:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    host, peer = veth_names(container_id)
+    prefixlen = int(network["subnet"].split("/")[1])
+    with _ipr() as ipr:
+        bridge = ipr.link_lookup(ifname=network["bridge"])
+        if not bridge:
+            raise networks.NetworkError(f"bridge {network['bridge']} is missing: the bridge "
+                                        "step makes it, run it first")
+        if ipr.link_lookup(ifname=host):
+            raise networks.NetworkError(
+                f"a device named {host} exists already (left by a container with the same "
+                "id prefix?): edu prune removes leftovers, then try again")
+        try:
+            ipr.link("add", ifname=host, kind="veth", peer=peer)
+            ipr.link("set", index=ipr.link_lookup(ifname=host)[0], master=bridge[0],
+                     state="up")
+            ipr.link("set", index=ipr.link_lookup(ifname=peer)[0], net_ns_fd=netns_fd)
+        except NetlinkError as exc:
+            raise _netlink_error(exc, f"creating the veth pair {host}/{peer}") from None
+    with _ipr(netns_fd) as ipr:
+        try:
+            index = ipr.link_lookup(ifname=peer)[0]
+            ipr.link("set", index=index, ifname="eth0")
+            ipr.addr("add", index=index, address=ip, prefixlen=prefixlen)
+            ipr.link("set", index=index, state="up")
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            ipr.route("add", dst="0.0.0.0/0", gateway=network["gateway"])
+            mac = ipr.get_links(index)[0].get("IFLA_ADDRESS")
+        except NetlinkError as exc:
+            raise _netlink_error(exc, "configuring eth0 in the container") from None
+    return {"veth": host, "mac": mac}
+
+
+def detach(container_id: str) -> None:
+    """``ip link del vethXXXXXXXX``: deleting one end of a veth pair deletes the other."""
+    _delete_links(list(veth_names(container_id)))
+
+
+def _is_ours(name: str) -> bool:
+    """A veth edu made: ``ceth`` + 8 hex, or ``veth`` + 8 hex on an edu bridge (or on none,
+    half made). Docker's are ``veth`` + 7 hex, on docker0 or br-*: never touched."""
+    match = _OURS.match(name)
+    if not match:
+        return False
+    master = _master(name)
+    return match.group(1) == "ceth" or not master or networks.is_edu_bridge(master)
+
+
+def cleanup_stale(alive: set[str]) -> list[str]:
+    """Delete edu's veths on the host whose container is not in ``alive``; their names.
+
+    A container's veth usually dies with its network namespace, when its last process
+    exits. What can be left is a pair made by an ``edu`` killed before it moved one end.
+    """
+    prefixes = {cid[:8] for cid in alive}
+    stale = [n for n in host_links() if _is_ours(n) and n[4:] not in prefixes]
+    _delete_links(stale)
+    return sorted(stale)
+
+
+def teardown_all(bridges: list[str]) -> None:
+    """Delete every edu veth and bridge (``bridges``, plus any device named like one)."""
+    names = [n for n in host_links() if _is_ours(n)]
+    names += [n for n in host_links() if n in bridges or
+              (networks.is_edu_bridge(n) and os.path.isdir(f"/sys/class/net/{n}/bridge"))]
+    _delete_links(names)
+
+
+# ---- observing -------------------------------------------------------------------------------
+
+def host_view(network: dict[str, Any], veth: str = "") -> dict[str, Any]:
+    """The host's side: the bridge (state, address, ports), a veth, and the forwarding sysctls."""
+    name = network["bridge"]
+    out: dict[str, Any] = {"ip_forward": sysctl("net/ipv4/ip_forward")}
+    if not os.path.exists(f"/sys/class/net/{name}"):
+        out[name] = "absent"
+        return out
+    out[name] = {
+        "state": kernel.read(f"/sys/class/net/{name}/operstate", "?"),
+        "address": f"{network['gateway']}/{network['subnet'].split('/')[1]}",
+        "ports": sorted(os.listdir(f"/sys/class/net/{name}/brif")),
+        "route_localnet": sysctl(f"net/ipv4/conf/{name}/route_localnet")}
+    if veth:
+        out[veth] = ({"master": _master(veth),
+                      "state": kernel.read(f"/sys/class/net/{veth}/operstate", "?")}
+                     if os.path.exists(f"/sys/class/net/{veth}") else "absent")
+    return out
+
+
+def container_view(pid: int) -> dict[str, Any]:
+    """Inside ``pid``'s network namespace: links, IPv4 addresses and routes, as ``ip`` shows."""
+    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _run(_container_view, fd)
+    finally:
+        os.close(fd)
+
+
+def _container_view(netns_fd: int) -> dict[str, Any]:
+    with _ipr(netns_fd) as ipr:
+        names = {link["index"]: link.get("IFLA_IFNAME") for link in ipr.get_links()}
+        links = sorted(f"{link.get('IFLA_IFNAME')} {link.get('IFLA_OPERSTATE')} "
+                       f"{link.get('IFLA_ADDRESS')}" for link in ipr.get_links())
+        addrs = sorted(f"{names.get(a['index'])} {a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+                       for a in ipr.get_addr(family=socket.AF_INET))
+        routes = []
+        for r in ipr.get_routes(family=socket.AF_INET, table=254):
+            dst = f"{r.get('RTA_DST')}/{r['dst_len']}" if r.get("RTA_DST") else "default"
+            via = f" via {r.get('RTA_GATEWAY')}" if r.get("RTA_GATEWAY") else ""
+            routes.append(f"{dst}{via} dev {names.get(r.get('RTA_OIF'))}")
+    return {"links": links, "addresses": addrs, "routes": sorted(routes)}
+
+
+# ---- the steps -------------------------------------------------------------------------------
+
+class Bridge(Step):
+    """Make sure the network's bridge exists, has its gateway address, and is up."""
+
+    name = "bridge"
+    side = HOST
+    lesson = "notebooks/06-web-app"
+    explain = (
+        "The host makes sure the network's bridge exists: a virtual switch in the kernel, "
+        "edu0 for the default network (Docker's docker0). It gets the gateway address "
+        "(10.77.0.1/16 by default), which also adds a route to the whole subnet through it, "
+        "and the host turns on IP forwarding (net.ipv4.ip_forward=1) so it may route the "
+        "containers' packets. This is `ip link add edu0 type bridge`, `ip addr add` and "
+        "`ip link set up`, sent as netlink messages. Undo: nothing; the bridge is shared by "
+        "every container on the network and stays until `edu network rm`.")
+
+    def enabled(self, ctx) -> bool:
+        """Only for --network bridge or a user-defined network."""
+        return networks.uses_bridge(ctx)
+
+    def apply(self, ctx) -> None:
+        """Look the network up (the default one is made on first use) and ensure its bridge."""
+        try:
+            ensure_bridge(networks.get(ctx.config.network))
+        except networks.NetworkError as exc:
+            raise StepError(self.name, str(exc)) from None
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """The bridge's state, address and ports, and the forwarding sysctl."""
+        return host_view(networks.get(ctx.config.network))
+
+
+class Veth(Step):
+    """Cable the container to the bridge: a veth pair, eth0 inside, address, default route."""
+
+    name = "veth"
+    side = HOST
+    lesson = "notebooks/06-web-app"
+    explain = (
+        "The host leases the container the network's lowest free address, then makes a veth "
+        "pair: two devices joined like the ends of a cable. One end (vethXXXXXXXX) is "
+        "plugged into the bridge; the other is moved into the container's network namespace "
+        "(by an open /proc/PID/ns/net), where it is renamed eth0, given the address, and "
+        "brought up with lo. A default route via the gateway sends everything else to the "
+        "host. edu also writes the container's /etc/hosts (itself and its neighbours by "
+        "name) and /etc/resolv.conf. Undo: deleting the host end deletes both ends, and the "
+        "address goes back to the pool.")
+
+    def enabled(self, ctx) -> bool:
+        """Only for --network bridge or a user-defined network."""
+        return networks.uses_bridge(ctx)
+
+    def apply(self, ctx) -> None:
+        """Lease, create the pair, move and configure the peer, write hosts and resolv.conf."""
+        try:
+            network = networks.get(ctx.config.network)
+            ctx.endpoint = {"network": network["name"], "ip": "", "veth": ""}
+            ip = networks.lease(network["name"], ctx.container_id, ctx.config.name,
+                                ctx.config.hostname)
+            ctx.endpoint["ip"] = ip
+            ctx.endpoint.update(attach(network, ctx.pid, ctx.container_id, ip))
+            networks.update_endpoint(network["name"], ctx.container_id,
+                                     veth=ctx.endpoint["veth"], mac=ctx.endpoint["mac"])
+            files = networks.write_files(network["name"], ctx.container_id)
+            ctx.endpoint["files"] = {k: str(v) for k, v in files.items()}
+        except networks.NetworkError as exc:
+            raise StepError(self.name, str(exc)) from None
+
+    def undo(self, ctx) -> None:
+        """Delete the host end (the peer goes with it) and release the address."""
+        endpoint = getattr(ctx, "endpoint", None)
+        if not endpoint:
+            return
+        detach(ctx.container_id)
+        networks.release(endpoint["network"], ctx.container_id)
+        ctx.endpoint = None
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """Links, addresses and routes inside the container, and the veth's host end."""
+        host, _ = veth_names(ctx.container_id)
+        out = {"host": host_view(networks.get(ctx.config.network), host)}
+        if ctx.pid:
+            out["container"] = container_view(ctx.pid)
+        return out

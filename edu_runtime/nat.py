@@ -1,0 +1,526 @@
+"""NAT: how packets leave a bridge network, and how ``-p 8080:80`` lets them in.
+
+A container's address (10.77.0.2) means nothing outside this host, so three kinds of rule
+sit in netfilter, the kernel's packet filter, in one nftables table that edu owns,
+``ip edu`` (IPv4 only, like edu's networks; ``nft list table ip edu`` shows it all):
+
+- **masquerade** (source NAT): a packet from 10.77.0.0/16 leaving through any device that is
+  not an edu bridge gets the host's address as its source, so replies find their way back;
+- **DNAT** (destination NAT) for each published port: a packet for HOSTPORT on one of the
+  host's addresses is rewritten to CONTAINER_IP:PORT, in ``prerouting`` (from outside) and
+  in ``output`` (from the host itself). 127.0.0.1 works too, which needs
+  ``route_localnet`` on the bridge and a masquerade of 127.0.0.0/8 sources, so the
+  container can answer; a ``guard`` rule drops packets *from* the bridge for 127.0.0.0/8,
+  or a container could reach the host's loopback services (CVE-2020-8558);
+- **forward** accepts for the bridges, and a drop between two edu networks (Docker isolates
+  them too).
+
+Why text (``nft -f -``) to write and JSON (``nft -j``) to read: the text is what a student
+types and reads in the lesson, and one ``nft -f`` batch is applied all or nothing; reading
+back needs handles and comments, which JSON gives without parsing prose. Each rule carries a
+comment: ``edu-net:BRIDGE`` for a network's rules, ``edu:CONTAINER_ID`` for a container's,
+so undo deletes exactly its own rules, found by comment.
+
+An accept in one nftables table does not overrule a drop in another: a packet must pass every
+base chain on its hook. dockerd sets iptables' FORWARD policy to DROP, and with
+``br_netfilter`` even packets between two containers on one bridge cross that chain. So
+when dockerd's ``DOCKER-USER`` chain exists (and it stays when dockerd stops), edu inserts
+accept rules for its bridges there, with ``iptables``, the way Docker asks users to.
+
+DNAT holds no socket, so a host program listening on the published port would silently stop
+getting its connections, and one started later would succeed and never see any. So edu
+does what docker-proxy does: it *holds* each published port with a socket of its own, for
+as long as the container runs. bind() is the check, atomic and exactly the kernel's own
+rule; /proc/net/tcp and udp are only read afterwards, to say who has the port. A TCP port is
+held listening, with SO_REUSEADDR, as Go's listener in docker-proxy is: a closing
+connection's TIME_WAIT does not block us, and any later bind() fails. DNAT rewrites every
+connection before it could reach that socket. A UDP port is held bound, without
+SO_REUSEADDR, which for UDP would let a second socket share it.
+
+Introduced in notebooks/06-web-app.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from . import networks
+from .steps import HOST, Step, StepError
+
+FAMILY, TABLE = "ip", "edu"
+
+_TABLE = f"""table {FAMILY} {TABLE} {{
+\tchain publish {{
+\t}}
+\tchain prerouting {{
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tfib daddr type local jump publish
+\t}}
+\tchain output {{
+\t\ttype nat hook output priority -100; policy accept;
+\t\tfib daddr type local jump publish
+\t}}
+\tchain postrouting {{
+\t\ttype nat hook postrouting priority srcnat; policy accept;
+\t}}
+\tchain forward {{
+\t\ttype filter hook forward priority filter; policy accept;
+\t}}
+\tchain guard {{
+\t\ttype filter hook prerouting priority raw; policy accept;
+\t}}
+}}
+"""
+
+
+class PortError(networks.NetworkError):
+    """A port that cannot be published: bad syntax, or in use."""
+
+
+# ---- -p and -P -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PortMapping:
+    """One published port: HOST_IP:HOST_PORT -> CONTAINER_PORT/PROTO (host_port 0: any)."""
+
+    container_port: int
+    proto: str = "tcp"
+    host_ip: str = "0.0.0.0"
+    host_port: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.host_ip}:{self.host_port}->{self.container_port}/{self.proto}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """As stored in the network's record."""
+        return asdict(self)
+
+
+def _port(text: str, spec: str) -> int:
+    if "-" in text:
+        raise PortError(f"invalid port specification {spec!r}: port ranges are not supported "
+                        "by edu: publish each port with its own -p")
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise PortError(f"invalid port specification {spec!r}: {text!r} is not a port "
+                        "(1 to 65535); the form is [IP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp]")
+    return int(text)
+
+
+def parse_port(spec: str) -> PortMapping:
+    """Parse one ``-p`` value as Docker does: ``80``, ``8080:80``, ``127.0.0.1:8080:80``,
+    ``127.0.0.1::80`` and each with ``/tcp`` or ``/udp``."""
+    rest, _, proto = spec.partition("/")
+    proto = (proto or "tcp").lower()
+    if proto not in ("tcp", "udp"):
+        raise PortError(f"invalid port specification {spec!r}: protocol {proto!r} is not "
+                        "supported, use /tcp or /udp")
+    if rest.startswith("["):
+        raise PortError(f"invalid port specification {spec!r}: edu's networks are IPv4 "
+                        "only; give an IPv4 address or none")
+    parts = rest.split(":")
+    if len(parts) > 3 or not parts[-1]:
+        raise PortError(f"invalid port specification {spec!r}: the form is "
+                        "[IP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp]")
+    host_ip = parts[0] if len(parts) == 3 else ""
+    host_port = parts[-2] if len(parts) >= 2 else ""
+    if host_ip:
+        try:
+            host_ip = str(ipaddress.IPv4Address(host_ip))
+        except ValueError:
+            raise PortError(f"invalid port specification {spec!r}: {host_ip!r} is not an "
+                            "IPv4 address") from None
+    return PortMapping(_port(parts[-1], spec), proto, host_ip or "0.0.0.0",
+                       _port(host_port, spec) if host_port else 0)
+
+
+def parse_publish(specs: list[str], publish_all: bool = False,
+                  exposed: dict[str, Any] | None = None) -> list[PortMapping]:
+    """``-p`` values, plus with ``-P`` each of the image's EXPOSEd ports on a random port."""
+    mappings = [parse_port(s) for s in specs]
+    if publish_all:
+        done = {(m.container_port, m.proto) for m in mappings}
+        for key in sorted(exposed or {}):
+            m = parse_port(key)
+            if (m.container_port, m.proto) not in done:
+                mappings.append(m)
+    seen: dict[tuple[str, int], PortMapping] = {}
+    for m in mappings:
+        if not m.host_port:
+            continue
+        for (proto, port), other in seen.items():
+            if proto == m.proto and port == m.host_port and _overlap(other.host_ip, m.host_ip):
+                raise PortError(f"host port {m.host_port}/{m.proto} is published twice "
+                                f"({other} and {m}): give each -p its own host port")
+        seen[(m.proto, m.host_port)] = m
+    return mappings
+
+
+def _overlap(a: str, b: str) -> bool:
+    return a == b or "0.0.0.0" in (a, b)
+
+
+# ---- holding the host ports ------------------------------------------------------------------
+
+def reserve(mappings: list[PortMapping]) -> tuple[list[PortMapping], list[socket.socket]]:
+    """Hold each host port with a socket (port 0: the kernel picks one); the mappings with
+    their real ports, and the sockets to keep open while the container runs.
+
+    Raises PortError, holding nothing, if any port is taken.
+    """
+    held: list[socket.socket] = []
+    out = []
+    try:
+        for m in mappings:
+            kind = socket.SOCK_STREAM if m.proto == "tcp" else socket.SOCK_DGRAM
+            sock = socket.socket(socket.AF_INET, kind)
+            held.append(sock)
+            if m.proto == "tcp":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((m.host_ip, m.host_port))
+            except OSError as exc:
+                raise _port_error(m, exc) from None
+            if m.proto == "tcp":
+                sock.listen(1)
+            out.append(replace(m, host_port=sock.getsockname()[1]))
+    except BaseException:
+        for sock in held:
+            sock.close()
+        raise
+    return out, held
+
+
+def _port_error(m: PortMapping, exc: OSError) -> PortError:
+    where = f"Bind for {m.host_ip}:{m.host_port} failed"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return PortError(f"{where}: {m.host_ip} is not an address of this host: publish on "
+                         "one of its addresses (ip -4 addr), or leave the IP out for all")
+    if exc.errno != errno.EADDRINUSE:
+        return PortError(f"{where}: {exc.strerror}")
+    for cid, (network, ep) in sorted(networks.endpoints().items()):
+        for p in ep.get("ports", []):
+            if (p["proto"], p["host_port"]) == (m.proto, m.host_port) and \
+                    _overlap(p["host_ip"], m.host_ip):
+                return PortError(f"{where}: port is already allocated (container "
+                                 f"{ep.get('name') or cid[:12]} on network {network} "
+                                 f"publishes {PortMapping(**p)}): choose another host port, "
+                                 "or stop that container")
+    who = who_uses(m.proto, m.host_port)
+    return PortError(f"{where}: address already in use"
+                     + (f" ({who})" if who else " by another program on this host")
+                     + ": choose another host port, or stop that program "
+                     "(ss -ltnup shows who listens where)")
+
+
+def who_uses(proto: str, port: int) -> str:
+    """Who has ``port``, from /proc/net/{tcp,udp}[6]: e.g. ``python3 (pid 42) on 0.0.0.0``."""
+    inodes: dict[str, str] = {}
+    for name in (proto, proto + "6"):
+        try:
+            lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            addr, _, hexport = f[1].rpartition(":")
+            # 0A is LISTEN for TCP; 07 is an unconnected, bound socket for UDP.
+            if int(hexport, 16) == port and f[3] in ("0A", "07"):
+                inodes[f[9]] = _addr(addr)
+    if not inodes:
+        return ""
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            inode = target[8:-1] if target.startswith("socket:[") else ""
+            if inode in inodes:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                return f"{comm} (pid {pid}) on {inodes[inode]}"
+    return "a socket on " + ", ".join(sorted(set(inodes.values())))
+
+
+def _addr(hexaddr: str) -> str:
+    raw = bytes.fromhex(hexaddr)
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    # /proc prints IPv6 as four host-order 32-bit words.
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    return f"[{ipaddress.IPv6Address(words)}]"
+
+
+# ---- nft -------------------------------------------------------------------------------------
+
+def nft(*args: str, script: str | None = None) -> str:
+    """Run ``nft ARGS`` (with ``script`` on stdin for ``-f -``); its output, or NetworkError."""
+    if shutil.which("nft") is None:
+        raise networks.NetworkError("nft is not installed, and bridge networking needs it "
+                                    "for NAT: apt-get install nftables")
+    done = subprocess.run(["nft", *args], input=script, capture_output=True, text=True)
+    if done.returncode:
+        raise networks.NetworkError(f"nft {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def table_exists() -> bool:
+    """Whether edu's table (``ip edu``) is in the kernel."""
+    return bool(shutil.which("nft")) and subprocess.run(
+        ["nft", "list", "table", FAMILY, TABLE], capture_output=True).returncode == 0
+
+
+def rules() -> list[dict[str, Any]]:
+    """edu's rules from ``nft -j list table ip edu``: chain, handle and comment of each."""
+    if not table_exists():
+        return []
+    data = json.loads(nft("-j", "list", "table", FAMILY, TABLE))
+    return [{"chain": r["chain"], "handle": r["handle"], "comment": r.get("comment", "")}
+            for item in data["nftables"] if (r := item.get("rule"))]
+
+
+def rule_lines(tag: str) -> list[str]:
+    """The rules carrying comment ``tag`` as ``nft list`` prints them, ``chain: rule``."""
+    if not table_exists():
+        return []
+    out, chain = [], ""
+    for line in nft("list", "table", FAMILY, TABLE).splitlines():
+        words = line.split()
+        if words[:1] == ["chain"]:
+            chain = words[1]
+        elif f'comment "{tag}"' in line:
+            out.append(f"{chain}: {line.strip()}")
+    return out
+
+
+def _delete_tagged(keep) -> list[str]:
+    """Delete every rule whose comment ``keep(comment)`` refuses; the comments deleted."""
+    doomed = [r for r in rules() if r["comment"].startswith("edu") and not keep(r["comment"])]
+    if doomed:
+        nft("-f", "-", script="".join(
+            f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n"
+            for r in doomed))
+    return sorted({r["comment"] for r in doomed})
+
+
+def ensure_table() -> None:
+    """Create edu's table and its chains, unless it is there."""
+    with networks.locked():
+        if not table_exists():
+            nft("-f", "-", script=_TABLE)
+
+
+def network_rules(network: dict[str, Any]) -> str:
+    """The nft lines for one network's bridge: guard, masquerade, forward."""
+    br, subnet = network["bridge"], network["subnet"]
+    tag = f'comment "edu-net:{br}"'
+    add = f"add rule {FAMILY} {TABLE}"
+    return "\n".join([
+        f'{add} guard iifname "{br}" ip daddr 127.0.0.0/8 drop {tag}',
+        f'{add} postrouting ip saddr {subnet} oifname != "edu*" masquerade {tag}',
+        f'{add} postrouting ip saddr 127.0.0.0/8 oifname "{br}" masquerade {tag}',
+        f'{add} forward iifname "{br}" oifname "edu*" oifname != "{br}" drop {tag}',
+        f'{add} forward iifname "{br}" accept {tag}',
+        f'{add} forward oifname "{br}" ct state established,related accept {tag}',
+        f'{add} forward oifname "{br}" ct status dnat accept {tag}',
+    ]) + "\n"
+
+
+def ensure_network(network: dict[str, Any]) -> None:
+    """Add a network's rules unless they are there, and its DOCKER-USER accepts if needed."""
+    with networks.locked():
+        ensure_table()
+        tag = f"edu-net:{network['bridge']}"
+        if not any(r["comment"] == tag for r in rules()):
+            nft("-f", "-", script=network_rules(network))
+        docker_user_ensure(network["bridge"])
+
+
+def remove_network(network: dict[str, Any]) -> None:
+    """Remove a network's rules and its DOCKER-USER accepts."""
+    with networks.locked():
+        tag = f"edu-net:{network['bridge']}"
+        _delete_tagged(lambda comment: comment != tag)
+        docker_user_remove(network["bridge"])
+
+
+def publish(container_id: str, ip: str, mappings: list[PortMapping]) -> None:
+    """DNAT each host port to ``ip``: one rule per port, tagged with the container's id."""
+    lines = []
+    for m in mappings:
+        daddr = "" if m.host_ip == "0.0.0.0" else f"ip daddr {m.host_ip} "
+        lines.append(f"add rule {FAMILY} {TABLE} publish {daddr}{m.proto} dport {m.host_port} "
+                     f'dnat to {ip}:{m.container_port} comment "edu:{container_id}"\n')
+    if lines:
+        with networks.locked():
+            ensure_table()
+            nft("-f", "-", script="".join(lines))
+
+
+def unpublish(container_id: str) -> None:
+    """Delete the container's rules (found by their ``edu:ID`` comment)."""
+    with networks.locked():
+        _delete_tagged(lambda comment: comment != f"edu:{container_id}")
+
+
+def cleanup_stale(alive: set[str]) -> list[str]:
+    """Delete the rules of containers not in ``alive``; the ids whose rules went."""
+    with networks.locked():
+        gone = _delete_tagged(lambda c: not c.startswith("edu:") or c[4:] in alive)
+    return [c[4:] for c in gone]
+
+
+def teardown_all() -> None:
+    """Delete edu's table and every DOCKER-USER rule edu added."""
+    with networks.locked():
+        if table_exists():
+            nft("delete", "table", FAMILY, TABLE)
+        docker_user_remove(None)
+
+
+# ---- iptables' DOCKER-USER -------------------------------------------------------------------
+
+def _iptables(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True)
+
+
+def docker_user_exists() -> bool:
+    """Whether dockerd's DOCKER-USER chain is in iptables' filter table (dockerd made it)."""
+    return bool(shutil.which("iptables")) and \
+        _iptables("-t", "filter", "-n", "-L", "DOCKER-USER").returncode == 0
+
+
+def _docker_user_specs(bridge: str) -> list[list[str]]:
+    tag = ["-m", "comment", "--comment", f"edu-net:{bridge}", "-j", "ACCEPT"]
+    return [["-i", bridge, *tag],
+            ["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED,DNAT", *tag]]
+
+
+def docker_user_ensure(bridge: str) -> None:
+    """Insert accepts for ``bridge`` at the top of DOCKER-USER, when that chain exists."""
+    if not docker_user_exists():
+        return
+    for spec in reversed(_docker_user_specs(bridge)):
+        if _iptables("-C", "DOCKER-USER", *spec).returncode:
+            done = _iptables("-I", "DOCKER-USER", *spec)
+            if done.returncode:
+                raise networks.NetworkError(
+                    f"iptables -I DOCKER-USER failed ({done.stderr.strip()}): dockerd's "
+                    f"FORWARD policy would drop {bridge}'s packets; check iptables -S")
+
+
+def docker_user_lines() -> list[str]:
+    """edu's rules in DOCKER-USER, as ``iptables -S`` prints them."""
+    if not docker_user_exists():
+        return []
+    listing = _iptables("-S", "DOCKER-USER").stdout.splitlines()
+    return [line for line in listing if re.search(r"--comment \"?edu-net:", line)]
+
+
+def docker_user_remove(bridge: str | None) -> None:
+    """Delete edu's DOCKER-USER rules for ``bridge`` (None: for every bridge)."""
+    for line in docker_user_lines():
+        if bridge is None or f"edu-net:{bridge}" in line.replace('"', "").split():
+            _iptables("-D", *shlex.split(line)[1:])
+
+
+# ---- the steps -------------------------------------------------------------------------------
+
+class ReservePorts(Step):
+    """Hold every published host port with a socket, before anything else is made."""
+
+    name = "ports"
+    side = HOST
+    lesson = "notebooks/06-web-app"
+    explain = (
+        "For each -p HOSTPORT:PORT the host binds a socket to HOSTPORT and keeps it open "
+        "while the container runs, as Docker's docker-proxy does. The NAT rule added later "
+        "carries the traffic; the socket is there so the port is really ours: if a program "
+        "already uses it, bind() fails now, before anything is made ('address already in "
+        "use'), and a program started later cannot take it and be silently bypassed. "
+        "-p 80 (no host port) lets the kernel pick a free one. Undo: close the sockets.")
+
+    def enabled(self, ctx) -> bool:
+        """Only when ports are published on a bridge network."""
+        return networks.uses_bridge(ctx) and bool(getattr(ctx.config, "publish", None))
+
+    def apply(self, ctx) -> None:
+        """bind() (and listen() for TCP) each host port; remember the real port numbers."""
+        try:
+            ctx.ports, ctx.port_holds = reserve(list(ctx.config.publish))
+        except networks.NetworkError as exc:
+            raise StepError(self.name, str(exc)) from None
+
+    def undo(self, ctx) -> None:
+        """Close the sockets: the ports are free again."""
+        for sock in getattr(ctx, "port_holds", None) or []:
+            sock.close()
+        ctx.port_holds = []
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """The host ports this process holds."""
+        held = []
+        for sock in getattr(ctx, "port_holds", None) or []:
+            if sock.fileno() != -1:
+                ip, port = sock.getsockname()
+                proto = "tcp" if sock.type == socket.SOCK_STREAM else "udp"
+                held.append(f"{ip}:{port}/{proto}")
+        return {f"held by edu (pid {os.getpid()})": sorted(held)}
+
+
+class Nat(Step):
+    """Masquerade for the network, and DNAT for each published port of this container."""
+
+    name = "nat"
+    side = HOST
+    lesson = "notebooks/06-web-app"
+    explain = (
+        "The host makes sure edu's nftables table has this network's rules: masquerade, so "
+        "packets from the containers leave with the host's address; forward accepts; and a "
+        "drop towards other edu networks. dockerd's FORWARD policy is DROP, so when its "
+        "DOCKER-USER chain exists edu adds accepts for the bridge there too. Then, for each "
+        "-p HOSTPORT:PORT, one DNAT rule: a packet for HOSTPORT on a host address (127.0.0.1 "
+        "included) is rewritten to go to the container's address and PORT. Undo: delete "
+        "this container's DNAT rules, found by their comment; the network's rules stay.")
+
+    def enabled(self, ctx) -> bool:
+        """Only for --network bridge or a user-defined network."""
+        return networks.uses_bridge(ctx)
+
+    def apply(self, ctx) -> None:
+        """Ensure the network's rules; add the container's DNAT rules and record its ports."""
+        try:
+            network = networks.get(ctx.config.network)
+            ensure_network(network)
+            ports = getattr(ctx, "ports", None) or []
+            if ports:
+                publish(ctx.container_id, ctx.endpoint["ip"], ports)
+                networks.update_endpoint(network["name"], ctx.container_id,
+                                         ports=[p.to_dict() for p in ports])
+        except networks.NetworkError as exc:
+            raise StepError(self.name, str(exc)) from None
+
+    def undo(self, ctx) -> None:
+        """Delete the rules tagged with this container's id."""
+        unpublish(ctx.container_id)
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """The network's and the container's rules, as nft and iptables print them."""
+        network = networks.get(ctx.config.network)
+        return {"network rules": rule_lines(f"edu-net:{network['bridge']}"),
+                "container rules": rule_lines(f"edu:{ctx.container_id}"),
+                "DOCKER-USER": docker_user_lines()}
