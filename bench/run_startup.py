@@ -62,6 +62,7 @@ def main() -> None:
         contenders = {
             "edu run (CLI)": timed([edu, "run", "--rm", "--network", "none", "busybox",
                                     "true"]),
+            "edu run (CLI, bridge)": timed([edu, "run", "--rm", "busybox", "true"]),
         }
         if shutil.which("runc"):
             bundle = runc_bundle(store, image, work)
@@ -81,12 +82,14 @@ def main() -> None:
                            stdout=subprocess.DEVNULL)
             contenders["docker run"] = timed(["docker", "run", "--rm", "--network", "none",
                                               "busybox:latest", "true"])
+            contenders["docker run (bridge)"] = timed(["docker", "run", "--rm",
+                                                       "busybox:latest", "true"])
 
         def in_process() -> float:
             os.dup2(devnull, 1)
             try:
                 t = time.perf_counter()
-                Container(image, ["true"], store=store, remove=True).run()
+                Container(image, ["true"], store=store, remove=True, network="none").run()
                 return time.perf_counter() - t
             finally:
                 os.dup2(saved, 1)
@@ -95,11 +98,14 @@ def main() -> None:
                                                "/bin/true"])
         times = alternate(contenders, args.runs, desc="container start-up")
         base = "runc run" if "runc run" in times else "edu run (CLI)"
-        result = report("start /bin/true, no network", times, baseline=base)
+        result = report("start /bin/true", times, baseline=base)
+        if "docker run (bridge)" in times:
+            report("on the default bridge", {k: times[k] for k in (
+                "edu run (CLI, bridge)", "docker run (bridge)")}, baseline="docker run (bridge)")
         inproc = report("in-process against unshare", {
             k: times[k] for k in ("Container().run() in-process", "unshare -fpmuin")},
             baseline="unshare -fpmuin")
-        c = Container(image, ["true"], store=store, remove=True)
+        c = Container(image, ["true"], store=store, remove=True, network="none")
         os.dup2(devnull, 1)
         try:
             c.run()

@@ -29,7 +29,7 @@ COMMANDS = {
     "ps": "containers", "logs": "containers", "stop": "containers", "kill": "containers",
     "rm": "containers", "pause": "containers", "unpause": "containers",
     "attach": "containers", "exec": "containers", "cp": "containers",
-    "volume": "volumes",
+    "volume": "volumes", "network": "networks",
     "run": "run", "step": "run", "prune": "run",
     "images": "images", "history": "images", "inspect": "images", "tag": "images",
     "rmi": "images", "image": "images", "save": "images", "load": "images",

@@ -64,7 +64,8 @@ def container_spec(args) -> dict:
     return dict(image=args.image, command=args.command or None, name=args.name,
                 hostname=args.hostname, env=_env(args), workdir=args.workdir, user=args.user,
                 entrypoint=entrypoint, memory=args.memory, pids_limit=args.pids_limit,
-                cpus=args.cpus, network=args.network, cap_add=args.cap_add,
+                cpus=args.cpus, network=args.network, publish=args.publish,
+                publish_all=args.publish_all, cap_add=args.cap_add,
                 cap_drop=args.cap_drop, seccomp=seccomp, no_new_privs=nnp,
                 read_only=args.read_only, pid=args.pid, ipc=args.ipc, uts=args.uts,
                 remove=args.rm, init=args.init, volumes=args.volume)
@@ -78,6 +79,9 @@ def make_container(args):
     from edu_runtime.steps import StepError
 
     cleanup_stale()  # whatever a SIGKILLed `edu run` left behind
+    from edu_runtime import networks
+
+    networks.cleanup_stale()
     try:
         return Container(**container_spec(args))
     except StoreError as exc:
@@ -210,7 +214,11 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--memory", help="memory limit, e.g. 64m")
     p.add_argument("--pids-limit", type=int)
     p.add_argument("--cpus", type=float)
-    p.add_argument("--network", "--net", default="none", help="none or host")
+    p.add_argument("--network", "--net", help="bridge (the default), none, host, or a "
+                   "network made with edu network create")
+    p.add_argument("-p", "--publish", action="append", default=[],
+                   metavar="[IP:]HOST:CONTAINER[/PROTO]")
+    p.add_argument("-P", "--publish-all", action="store_true")
     p.add_argument("--cap-add", action="append", default=[])
     p.add_argument("--cap-drop", action="append", default=[])
     p.add_argument("--security-opt", action="append", default=[])

@@ -28,6 +28,7 @@ Introduced in notebooks/06-web-app.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -136,6 +137,8 @@ def ensure_bridge(network: dict[str, Any]) -> None:
     _need_root()
     with networks.locked():  # two `edu run`s at once must not both add it
         _run(_ensure_bridge, network)
+    # Global, and left on (Docker does the same). Unlike dockerd, edu does not then set
+    # iptables' FORWARD policy to DROP: that would cut off libvirt's and others' networks.
     sysctl("net/ipv4/ip_forward", "1")
     # Lets 127.0.0.1:PORT be DNATed to a container: without it the kernel refuses to route
     # a packet with a 127.x address out of a real device. This one device is enough
@@ -188,7 +191,7 @@ def _delete(names: list[str]) -> None:
             try:
                 ipr.link("del", ifname=name)
             except NetlinkError as exc:
-                if exc.code != 19:  # ENODEV: gone already (a veth goes with its peer)
+                if exc.code != errno.ENODEV:  # gone already (a veth goes with its peer)
                     raise _netlink_error(exc, f"deleting {name}") from None
 
 
@@ -339,8 +342,8 @@ class Bridge(Step):
         "(10.77.0.1/16 by default), which also adds a route to the whole subnet through it, "
         "and the host turns on IP forwarding (net.ipv4.ip_forward=1) so it may route the "
         "containers' packets. This is `ip link add edu0 type bridge`, `ip addr add` and "
-        "`ip link set up`, sent as netlink messages. Undo: nothing; the bridge is shared by "
-        "every container on the network and stays until `edu network rm`.")
+        "`ip link set up`, sent as netlink messages. Undo: the bridge is shared by every "
+        "container on the network, so only the last one out removes it.")
 
     def enabled(self, ctx) -> bool:
         """Only for --network bridge or a user-defined network."""
@@ -352,6 +355,10 @@ class Bridge(Step):
             ensure_bridge(networks.get(ctx.config.network))
         except networks.NetworkError as exc:
             raise StepError(self.name, str(exc)) from None
+
+    def undo(self, ctx) -> None:
+        """The last container out removes the bridge (and edu's rules when none is left)."""
+        networks.retire_if_unused(ctx.config.network)
 
     def observe(self, ctx) -> dict[str, Any]:
         """The bridge's state, address and ports, and the forwarding sysctl."""
@@ -385,6 +392,9 @@ class Veth(Step):
             ctx.endpoint = {"network": network["name"], "ip": "", "veth": ""}
             ip = networks.lease(network["name"], ctx.container_id, ctx.config.name,
                                 ctx.config.hostname)
+            # With our lease held, no other container's undo can retire the bridge; if one
+            # did just before we leased, this makes it again.
+            ensure_bridge(network)
             ctx.endpoint["ip"] = ip
             ctx.endpoint.update(attach(network, ctx.pid, ctx.container_id, ip))
             networks.update_endpoint(network["name"], ctx.container_id,

@@ -74,6 +74,8 @@ class Config:
     remove: bool = False
     tty: bool = False
     init: bool = False
+    network: str = "none"
+    publish: list = field(default_factory=list)  # nat.PortMapping, for -p and -P
     volume_specs: list[str] = field(default_factory=list)
     volumes: list = field(default_factory=list)  # resolved volumes.Mount, at start
 
@@ -123,6 +125,9 @@ class Context:
         self.caps = capabilities.effective_set(self.config.cap_add, self.config.cap_drop,
                                                capabilities.host_bounding())
         self.argv = self.config.argv
+        self.endpoint = None  # the container's address on its network (bridge.Veth)
+        self.ports: list = []
+        self.port_holds: list = []
         # Compiled (or read from cache) here on the host, so the child only loads it.
         self.seccomp_bpf = seccomp.default_filter(self.caps) if self.config.seccomp else None
         self.container_id = container.id
@@ -217,15 +222,22 @@ class Cgroup(Step):
 
 def plan() -> list[Step]:
     """The steps of a container's start, in order."""
+    from . import bridge, nat  # pyroute2 itself is imported only when a bridge is used
+
     return [
+        nat.ReservePorts(),  # first: a port in use fails before anything exists
         Fork(),
         Cgroup(),
         namespaces.Namespaces(),
         namespaces.IdMaps(),
+        bridge.Bridge(),
+        bridge.Veth(),
+        nat.Nat(),
         mounts.Propagation(),
         rootfs.RootFS(),
         mounts.SpecialFilesystems(),
         volumes_mod.Volumes(),
+        network.NameFiles(),  # after volumes: on top of a volume at /etc, as in Docker
         process.Init(),
         rootfs.PivotRoot(),
         hostname.Hostname(),
@@ -241,10 +253,7 @@ def _child_main(ctx: Context) -> None:
     steps = ctx.steps  # the host's list, inherited through fork: both sides agree on indexes
     code = 125
     try:
-        # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across
-        # execve: give the container the defaults every program expects.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
+        process.reset_signals()  # nothing ignored or blocked survives into the container
         while True:
             msg = recv(ctx.sock)
             if msg is None:  # the host went away
@@ -355,7 +364,8 @@ class Container:
                  env: dict[str, str] | None = None, workdir: str | None = None,
                  user: str | None = None, entrypoint: list[str] | None = None,
                  memory: str | int | None = None, pids_limit: int | None = None,
-                 cpus: float | None = None, network: str = "none",
+                 cpus: float | None = None, network: str | None = None,
+                 publish: list[str] | None = None, publish_all: bool = False,
                  cap_add: list[str] | None = None, cap_drop: list[str] | None = None,
                  seccomp: bool = True, no_new_privs: bool = False, read_only: bool = False,
                  pid: str | None = None, ipc: str | None = None, uts: str | None = None,
@@ -376,9 +386,18 @@ class Container:
         self.stdio = stdio
         shared = {ns for ns, mode in (("pid", pid), ("ipc", ipc), ("uts", uts),
                                       ("net", network)) if mode == "host"}
+        # Docker's default is the bridge; rootless containers get none (no pasta yet).
+        network = network or ("bridge" if os.geteuid() == 0 else "none")
+        mappings = []
         if network not in ("none", "host"):
-            raise StepError("create", f"network {network!r} is not available yet: use "
-                            "--network none or --network host")
+            from . import nat, networks
+
+            try:
+                networks.get(network)
+                mappings = nat.parse_publish(list(publish or []), publish_all,
+                                             cfg.get("ExposedPorts"))
+            except (networks.NetworkError, ValueError) as exc:
+                raise StepError("create", str(exc)) from None
         limits = None
         if memory is not None or pids_limit is not None or cpus is not None:
             mem = cgroups.parse_memory(memory) if isinstance(memory, str) else memory
@@ -395,7 +414,8 @@ class Container:
             limits=limits,
             cap_add=list(cap_add or []), cap_drop=list(cap_drop or []), seccomp=seccomp,
             no_new_privs=no_new_privs, read_only=read_only, shared=shared, remove=remove,
-            tty=tty, init=init, volume_specs=list(volumes or []))
+            tty=tty, init=init, volume_specs=list(volumes or []), network=network,
+            publish=mappings)
         volumes_mod.check(self.config.volume_specs)
         self.paths = Paths(paths.state_dir() / "containers" / self.id)
         self.lowerdirs = self.store.lowerdirs(img)
@@ -565,6 +585,7 @@ class Container:
                   "started": self.started, "finished": self.finished,
                   "image_id": self.image.id,
                   "mounts": [m.to_record() for m in self.config.volumes],
+                  "network": ctx.endpoint, "ports": [str(p) for p in ctx.ports],
                   # What `edu exec` needs to enter the container with the same security.
                   "process": {"user": self.config.user, "workdir": self.config.workdir,
                               "env": self.config.env, "image_env": self.config.image_env,
@@ -717,6 +738,9 @@ def prune(store=None) -> list[str]:
 
     store = store or Store()
     removed = cleanup_stale(store)
+    from . import networks
+
+    networks.cleanup_stale()
     base = paths.state_dir() / "containers"
     for rec_path in sorted(base.glob("*/state.json")) if base.is_dir() else []:
         try:

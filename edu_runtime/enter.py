@@ -297,10 +297,7 @@ def _helper_main(entry: _Entry, sock: socket.socket, stdio: tuple[int, int, int]
     """The helper: join the cgroup and the namespaces, fork the command's process, exit."""
     code = 125
     try:
-        # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across
-        # execve: reset them, or `yes | head` inside would never end on its own.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
+        process.reset_signals()  # nothing ignored or blocked survives into the container
         me = str(os.getpid())
         for procs, required in entry.cgroup_procs:
             try:

@@ -45,3 +45,56 @@ class Loopback(Step):
         if not ctx.pid:
             return {}
         return {"container": links(ctx.pid), "host": links(os.getpid())}
+
+
+class NameFiles(Step):
+    """Bind-mount the container's own /etc/hosts and /etc/resolv.conf over the image's."""
+
+    name = "name files"
+    side = CHILD
+    lesson = "notebooks/06-web-app"
+    explain = (
+        "How does a container find its neighbours by name? Docker writes an /etc/hosts and "
+        "an /etc/resolv.conf for every container and bind-mounts them over the image's "
+        "files. Ours lists this container and every other container on the same network, by "
+        "name and short id, and is rewritten in place when neighbours come and go. The "
+        "image's own files are not changed. Undo: the mounts die with the namespace.")
+
+    def enabled(self, ctx) -> bool:
+        """Only on a bridge or user-defined network (decided before the endpoint exists)."""
+        from .networks import uses_bridge
+
+        return uses_bridge(ctx)
+
+    def apply(self, ctx) -> None:
+        """Bind each file onto its target, resolved inside the image (never through a link)."""
+        import stat
+
+        from .copy import ensure_in_root
+
+        root = os.open(ctx.paths.merged, os.O_PATH | os.O_DIRECTORY)
+        try:
+            etc = ensure_in_root(root, "/etc")  # resolved inside the image, never the host's
+            # The host wrote these beside the container's record in the veth step; the child
+            # was forked before that, so it finds them by path, not through ctx.endpoint.
+            for name in ("hosts", "resolv.conf"):
+                source = str(ctx.paths.dir / name)
+                try:  # a link (resolv.conf -> /run/...) is replaced, never followed
+                    if stat.S_ISLNK(os.stat(name, dir_fd=etc, follow_symlinks=False).st_mode):
+                        os.unlink(name, dir_fd=etc)
+                except FileNotFoundError:
+                    pass
+                fd = ensure_in_root(root, f"/etc/{name}", directory=False)
+                try:
+                    kernel.mount(source, f"/proc/self/fd/{fd}", None, kernel.MS_BIND)
+                finally:
+                    os.close(fd)
+            os.close(etc)
+        finally:
+            os.close(root)
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """The container's /etc/hosts, as it reads it."""
+        if not ctx.pid:
+            return {}
+        return {"hosts": (kernel.read(f"/proc/{ctx.pid}/root/etc/hosts", "") or "").splitlines()}

@@ -490,12 +490,35 @@ def cleanup_stale(alive: set[str] | None = None) -> dict[str, list[str]]:
     container whose ``edu`` was SIGKILLed is already marked exited. Returns what went:
     ``{"leases": [ids], "rules": [ids], "links": [names]}``.
     """
+    if not base().is_dir():  # no network was ever used: nothing to look for, and fast
+        return {"leases": [], "rules": [], "links": []}
     from . import bridge, nat  # they import this module; see rm()
 
     alive = alive_ids() if alive is None else set(alive)
     with locked():
         return {"leases": release_stale(alive), "rules": nat.cleanup_stale(alive),
                 "links": bridge.cleanup_stale(alive)}
+
+
+def retire_if_unused(name: str) -> bool:
+    """The last container out of a network takes its bridge and rules with it; when no edu
+    network is in use, edu's nft table and DOCKER-USER rules go too. An idle host keeps no
+    trace of edu's networking; the next container makes it all again (about 40 ms).
+    Returns True if the bridge was removed."""
+    from . import bridge, nat  # they import this module; see rm()
+
+    with locked():
+        try:
+            network = get(name)
+        except NetworkError:
+            return False
+        if network.get("containers") or network.get("driver") != "bridge":
+            return False
+        nat.remove_network(network)
+        bridge.remove_bridge(network)
+        if not any(n.get("containers") for n in _all()):
+            nat.teardown_all()
+        return True
 
 
 def teardown_all() -> None:

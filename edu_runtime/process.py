@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,23 @@ def build_env(image_env: list[str], extra: dict[str, str], hostname: str, home: 
     env.update(extra)
     env.setdefault("HOME", home)
     return env
+
+
+def reset_signals() -> None:
+    """Every signal back to its default and none blocked, as a new program expects.
+
+    An ignored signal stays ignored across execve, and so does the signal mask: Python
+    ignores SIGPIPE and SIGXFSZ, and whoever started us (a CI runner, a terminal, a
+    supervisor) may ignore or block others. runc does the same before exec.
+    """
+    for sig in range(1, signal.NSIG):
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # signals the C library keeps for itself (32, 33)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def find_executable(name: str, path: str) -> str | None:

@@ -239,7 +239,8 @@ def test_teardown_after_a_failure_in_each_step(busybox, victim, monkeypatch, no_
     monkeypatch.setattr(cls, "apply", boom)
     # Steps that only some containers have get the flag that enables them.
     c = Container(busybox, ["true"], remove=False, init=victim == "init",
-                  volumes=["/data"] if victim == "volumes" else None)
+                  volumes=["/data"] if victim == "volumes" else None,
+                  publish=["80"] if victim in ("ports", "nat") else None)
     with pytest.raises((StepError, OSError), match="injected failure|Input/output"):
         c.run()
     assert [r.name for r in c.trace.steps][-1] == victim

@@ -184,9 +184,12 @@ def test_empty_named_volume_is_filled_from_the_image_once(busybox, no_leaks, wir
     assert (code, out) == (0, image_passwd)
     data = Path(volumes.inspect(filled)["Mountpoint"])
     assert (data / "passwd").read_text() == image_passwd and not (data / "group").exists()
-    # Not empty any more: the next container sees the volume as it was left.
-    assert run(busybox, ["ls", "/etc"], [f"{filled}:/etc"])[1].split() == ["passwd"]
-    assert run(busybox, ["ls", "/etc"], [f"{skipped}:/etc:nocopy"])[1].split() == []
+    # Not empty any more: the next container sees the volume as it was left. (On a bridge
+    # network, /etc/hosts and /etc/resolv.conf are mounted on top, inside it, as in Docker.)
+    names = set(run(busybox, ["ls", "/etc"], [f"{filled}:/etc"])[1].split())
+    assert "passwd" in names and "group" not in names
+    names = set(run(busybox, ["ls", "/etc"], [f"{skipped}:/etc:nocopy"])[1].split())
+    assert not names & {"passwd", "group"}
 
 
 def test_read_only_volume_refuses_writes(busybox, no_leaks, wired, vol_names):

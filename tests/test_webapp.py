@@ -1,0 +1,106 @@
+"""The primer's web app, for real: `edu run --name web -p 8080:80 -d`, reached from the host
+on 127.0.0.1 and on the container's bridge address, and a second container that finds it by
+name on a user-defined network. Afterwards no veth, nft rule, lease or bridge is left."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import urllib.request
+import uuid
+
+import pytest
+from conftest import need
+
+from edu_runtime import lifecycle
+
+HTTPD = ("mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && "
+         "exec httpd -f -p 80 -h /www")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def edu(python):
+    import os
+
+    need(os.geteuid() == 0, "root")
+    made, nets = [], []
+
+    def run(*argv, check=True):
+        out = subprocess.run([python, "-m", "edu_cli.main", *argv], capture_output=True,
+                             text=True, timeout=60)
+        if check:
+            assert out.returncode == 0, out.stderr
+        return out
+    run("bootstrap", "busybox")
+    run.made, run.nets = made, nets
+    yield run
+    if made:
+        run("rm", "-f", *made, check=False)
+    for n in nets:
+        run("network", "rm", n, check=False)
+
+
+def get(url: str) -> str:
+    for _ in range(50):
+        try:
+            return urllib.request.urlopen(url, timeout=2).read().decode()
+        except OSError:
+            import time
+            time.sleep(0.1)
+    raise AssertionError(f"no answer from {url}")
+
+
+def kernel_state() -> dict:
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return {"veths": sorted(w for w in links.split() if w.startswith("veth")),
+            "edu links": sorted(w.rstrip(":") for w in links.split() if w.startswith("edu")),
+            "edu table": "ip edu" in tables}
+
+
+def test_published_web_app_and_names_between_containers(edu):
+    before = kernel_state()
+    port, name, net = free_port(), f"web-{uuid.uuid4().hex[:6]}", f"n{uuid.uuid4().hex[:6]}"
+    edu.made.append(name)
+    edu.nets.append(net)
+    edu("network", "create", net)
+    edu("run", "-d", "--name", name, "--network", net, "-p", f"{port}:80", "busybox", "sh",
+        "-c", HTTPD)
+    rec = lifecycle.find(name)
+    ip = rec["network"]["ip"]
+    assert get(f"http://127.0.0.1:{port}/").startswith("hello-from-")
+    assert get(f"http://{ip}:80/").startswith("hello-from-")
+    assert f"0.0.0.0:{port}->80/tcp" in edu("ps").stdout
+    # A second container on the same network reaches the first by its name.
+    out = edu("run", "--rm", "--network", net, "busybox", "wget", "-qO-", f"http://{name}/")
+    assert out.stdout.startswith("hello-from-")
+    # The port is taken now: a clear sentence, exit 125, and nothing half-made.
+    mid = kernel_state()
+    clash = edu("run", "--rm", "-p", f"{port}:80", "busybox", "true", check=False)
+    assert clash.returncode == 125 and "port is already allocated" in clash.stderr
+    assert kernel_state() == mid
+    edu("rm", "-f", name)
+    edu("network", "rm", net)
+    edu.made.clear()
+    edu.nets.clear()
+    assert kernel_state() == before
+    leases = json.loads(edu("network", "inspect", "bridge").stdout)[0]["containers"]
+    assert rec["id"] not in leases
+
+
+def test_port_held_by_a_host_program_is_refused_before_anything_exists(edu):
+    before = kernel_state()
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = edu("run", "--rm", "-p", f"{port}:80", "busybox", "true", check=False)
+    assert out.returncode == 125 and "already in use" in out.stderr
+    assert kernel_state() == before
