@@ -121,8 +121,48 @@ def run_supervised(args) -> int:
     return done.get("exit_code") or 0
 
 
+def run_foreground_supervised(args) -> int:
+    """A foreground run on a network: the supervisor, which keeps pyroute2 and the rest of
+    the runtime imported, starts the container with *our* stdin, stdout and stderr (passed
+    over its socket), and we wait for the exit code. This process stays thin and fast."""
+    import os
+
+    from edu_runtime import supervisor
+
+    reply, conn = supervisor.request({"op": "run", "spec": container_spec(args),
+                                      "trace": args.trace}, fds=[0, 1, 2])
+    conn.close()
+    if "error" in reply:
+        raise UserError(_image_hint(reply["error"], args.image), reply.get("code", 125))
+    try:
+        done, conn = supervisor.request({"op": "wait", "id": reply["id"]})
+    except KeyboardInterrupt:  # Ctrl-C: the container goes, as with an in-process run
+        k, c = supervisor.request({"op": "kill", "id": reply["id"]})
+        c.close()
+        done, conn = supervisor.request({"op": "wait", "id": reply["id"]})
+    conn.close()
+    if done.get("oom_killed"):
+        print(f"edu: the container was OOMKilled: it used more than its --memory "
+              f"{args.memory} limit", file=sys.stderr)
+    if done.get("trace"):
+        os.write(2, (done["trace"] + "\n").encode())
+    return done.get("exit_code") or 0
+
+
+def _image_hint(message: str, image: str) -> str:
+    return f"Unable to find image '{image}' locally: {message}" \
+        if message.startswith("No such image") else message
+
+
 def _raise_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
+
+
+def _bridged(args) -> bool:
+    import os
+
+    network = args.network or ("bridge" if os.geteuid() == 0 else "none")
+    return network not in ("none", "host")
 
 
 def run_cmd(args) -> int:
@@ -131,6 +171,8 @@ def run_cmd(args) -> int:
 
     if args.detach or args.tty:
         return run_supervised(args)
+    if _bridged(args):
+        return run_foreground_supervised(args)
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # teardown runs, as on Ctrl-C
     c = make_container(args)
     try:

@@ -531,3 +531,25 @@ def mount_detached(fstype: str, options: list[tuple[str, str | None]], attr: int
 
 
 # ---- end of the detached mounts section ----------------------------------------------------
+
+
+# ---- signal dispositions glibc will not touch ----------------------------------------------
+
+_SYS_RT_SIGACTION = 13
+
+
+class _KernelSigaction(ctypes.Structure):
+    _fields_ = [("handler", ctypes.c_void_p), ("flags", ctypes.c_ulong),
+                ("restorer", ctypes.c_void_p), ("mask", ctypes.c_uint64)]
+
+
+def sigaction_default(sig: int) -> None:
+    """rt_sigaction(sig, SIG_DFL) straight to the kernel.
+
+    glibc reserves signals 32 and 33 for its threads and refuses to change them, but a
+    disposition of SIG_IGN inherited from whoever started us would still pass through
+    execve into the container; the kernel itself does not mind.
+    """
+    act = _KernelSigaction(None, 0, None, 0)
+    _check(_libc.syscall(ctypes.c_long(_SYS_RT_SIGACTION), ctypes.c_int(sig), ctypes.byref(act),
+                         None, ctypes.c_size_t(8)), f"rt_sigaction({sig})")

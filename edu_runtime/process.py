@@ -85,8 +85,8 @@ def reset_signals() -> None:
             continue
         try:
             signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass  # signals the C library keeps for itself (32, 33)
+        except (OSError, ValueError):  # 32 and 33: glibc keeps them, the kernel does not
+            kernel.sigaction_default(sig)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 

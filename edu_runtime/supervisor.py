@@ -77,6 +77,8 @@ class Supervisor:
         self.last_busy = time.monotonic()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.exit_codes: dict[str, int] = {}  # for `wait` after an attached run ends
+        self.exit_info: dict[str, dict[str, Any]] = {}
+        self.waiters: dict[str, list[socket.socket]] = {}
 
     # ---- start-up -------------------------------------------------------------------------
 
@@ -117,15 +119,27 @@ class Supervisor:
     def _on_request(self, conn, _):
         self.sel.unregister(conn)
         try:
-            line = _readline(conn)
+            line, fds = _readline_fds(conn)
             req = json.loads(line) if line else {}
+            req["_fds"] = fds
             op = req.get("op")
             if op == "run":
                 self._run(conn, req)
             elif op == "attach":
                 self._attach(conn, req["id"])
             elif op == "wait":
-                _reply(conn, exit_code=self.exit_codes.get(req["id"]))
+                if req["id"] in self.exit_codes or not any(
+                        s.container.id == req["id"] for s in self.by_pid.values()):
+                    _reply(conn, **self._exit_reply(req["id"]))
+                    conn.close()
+                else:  # answered when the container exits
+                    self.waiters.setdefault(req["id"], []).append(conn)
+            elif op == "kill":
+                sup = next((s for s in self.by_pid.values()
+                            if s.container.id == req["id"]), None)
+                if sup is not None:
+                    sup.container.kill(req.get("signal", signal.SIGKILL))
+                _reply(conn, ok=sup is not None)
                 conn.close()
             elif op == "ping":
                 _reply(conn, ok=True, pid=os.getpid())
@@ -140,20 +154,41 @@ class Supervisor:
                 pass
             conn.close()
 
+    def _exit_reply(self, container_id: str) -> dict[str, Any]:
+        return {"exit_code": self.exit_codes.get(container_id),
+                **self.exit_info.get(container_id, {})}
+
     def _run(self, conn, req) -> None:
+        from .container import cleanup_stale
+
+        cleanup_stale()  # what killed `edu` processes left, before anything new is made
+        if os.path.isdir(paths.state_dir() / "networks"):
+            from . import networks
+
+            networks.cleanup_stale()
         sup = Supervised(req["spec"], req.get("tty", False), req.get("restart", "no"),
                          req.get("size"))
-        self._start(sup, req.get("interactive", False))
+        sup.trace = req.get("trace", False)
+        try:
+            self._start(sup, req.get("interactive", False), passed=req["_fds"] or None)
+        finally:
+            for fd in req["_fds"]:
+                os.close(fd)
         _reply(conn, id=sup.container.id, name=sup.container.config.name)
         if req.get("attach"):
             self._attach(conn, sup.container.id)
         else:
             conn.close()
 
-    def _start(self, sup: Supervised, interactive: bool, container_id: str | None = None):
+    def _start(self, sup: Supervised, interactive: bool, container_id: str | None = None,
+               passed: list[int] | None = None):
         from .container import Container
 
-        if sup.tty:
+        if passed:  # a foreground `edu run`: the container writes straight to its terminal
+            stdio = tuple(passed[:3])
+            ours = {}
+            theirs = []
+        elif sup.tty:
             master, slave = os.openpty()
             if sup.size:
                 fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *sup.size, 0, 0))
@@ -285,7 +320,17 @@ class Supervisor:
             os.close(sup.stdin_fd)
         sup.stdin_fd = None
         code = sup.container.exited(status)
-        self.exit_codes[sup.container.id] = code
+        cid = sup.container.id
+        self.exit_codes[cid] = code
+        self.exit_info[cid] = {"oom_killed": sup.container.oom_killed,
+                               "trace": sup.container.trace.timeline()
+                               if getattr(sup, "trace", False) else ""}
+        for waiter in self.waiters.pop(cid, []):
+            try:
+                _reply(waiter, **self._exit_reply(cid))
+            except OSError:
+                pass
+            waiter.close()
         for client in list(sup.clients):
             self._drop_client(client, sup)
         if self._should_restart(sup, code):
@@ -310,6 +355,17 @@ class Supervisor:
         if policy == "on-failure" and code != 0:
             return not limit or sup.restarts < int(limit)
         return False
+
+
+def _readline_fds(conn: socket.socket) -> tuple[str, list[int]]:
+    """One request line, and any file descriptors sent with it (SCM_RIGHTS)."""
+    data, fds, _, _ = socket.recv_fds(conn, 65536, 8)
+    while data and not data.endswith(b"\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(), list(fds)
 
 
 def _readline(conn: socket.socket) -> str:
@@ -355,10 +411,12 @@ def _spawn() -> None:
                        stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=True)
 
 
-def request(msg: dict[str, Any]) -> tuple[dict[str, Any], socket.socket]:
-    """Send one request; return the reply and the still-open connection."""
+def request(msg: dict[str, Any], fds: list[int] | None = None
+            ) -> tuple[dict[str, Any], socket.socket]:
+    """Send one request (with ``fds`` passed along, if any); return the reply and the
+    still-open connection."""
     s = connect()
-    s.sendall((json.dumps(msg) + "\n").encode())
+    socket.send_fds(s, [(json.dumps(msg) + "\n").encode()], fds or [])
     line = _readline(s)
     if not line:
         s.close()

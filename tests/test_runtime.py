@@ -279,8 +279,10 @@ def test_sigkilled_cli_is_cleaned_by_the_next_command(busybox, python):
 
     cdir = paths.state_dir() / "containers"
     known = {p.name for p in cdir.iterdir()} if cdir.exists() else set()
-    proc = subprocess.Popen([python, "-m", "edu_cli.main", "run", "--rm", "busybox",
-                             "sleep", "60"])
+    # --network none: the container belongs to this `edu run` process (on a network it
+    # would belong to the supervisor, and outlive a killed client as in Docker).
+    proc = subprocess.Popen([python, "-m", "edu_cli.main", "run", "--rm", "--network", "none",
+                             "busybox", "sleep", "60"])
     deadline, ours = time.monotonic() + 20, None
     while time.monotonic() < deadline and ours is None:
         for rec in cdir.glob("*/state.json"):
@@ -418,3 +420,10 @@ def test_removing_a_container_never_follows_its_symlinks(busybox, tmp_path):
     remove_dir(c.paths.dir)
     assert (os.stat("/").st_mode, outside.stat().st_mode) == before
     assert not c.paths.dir.exists()
+
+
+def test_container_starts_with_default_signals(busybox, no_leaks):
+    """Nothing the runtime's caller ignored or blocked (Python ignores SIGPIPE; CI runners
+    ignore signal 32) reaches the container: a fresh program expects every default."""
+    code, out = run(busybox, ["grep", "-E", "SigIgn|SigBlk", "/proc/self/status"])
+    assert out.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"]

