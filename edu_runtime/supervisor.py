@@ -41,7 +41,7 @@ from typing import Any
 
 from . import kernel, lifecycle, paths
 
-IDLE_EXIT = 3.0  # seconds with nothing to supervise before the supervisor exits
+IDLE_EXIT = 30.0  # seconds idle before exiting: long enough to stay warm between runs
 
 
 def socket_path() -> Path:
