@@ -98,7 +98,8 @@ def main() -> None:
     names = [f"bench-edu-{i}" for i in range(args.count)]
     try:
         result["edu"] = measure("edu run -d", lambda i: subprocess.run(
-            [edu, "run", "-d", "--name", names[i], "busybox", "sleep", "3600"], **run),
+            [edu, "run", "-d", "--network", "none", "--name", names[i], "busybox", "sleep",
+             "3600"], **run),
             args.count, edu_footprint)
     finally:
         subprocess.run([edu, "rm", "-f", *names], capture_output=True)

@@ -714,7 +714,7 @@ def cleanup_stale(store=None) -> list[str]:
             if store is not None:
                 store.unpin(rec["id"])
         else:
-            rec.update(status="exited", exit_code=137, pid=0)
+            rec.update(status="exited", exit_code=137, pid=0, finished=time.time())
             rec_path.write_text(json.dumps(rec, indent=1))
         cleaned.append(rec["id"])
     return cleaned

@@ -128,11 +128,11 @@ def human_status(rec: dict[str, Any], now: float | None = None) -> str:
     now = now or time.time()
     status = rec.get("status")
     if status in (RUNNING, PAUSED):
-        up = _ago(now - rec.get("started", rec.get("created", now)))
+        up = _ago(now - (rec.get("started") or rec.get("created") or now))
         return f"Up {up}" + (" (Paused)" if status == PAUSED else "")
     if status == EXITED:
         code = rec.get("exit_code")
-        when = _ago(now - rec.get("finished", rec.get("created", now)))
+        when = _ago(now - (rec.get("finished") or rec.get("created") or now))
         return f"Exited ({code if code is not None else '?'}) {when} ago"
     return str(status).capitalize()
 

@@ -94,7 +94,8 @@ class Supervisor:
         self.sel.register(self.listener, selectors.EVENT_READ, ("accept", None))
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.signal(signal.SIGTERM, lambda *_: None)
+        self.stopping = False
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         self.sel.register(self.wake_r, selectors.EVENT_READ, ("signal", None))
         try:
             while True:
@@ -102,6 +103,10 @@ class Supervisor:
                     kind, obj = key.data
                     getattr(self, f"_on_{kind}")(key.fileobj, obj)
                 self._reap()
+                if self.stopping:
+                    if not self.by_pid:
+                        break
+                    continue
                 if self.by_pid:
                     self.last_busy = time.monotonic()
                 elif time.monotonic() - self.last_busy > IDLE_EXIT:
@@ -292,6 +297,13 @@ class Supervisor:
         os.close(fd)
 
     # ---- exits ----------------------------------------------------------------------------
+
+    def _on_sigterm(self, *_):
+        """Shut down cleanly: every container is killed, reaped and torn down first."""
+        self.stopping = True
+        for sup in list(self.by_pid.values()):
+            lifecycle.update(sup.container.id, stopping=True)
+            sup.container.kill(signal.SIGKILL)
 
     def _on_signal(self, fd, _):
         try:
