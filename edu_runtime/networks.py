@@ -496,8 +496,15 @@ def cleanup_stale(alive: set[str] | None = None) -> dict[str, list[str]]:
 
     alive = alive_ids() if alive is None else set(alive)
     with locked():
-        return {"leases": release_stale(alive), "rules": nat.cleanup_stale(alive),
+        done = {"leases": release_stale(alive), "rules": nat.cleanup_stale(alive),
                 "links": bridge.cleanup_stale(alive)}
+        # A bridge whose containers all died without their undo (a killed supervisor) is
+        # retired here, as the last container out would have done.
+        for network in _all():
+            if not network.get("containers") and network.get("bridge") and \
+                    os.path.exists(f"/sys/class/net/{network['bridge']}"):
+                retire_if_unused(network["name"])
+        return done
 
 
 def retire_if_unused(name: str) -> bool:

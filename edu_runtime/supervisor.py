@@ -11,7 +11,8 @@ all of them:
 - it holds the pty master of ``-t`` containers and the pipes of the others, and appends
   what they print to ``<container>/container.log`` (JSON lines, like Docker's json-file);
 - it applies ``--restart no|on-failure[:N]|always``;
-- it is started on demand by the CLI, listens on ``run_dir()/supervisor.sock``, and exits
+- it is started on demand by the CLI, listens on ``run_dir()/supervisor-<scope>.sock`` (one
+  per state directory), and exits
   when it has nothing left to supervise;
 - containers ask the kernel to SIGKILL them if it dies (PR_SET_PDEATHSIG), and their records
   name it as owner, so if it crashes the next ``edu`` command finds and cleans them.
@@ -44,9 +45,17 @@ from . import kernel, lifecycle, paths
 IDLE_EXIT = 30.0  # seconds idle before exiting: long enough to stay warm between runs
 
 
+def _scope() -> str:
+    # One supervisor per state directory: a test or a student with EDU_STATE_DIR set gets
+    # its own, and never talks to one that keeps its records somewhere else.
+    import hashlib
+
+    return hashlib.sha256(str(paths.state_dir().resolve()).encode()).hexdigest()[:12]
+
+
 def socket_path() -> Path:
-    """Where the supervisor listens."""
-    return paths.run_dir() / "supervisor.sock"
+    """Where the supervisor of this state directory listens."""
+    return paths.run_dir() / f"supervisor-{_scope()}.sock"
 
 
 class Supervised:
@@ -443,7 +452,7 @@ def _main() -> None:
         os.setsid()
         if os.fork():
             os._exit(0)
-    lock = open(paths.ensure(paths.run_dir(), 0o700) / "supervisor.lock", "w")
+    lock = open(paths.ensure(paths.run_dir(), 0o700) / f"supervisor-{_scope()}.lock", "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -197,3 +197,7 @@ def test_killed_supervisor_leaves_nothing_the_next_command_does_not_clean(edu):
     assert name in out and "Exited (137)" in out
     cg = [Path(p) for p in rec["cgroup"].values()]
     assert not any(p.exists() for p in cg)
+    # Its address, veth and the bridge's rules went too (no other container uses them).
+    bridge = (rec.get("network") or {}).get("veth")
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert not bridge or bridge not in links
