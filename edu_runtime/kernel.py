@@ -134,6 +134,21 @@ def mount(source: str, target: str, fstype: str | None, flags: int = 0,
     )
 
 
+def remount_readonly(path: str | Path) -> None:
+    """Make the mount at ``path`` read-only (a bind remount).
+
+    The remount must repeat the flags the kernel locked on the original mount (nosuid,
+    nodev, noexec), or it fails with EPERM inside a user namespace.
+    """
+    st = os.statvfs(path)
+    keep = 0
+    for bit, flag in ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV),
+                      (os.ST_NOEXEC, MS_NOEXEC)):
+        if st.f_flag & bit:
+            keep |= flag
+    mount("none", str(path), None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
+
+
 def _mount_kind(fstype: str | None, flags: int) -> str:
     if flags & MS_REMOUNT:
         return "remount"

@@ -70,16 +70,7 @@ def _bind(src: str, dst: Path, flags: int = 0) -> None:
 
 
 def _remount_ro(path: Path) -> None:
-    # A bind remount must repeat the flags the kernel locked on the original mount
-    # (nosuid, nodev, noexec), or it fails with EPERM inside a user namespace.
-    st = os.statvfs(path)
-    keep = 0
-    for bit, flag in ((os.ST_NOSUID, kernel.MS_NOSUID), (os.ST_NODEV, kernel.MS_NODEV),
-                      (os.ST_NOEXEC, kernel.MS_NOEXEC)):
-        if st.f_flag & bit:
-            keep |= flag
-    kernel.mount("none", str(path), None,
-                 kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY | keep)
+    kernel.remount_readonly(path)
 
 
 class SpecialFilesystems(Step):

@@ -437,11 +437,4 @@ def _remount_ro_recursive(top: str) -> None:
     below = [m["mount_point"] for m in kernel.mountinfo()
              if m["mount_point"] == top or m["mount_point"].startswith(top + "/")]
     for point in dict.fromkeys(below):
-        st = os.statvfs(point)
-        keep = 0
-        for bit, flag in ((os.ST_NOSUID, kernel.MS_NOSUID), (os.ST_NODEV, kernel.MS_NODEV),
-                          (os.ST_NOEXEC, kernel.MS_NOEXEC)):
-            if st.f_flag & bit:
-                keep |= flag
-        kernel.mount("none", point, None,
-                     kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY | keep)
+        kernel.remount_readonly(point)

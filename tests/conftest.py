@@ -62,3 +62,37 @@ def host_is_untouched():
     yield
     assert _host_fingerprint() == before, "a test changed the host's directories"
     assert Path("/etc/passwd").read_bytes() == passwd, "a test changed /etc/passwd"
+
+
+@pytest.fixture(scope="session")
+def busybox():
+    """The busybox base image in the default store (what `make test` bootstraps)."""
+    from edu_runtime.images import bootstrap
+    from edu_runtime.images.store import Store
+
+    need(os.geteuid() == 0, "the runtime tests run as root (CI does)")
+    return bootstrap.bootstrap(Store(), "busybox", progress=False)
+
+
+def snapshot() -> dict:
+    """What a container or an exec could leak: mounts, our children, edu cgroups, container
+    dirs, and whether we are (still) a subreaper."""
+    from edu_runtime import kernel, paths
+
+    kids = sorted(p.name for p in Path("/proc").iterdir() if p.name.isdigit()
+                  and kernel.proc_status(p.name).get("PPid") == str(os.getpid()))
+    cdir = paths.state_dir() / "containers"
+    return {"mounts": Path("/proc/self/mountinfo").read_text().count("\n"), "children": kids,
+            # Per-container cgroups live under an `edu` parent in each hierarchy.
+            "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/edu/*")
+                              if p.is_dir()),
+            "containers": sorted(p.name for p in cdir.iterdir()) if cdir.exists() else [],
+            "subreaper": kernel.get_child_subreaper()}
+
+
+@pytest.fixture
+def no_leaks():
+    """The test leaves no mount, child, cgroup or container directory behind."""
+    before = snapshot()
+    yield
+    assert snapshot() == before

@@ -13,41 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import need
 
-from edu_runtime import enter, kernel, namespaces, paths
+from edu_runtime import enter, kernel, namespaces
 from edu_runtime.container import Container
 
 SECURITY = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "Seccomp", "NoNewPrivs")
-
-
-@pytest.fixture(scope="session")
-def busybox():
-    """The busybox base image in the default store (what `make test` bootstraps)."""
-    from edu_runtime.images import bootstrap
-    from edu_runtime.images.store import Store
-
-    need(os.geteuid() == 0, "the runtime tests run as root (CI does)")
-    return bootstrap.bootstrap(Store(), "busybox", progress=False)
-
-
-def snapshot() -> dict:
-    """What exec could leak: mounts, our children, edu cgroups, container dirs."""
-    kids = sorted(p.name for p in Path("/proc").iterdir() if p.name.isdigit()
-                  and kernel.proc_status(p.name).get("PPid") == str(os.getpid()))
-    cdir = paths.state_dir() / "containers"
-    return {"mounts": Path("/proc/self/mountinfo").read_text().count("\n"), "children": kids,
-            "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/edu/*")
-                              if p.is_dir()),
-            "containers": sorted(p.name for p in cdir.iterdir()) if cdir.exists() else [],
-            "subreaper": kernel.get_child_subreaper()}
-
-
-@pytest.fixture
-def no_leaks():
-    before = snapshot()
-    yield
-    assert snapshot() == before
 
 
 @contextmanager

@@ -22,36 +22,6 @@ from edu_runtime.container import Container, diff, plan
 from edu_runtime.steps import StepError, pid_alive
 
 
-@pytest.fixture(scope="session")
-def busybox():
-    """The busybox base image in the default store (what `make test` bootstraps)."""
-    from edu_runtime.images import bootstrap
-    from edu_runtime.images.store import Store
-
-    need(os.geteuid() == 0, "the runtime tests run as root (CI does)")
-    return bootstrap.bootstrap(Store(), "busybox", progress=False)
-
-
-def snapshot() -> dict:
-    """What a container could leak: mounts, edu cgroups, our children, container dirs."""
-    # Per-container cgroups live under an `edu` parent in each hierarchy; the parent stays.
-    cg = sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/edu/*") if p.is_dir())
-    kids = sorted(p.name for p in Path("/proc").iterdir() if p.name.isdigit()
-                  and (kernel.proc_status(p.name).get("PPid") == str(os.getpid())))
-    cdir = paths.state_dir() / "containers"
-    return {"mounts": Path("/proc/self/mountinfo").read_text().count("\n"),
-            "cgroups": cg, "children": kids,
-            "containers": sorted(p.name for p in cdir.iterdir()) if cdir.exists() else []}
-
-
-@pytest.fixture
-def no_leaks():
-    before = snapshot()
-    yield
-    after = snapshot()
-    assert after == before
-
-
 def run(image, command, **kw) -> tuple[int, str]:
     """Run a container with stdout captured through a pipe; returns (exit code, output)."""
     r, w = os.pipe()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import need
 
-from edu_runtime import container, enter, kernel, mounts, paths, volumes
+from edu_runtime import container, enter, mounts, paths, volumes
 from edu_runtime.container import Container, remove_dir
 from edu_runtime.copy import (
     CopyError,
@@ -27,35 +27,6 @@ from edu_runtime.copy import (
     split_arg,
 )
 from edu_runtime.volumes import VolumeError, parse
-
-
-@pytest.fixture(scope="session")
-def busybox():
-    """The busybox base image in the default store (what `make test` bootstraps)."""
-    from edu_runtime.images import bootstrap
-    from edu_runtime.images.store import Store
-
-    need(os.geteuid() == 0, "the runtime tests run as root (CI does)")
-    return bootstrap.bootstrap(Store(), "busybox", progress=False)
-
-
-def snapshot() -> dict:
-    """What a container could leak: mounts, our children, edu cgroups, container dirs."""
-    kids = sorted(p.name for p in Path("/proc").iterdir() if p.name.isdigit()
-                  and kernel.proc_status(p.name).get("PPid") == str(os.getpid()))
-    cdir = paths.state_dir() / "containers"
-    return {"mounts": Path("/proc/self/mountinfo").read_text().count("\n"), "children": kids,
-            "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/edu/*")
-                              if p.is_dir()),
-            "containers": sorted(p.name for p in cdir.iterdir()) if cdir.exists() else []}
-
-
-@pytest.fixture
-def no_leaks():
-    before = snapshot()
-    yield
-    assert snapshot() == before
-
 
 WIRED = "volumes" in pyinspect.signature(Container.__init__).parameters
 
