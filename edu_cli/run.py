@@ -161,8 +161,9 @@ def _raise_on_sigterm(signum, frame):
 def _bridged(args) -> bool:
     import os
 
-    network = args.network or ("bridge" if os.geteuid() == 0 else "none")
-    return network not in ("none", "host")
+    network = args.network or "bridge"
+    # Rootless runs stay in-process: pasta is a plain subprocess, no warm netlink needed.
+    return os.geteuid() == 0 and network not in ("none", "host")
 
 
 def run_cmd(args) -> int:

@@ -233,6 +233,7 @@ def plan() -> list[Step]:
         bridge.Bridge(),
         bridge.Veth(),
         nat.Nat(),
+        network.Pasta(),  # rootless instead of bridge, veth and nat
         mounts.Propagation(),
         rootfs.RootFS(),
         mounts.SpecialFilesystems(),
@@ -386,8 +387,8 @@ class Container:
         self.stdio = stdio
         shared = {ns for ns, mode in (("pid", pid), ("ipc", ipc), ("uts", uts),
                                       ("net", network)) if mode == "host"}
-        # Docker's default is the bridge; rootless containers get none (no pasta yet).
-        network = network or ("bridge" if os.geteuid() == 0 else "none")
+        # Docker's default is the bridge (for rootless containers, pasta stands in for it).
+        network = network or "bridge"
         mappings = []
         if network not in ("none", "host"):
             from . import nat, networks
@@ -703,6 +704,12 @@ def cleanup_stale(store=None) -> list[str]:
                 cg.kill()
                 cg.remove()
             except cgroups.CgroupError:
+                pass
+        pasta = rec_path.parent / "pasta.pid"  # rootless networking outlives the netns
+        if pasta.exists() and rec["boot_id"] == boot:
+            try:
+                os.kill(int(pasta.read_text()), signal.SIGTERM)
+            except (ValueError, ProcessLookupError):
                 pass
         if rec.get("pid") and rec["boot_id"] == boot:
             try:

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from . import kernel
-from .steps import CHILD, Step
+from .steps import CHILD, HOST, Step
 
 
 def links(pid: int | str) -> list[str]:
@@ -98,3 +98,61 @@ class NameFiles(Step):
         if not ctx.pid:
             return {}
         return {"hosts": (kernel.read(f"/proc/{ctx.pid}/root/etc/hosts", "") or "").splitlines()}
+
+
+class Pasta(Step):
+    """Rootless: connect the container's network namespace to the host with pasta."""
+
+    name = "pasta"
+    side = HOST
+    lesson = "notebooks/06-web-app"
+    explain = (
+        "Without root there is no bridge, veth or NAT rule to make: those need "
+        "CAP_NET_ADMIN on the host. pasta (from the passt project) does it in user space: it "
+        "opens a tap device inside the container's network namespace, copies the host's "
+        "address and routes onto it, and relays the container's TCP and UDP through ordinary "
+        "host sockets, which is also how -p works (pasta listens on the host port). Undo: "
+        "pasta is stopped.")
+
+    def enabled(self, ctx) -> bool:
+        """Rootless containers on a network (root ones get a bridge)."""
+        return ctx.rootless and ctx.config.network not in ("none", "host")
+
+    def apply(self, ctx) -> None:
+        """Start pasta against the container's PID 1 (it joins its user and net namespaces)."""
+        import shutil
+        import subprocess
+
+        if not shutil.which("pasta"):
+            raise OSError(2, "rootless networking needs pasta: apt-get install passt "
+                             "(or run with --network none)")
+        pidfile = ctx.paths.dir / "pasta.pid"
+        cmd = ["pasta", "--config-net", "--quiet", "-P", str(pidfile)]
+        for m in ctx.config.publish:
+            where = "" if m.host_ip == "0.0.0.0" else f"{m.host_ip}/"
+            cmd += ["-t" if m.proto == "tcp" else "-u",
+                    f"{where}{m.host_port}:{m.container_port}"]
+        out = subprocess.run(cmd + [str(ctx.pid)], capture_output=True, text=True)
+        if out.returncode != 0:
+            why = " ".join(line for line in out.stderr.splitlines()
+                           if "syslog" not in line) or f"exit {out.returncode}"
+            raise OSError(5, f"pasta could not connect the container: {why} (is /dev/net/tun "
+                             "usable by this user? Debian's default mode is 0666)")
+        ctx.pasta_pid = int(pidfile.read_text())
+        ctx.ports = list(ctx.config.publish)
+
+    def undo(self, ctx) -> None:
+        """Stop pasta (it would outlive the namespace)."""
+        import signal
+
+        pid = getattr(ctx, "pasta_pid", 0)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            ctx.pasta_pid = 0
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """Devices inside (pasta's tap appears as eth0)."""
+        return {"container": links(ctx.pid)} if ctx.pid else {}

@@ -73,7 +73,7 @@ class NetworkError(Exception):
 def uses_bridge(ctx) -> bool:
     """Whether a container's plan needs bridge networking (--network bridge or a user one)."""
     return (getattr(ctx.config, "network", "none") not in PREDEFINED
-            and "net" not in ctx.config.shared)
+            and "net" not in ctx.config.shared and not getattr(ctx, "rootless", False))
 
 
 # ---- the files ------------------------------------------------------------------------------

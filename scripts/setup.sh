@@ -67,6 +67,15 @@ make_venv() {
     echo "$want" > $stamp
 }
 
+tun_for_users() {
+    # Rootless containers get their network from pasta, which opens /dev/net/tun. udev makes
+    # it mode 0666 on Debian and Ubuntu; where no udev runs (containers, CI) it stays 0600.
+    if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+        chmod 0666 /dev/net/tun && echo "    /dev/net/tun made 0666, as udev would"
+    fi
+    return 0
+}
+
 compile_bytecode() {
     # Where PYTHONDONTWRITEBYTECODE is set (this project's CI is), every `edu` start would
     # recompile the project from source: ~80 ms. Write the .pyc files once, here.
@@ -81,6 +90,8 @@ step "Python environment in .venv (pip install -e .[dev])" \
 step "byte-compile the project (fast start-up)" "check file permissions in the checkout" \
      compile_bytecode
 if is_root; then
+    step "/dev/net/tun for rootless networking (pasta)" "check that the tun module is loaded" \
+         tun_for_users
     step "services: virtlogd and libvirtd (under tini -s)" \
          "see /var/log/edu/libvirtd.log; 'scripts/services.sh status' shows what runs" \
          scripts/services.sh start libvirt

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -193,8 +194,9 @@ def test_stepper_pauses_and_host_sees_namespaces(busybox, no_leaks):
     assert c.wait() == 0
 
 
-# Every step of a root container's plan ("id maps" runs only rootless: see the rootless test).
-ROOT_PLAN = [s.name for s in plan() if s.name != "id maps"]
+# Every step of a root container's plan ("id maps" and "pasta" run only rootless: see the
+# rootless test).
+ROOT_PLAN = [s.name for s in plan() if s.name not in ("id maps", "pasta")]
 
 
 @pytest.mark.parametrize("victim", ROOT_PLAN)
@@ -275,6 +277,14 @@ def test_sigkilled_cli_is_cleaned_by_the_next_command(busybox, python):
     assert not pid_alive(ours["pid"])
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def site_packages() -> str:
     """Our venv's site-packages: a user who cannot run the venv's interpreter (here it lives
     under /root, mode 700) can still import its pure-Python packages from a system Python."""
@@ -298,12 +308,35 @@ def test_rootless_run_as_nobody(busybox, tmp_path):
                               capture_output=True, text=True, timeout=120)
         assert boot.returncode == 0, boot.stderr
         out = subprocess.run(prefix + [py, "-m", "edu_cli.main", "run", "--rm", "busybox",
-                                       "sh", "-c", "id -u; cat /proc/self/uid_map"],
+                                       "sh", "-c", "id -u; cat /proc/self/uid_map; "
+                                       "cat /proc/net/dev | grep -c eth0"],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
-        uid, *mapping = out.stdout.split()
+        uid, *mapping, eth0 = out.stdout.split()
         assert uid == "0" and mapping == ["0", "65534", "1"]
-        assert "limits" not in out.stderr or "cgroup" in out.stderr
+        assert eth0 == "1"  # pasta's tap: rootless networking
+        # -p without root: pasta listens on the host port and relays to the container.
+        port = _free_port()
+        httpd = ("mkdir -p /www && echo rootless-hello > /www/index.html && "
+                 "httpd -p 80 -h /www && sleep 4")
+        web = subprocess.Popen(prefix + [py, "-m", "edu_cli.main", "run", "--rm", "-p",
+                                         f"{port}:80", "busybox", "sh", "-c", httpd],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            import urllib.request
+            body = None
+            for _ in range(60):
+                try:
+                    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/",
+                                                  timeout=1).read().decode()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            assert body == "rootless-hello\n", web.stderr.read() if web.poll() else body
+        finally:
+            assert web.wait(timeout=30) == 0
+        assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and
+                    (kernel.read(p / "comm") or "") == "pasta"]  # stopped with the container
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
