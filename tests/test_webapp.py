@@ -126,3 +126,38 @@ def test_foreground_run_on_the_bridge_goes_through_the_supervisor(edu):
     assert out.returncode == 0 and "veth" in out.stderr and "pivot_root" in out.stderr
     out = edu("run", "--rm", "-m", "32m", "busybox", "sh", "-c", "tail /dev/zero", check=False)
     assert out.returncode == 137 and "OOMKilled" in out.stderr
+
+
+def test_kill_9_mid_start_on_the_bridge_is_cleaned_by_the_next_command(edu, python, tmp_path):
+    """An `edu` process SIGKILLed right after its container got an address, a veth and a
+    DNAT rule: the next edu command finds no veth, rule or lease of it left behind."""
+    import time
+
+    script = tmp_path / "killed.py"
+    script.write_text(
+        "import os, signal\n"
+        "from edu_runtime import nat\n"
+        "from edu_runtime.container import Container\n"
+        "real = nat.Nat.apply\n"
+        "def apply(self, ctx):\n"
+        "    real(self, ctx)\n"
+        "    print(ctx.container_id, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "nat.Nat.apply = apply\n"
+        "Container('busybox', ['sleep', '60'], publish=['80'], remove=True).run()\n")
+    out = subprocess.run([python, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == -9
+    cid = out.stdout.strip()
+    assert len(cid) == 64
+    edu("ps")  # the next command cleans up
+    for _ in range(50):  # the kernel destroys a dead netns (and its veth) asynchronously
+        if f"veth{cid[:8]}" not in kernel_state()["veths"]:
+            break
+        time.sleep(0.1)
+    assert f"veth{cid[:8]}" not in kernel_state()["veths"]
+    rules = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True,
+                           text=True).stdout
+    assert cid not in rules
+    leases = json.loads(edu("network", "inspect", "bridge").stdout)[0]["containers"]
+    assert cid not in leases
+    assert not (lifecycle.base() / cid).exists()
