@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 from conftest import need
+from test_network import docker  # noqa: F401 - the fixture: dockerd running, then stopped
 
 from edu_runtime import lifecycle
 
@@ -65,7 +66,7 @@ def kernel_state() -> dict:
             "edu table": "ip edu" in tables}
 
 
-def test_published_web_app_and_names_between_containers(edu):
+def test_published_web_app_and_names_between_containers(edu, docker):  # noqa: F811
     before = kernel_state()
     port, name, net = free_port(), f"web-{uuid.uuid4().hex[:6]}", f"n{uuid.uuid4().hex[:6]}"
     edu.made.append(name)
