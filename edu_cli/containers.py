@@ -128,13 +128,26 @@ def stop_cmd(args) -> int:
         lifecycle.update(rec["id"], stopping=True)  # so --restart does not bring it back
         if rec.get("status") == lifecycle.PAUSED:
             _freeze(rec, False)
-        _signal(rec, signal.SIGTERM)
-        if not _wait_exited(rec["id"], args.time):
-            _signal(rec, signal.SIGKILL)
-            if not _wait_exited(rec["id"], 10):
-                print(f"Error: {rec['name']} did not stop", file=sys.stderr)
-                code = 1
-                continue
+        stopped = False
+        for _ in range(3):  # a restart already under way when we said stop gets stopped too
+            _signal(rec, signal.SIGTERM)
+            if not _wait_exited(rec["id"], args.time):
+                _signal(rec, signal.SIGKILL)
+                if not _wait_exited(rec["id"], 10):
+                    break
+            time.sleep(0.3)  # longer than the supervisor's first restart delay
+            try:
+                rec = lifecycle.find(rec["id"])
+            except lifecycle.NoSuchContainer:
+                stopped = True
+                break
+            if rec.get("status") == lifecycle.EXITED:
+                stopped = True
+                break
+        if not stopped:
+            print(f"Error: {rec['name']} did not stop", file=sys.stderr)
+            code = 1
+            continue
         print(rec["name"])
     return code
 

@@ -357,13 +357,15 @@ class Supervisor:
         if self._should_restart(sup, code):
             sup.restarts += 1
             time.sleep(min(1.0, 0.1 * 2 ** (sup.restarts - 1)))  # Docker's growing delay
+            if not self._should_restart(sup, code, again=True):  # `edu stop` in the delay
+                return
             try:
                 self._start(sup, False, container_id=sup.container.id)
             except Exception as exc:  # noqa: BLE001
                 lifecycle.update(sup.container.id, status=lifecycle.EXITED,
                                  error=f"restart failed: {exc}")
 
-    def _should_restart(self, sup: Supervised, code: int) -> bool:
+    def _should_restart(self, sup: Supervised, code: int, again: bool = False) -> bool:
         try:
             rec = lifecycle.find(sup.container.id)
         except lifecycle.NoSuchContainer:
@@ -374,7 +376,7 @@ class Supervisor:
         if policy == "always":
             return True
         if policy == "on-failure" and code != 0:
-            return not limit or sup.restarts < int(limit)
+            return not limit or sup.restarts < int(limit) + (1 if again else 0)
         return False
 
 
