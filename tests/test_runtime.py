@@ -434,3 +434,15 @@ def test_container_starts_with_default_signals(busybox, no_leaks):
     ignore signal 32) reaches the container: a fresh program expects every default."""
     code, out = run(busybox, ["grep", "-E", "SigIgn|SigBlk", "/proc/self/status"])
     assert out.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"]
+
+
+def test_run_without_network_never_imports_pyroute2_or_libvirt(busybox, python):
+    """`edu run --network none` pays for no netlink library and no hypervisor binding."""
+    out = subprocess.run([python, "-X", "importtime", "-m", "edu_cli.main", "run", "--rm",
+                          "--network", "none", "busybox", "true"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert not {m for m in imported if m.split(".")[0] in ("pyroute2", "libvirt",
+                                                            "matplotlib", "vm_compare")}
