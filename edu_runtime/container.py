@@ -698,13 +698,14 @@ def cleanup_stale(store=None) -> list[str]:
         owner_alive = rec["boot_id"] == boot and _alive(rec["owner"])
         if owner_alive:
             continue
-        if rec.get("cgroup"):
-            try:
-                cg = cgroups.driver().open(rec["id"])
-                cg.kill()
-                cg.remove()
-            except cgroups.CgroupError:
-                pass
+        # By id, not by the record's paths: an `edu` killed mid-start may have made the
+        # cgroup after it last wrote its record.
+        try:
+            cg = cgroups.driver().open(rec["id"])
+            cg.kill()
+            cg.remove()
+        except cgroups.CgroupError:
+            pass
         pasta = rec_path.parent / "pasta.pid"  # rootless networking outlives the netns
         if pasta.exists() and rec["boot_id"] == boot:
             try:
@@ -724,7 +725,36 @@ def cleanup_stale(store=None) -> list[str]:
             rec.update(status="exited", exit_code=137, pid=0, finished=time.time())
             rec_path.write_text(json.dumps(rec, indent=1))
         cleaned.append(rec["id"])
+    cleaned += _orphan_cgroups({p.name for p in base.iterdir()})
     return cleaned
+
+
+def _orphan_cgroups(known: set[str], min_age: float = 60.0) -> list[str]:
+    """Empty container cgroups that no record explains (an older edu's leftovers).
+
+    Only empty ones, and only after a minute: a cgroup a concurrent `edu` has just made
+    (it writes its record first, but may keep it in another state directory) is left be.
+    """
+    try:
+        driver = cgroups.driver()
+    except cgroups.CgroupError:
+        return []
+    gone = []
+    for name in driver.names():
+        if name in known:
+            continue
+        cg = driver.open(name)
+        try:
+            made = min(p.stat().st_mtime for p in cg.paths().values() if p.exists())
+        except ValueError:
+            continue
+        if time.time() - made > min_age and not cg.pids():
+            try:
+                cg.remove()
+                gone.append(name)
+            except cgroups.CgroupError:
+                pass
+    return gone
 
 
 def _alive(pid: int) -> bool:

@@ -446,3 +446,21 @@ def test_run_without_network_never_imports_pyroute2_or_libvirt(busybox, python):
                 if line.startswith("import time:")}
     assert not {m for m in imported if m.split(".")[0] in ("pyroute2", "libvirt",
                                                             "matplotlib", "vm_compare")}
+
+
+def test_orphan_empty_cgroups_are_cleaned_by_the_next_command(busybox, python):
+    """An empty container cgroup with no record (an older edu's leftover) goes at the next
+    command; a fresh one (a concurrent start) is left alone."""
+    from edu_runtime import cgroups
+
+    driver = cgroups.driver()
+    old, fresh = driver.create("orphan-" + "a" * 20), driver.create("orphan-" + "b" * 20)
+    try:
+        for p in old.paths().values():
+            os.utime(p, (time.time() - 600, time.time() - 600))
+        subprocess.run([python, "-m", "edu_cli.main", "ps"], check=True, capture_output=True)
+        assert not any(p.exists() for p in old.paths().values())
+        assert all(p.exists() for p in fresh.paths().values())
+    finally:
+        old.remove()
+        fresh.remove()

@@ -162,3 +162,6 @@ def test_kill_9_mid_start_on_the_bridge_is_cleaned_by_the_next_command(edu, pyth
     leases = json.loads(edu("network", "inspect", "bridge").stdout)[0]["containers"]
     assert cid not in leases
     assert not (lifecycle.base() / cid).exists()
+    from pathlib import Path
+
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/edu/{cid}"))  # its cgroup went too
