@@ -51,9 +51,6 @@ def ps_cmd(args) -> int:
     from edu_runtime.container import cleanup_stale
 
     cleanup_stale()
-    from edu_runtime import networks
-
-    networks.cleanup_stale()
     recs = [r for r in lifecycle.records() if args.all or r.get("status") in
             (lifecycle.RUNNING, lifecycle.PAUSED)]
     if args.quiet:

@@ -78,10 +78,7 @@ def make_container(args):
     from edu_runtime.lifecycle import InvalidTransition
     from edu_runtime.steps import StepError
 
-    cleanup_stale()  # whatever a SIGKILLed `edu run` left behind
-    from edu_runtime import networks
-
-    networks.cleanup_stale()
+    cleanup_stale()  # whatever a SIGKILLed `edu run` left behind, networking included
     try:
         return Container(**container_spec(args))
     except StoreError as exc:

@@ -726,6 +726,10 @@ def cleanup_stale(store=None) -> list[str]:
             rec_path.write_text(json.dumps(rec, indent=1))
         cleaned.append(rec["id"])
     cleaned += _orphan_cgroups({p.name for p in base.iterdir()})
+    # Then their addresses, veths and rules (it reads the records just made exited).
+    from . import networks
+
+    networks.cleanup_stale()
     return cleaned
 
 
@@ -775,9 +779,6 @@ def prune(store=None) -> list[str]:
 
     store = store or Store()
     removed = cleanup_stale(store)
-    from . import networks
-
-    networks.cleanup_stale()
     base = paths.state_dir() / "containers"
     for rec_path in sorted(base.glob("*/state.json")) if base.is_dir() else []:
         try:

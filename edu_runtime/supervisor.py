@@ -176,10 +176,6 @@ class Supervisor:
         from .container import cleanup_stale
 
         cleanup_stale()  # what killed `edu` processes left, before anything new is made
-        if os.path.isdir(paths.state_dir() / "networks"):
-            from . import networks
-
-            networks.cleanup_stale()
         sup = Supervised(req["spec"], req.get("tty", False), req.get("restart", "no"),
                          req.get("size"))
         sup.trace = req.get("trace", False)

@@ -7,6 +7,7 @@ so a skip there would hide a broken install step.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -96,3 +97,37 @@ def no_leaks():
     before = snapshot()
     yield
     assert snapshot() == before
+
+
+@contextlib.contextmanager
+def running(image, command=("sleep", "60"), **kw):
+    """A started container and its record; killed, waited for and removed afterwards."""
+    import json
+
+    from edu_runtime.container import Container
+
+    c = Container(image, list(command), remove=True, **kw)
+    c.start()
+    try:
+        yield c, json.loads(c.paths.record.read_text())
+    finally:
+        c.kill()
+        c.wait()
+
+
+# mountinfo of a pure cgroup v2 host and of a hybrid one (v1 controllers, cpu and cpuacct
+# on separate mounts, plus a v2 tree), for tests of cgroup discovery on hosts CI is not.
+PURE_V2_MOUNTINFO = (
+    "25 1 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 "
+    "rw,nsdelegate,memory_recursiveprot\n"
+    "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n")
+
+HYBRID_MOUNTINFO = (
+    "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+    "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
+    "33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct\n"
+    "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+    "37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer\n"
+    "39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n"
+    "40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n"
+    "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n")

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import need
+from conftest import HYBRID_MOUNTINFO, PURE_V2_MOUNTINFO, need
 
 from edu_runtime import cgroups, kernel
 from edu_runtime.cgroups import CgroupError, CgroupUnavailable, Limits, V1Driver, V2Driver
@@ -249,20 +249,7 @@ def test_v1_limits_in_kernel_format(tmp_path):
 
 # ---- choosing a driver --------------------------------------------------------------------
 
-PURE_V2_MOUNTINFO = (
-    "25 1 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 "
-    "rw,nsdelegate,memory_recursiveprot\n"
-    "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n")
 
-HYBRID_MOUNTINFO = (
-    "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
-    "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
-    "33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct\n"
-    "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
-    "37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer\n"
-    "39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n"
-    "40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n"
-    "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n")
 
 USER_CGROUP = "user.slice/user-1000.slice/user@1000.service/app.slice/lab.scope"
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, need
+from conftest import HYBRID_MOUNTINFO, PURE_V2_MOUNTINFO, REPO, need
 
 from edu_cli import doctor
 from edu_runtime import cgroups, probes
@@ -216,19 +216,7 @@ def _cgroupfs(tmp_path: Path, files: dict[str, str]) -> Path:
     return tmp_path
 
 
-PURE_V2_MOUNTINFO = (
-    "25 1 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 "
-    "rw,nsdelegate,memory_recursiveprot\n"
-    "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n")
 
-HYBRID_MOUNTINFO = (
-    "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
-    "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
-    "33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct\n"
-    "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
-    "39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n"
-    "40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n"
-    "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n")
 
 USER_CGROUP = "user.slice/user-1000.slice/user@1000.service/app.slice/lab.scope"
 
@@ -262,7 +250,7 @@ def test_hybrid_prefers_v1_and_keeps_cpu_apart_from_cpuacct(tmp_path):
     found = cgroups.hierarchies(probes_mounts(HYBRID_MOUNTINFO), root=fs)
     assert cgroups.mode(found) == "hybrid"
     assert [h.controllers for h in found if h.version == 1] == \
-        [("cpu",), ("cpuacct",), ("memory",), ("pids",)]
+        [("cpu",), ("cpuacct",), ("freezer",), ("memory",), ("pids",)]
     sup = cgroups.controller_support(found, "cpu", root=fs, uid=0)
     assert sup.version == 1 and sup.path == Path("/sys/fs/cgroup/cpu")
 

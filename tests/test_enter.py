@@ -4,32 +4,18 @@ no_new_privs), and nothing of ours may linger or leak: no helper, no zombie, no 
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import running
 
 from edu_runtime import enter, kernel, namespaces
-from edu_runtime.container import Container
 
 SECURITY = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "Seccomp", "NoNewPrivs")
-
-
-@contextmanager
-def running(image, command=("sleep", "60"), **kw):
-    """A started container and its record; killed and removed afterwards."""
-    c = Container(image, list(command), remove=True, **kw)
-    c.start()
-    try:
-        yield c, json.loads(c.paths.record.read_text())
-    finally:
-        c.kill()
-        c.wait()
 
 
 def ex(record, argv, **kw) -> tuple[int, str]:

@@ -10,11 +10,10 @@ import os
 import stat
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import need
+from conftest import need, running
 
 from edu_runtime import container, enter, mounts, paths, volumes
 from edu_runtime.container import Container, remove_dir
@@ -279,17 +278,6 @@ def test_mount_point_is_made_inside_the_root_whatever_the_symlinks(tmp_path):
 
 
 # ---- edu cp --------------------------------------------------------------------------------
-
-@contextmanager
-def running(image, command=("sleep", "60"), **kw):
-    c = Container(image, list(command), remove=True, **kw)
-    c.start()
-    try:
-        yield c, json.loads(c.paths.record.read_text())
-    finally:
-        c.kill()
-        c.wait()
-
 
 def sh(record, script: str) -> str:
     with tempfile.TemporaryFile() as out:
