@@ -119,10 +119,11 @@ def stop_cmd(args) -> int:
     code = 0
     for ref in args.containers:
         rec = _find(ref)
+        # First, so --restart does not bring it back: also when it is between two runs.
+        rec = lifecycle.update(rec["id"], stopping=True)
         if rec.get("status") == lifecycle.EXITED or not _alive(rec):
             print(rec["name"])
             continue
-        lifecycle.update(rec["id"], stopping=True)  # so --restart does not bring it back
         if rec.get("status") == lifecycle.PAUSED:
             _freeze(rec, False)
         stopped = False
@@ -227,7 +228,7 @@ def unpause_cmd(args) -> int:
 
 def attach_cmd(args) -> int:
     """``edu attach``: back to a container's terminal (Ctrl-P Ctrl-Q leaves again)."""
-    from edu_runtime import lifecycle, supervisor
+    from edu_runtime import client, lifecycle
 
     from . import attach
 
@@ -236,7 +237,7 @@ def attach_cmd(args) -> int:
         raise UserError(f"Error: you cannot attach to a container that is "
                         f"{rec.get('status')}", 1)
     try:
-        conn = supervisor.connect(start=False)
+        conn = client.connect(start=False)
     except OSError:
         raise UserError("Error: no supervisor owns this container (was it started with "
                         "-d or -it?)", 1) from None
@@ -246,9 +247,7 @@ def attach_cmd(args) -> int:
     if how == "detached":
         print(f"\r\nedu: detached from {rec['name']}", file=sys.stderr)
         return 0
-    done, c2 = supervisor.request({"op": "wait", "id": rec["id"]})
-    c2.close()
-    return done.get("exit_code") or 0
+    return client.ask({"op": "wait", "id": rec["id"]}).get("exit_code") or 0
 
 
 def exec_cmd(args) -> int:

@@ -13,32 +13,35 @@ import sys
 from .errors import UserError
 
 
-def _env(args) -> dict[str, str]:
+def _env(args, environ=None, cwd: str = "") -> dict[str, str]:
+    """The container's -e and --env-file variables; ``environ`` and ``cwd`` are the
+    caller's (the supervisor parses a thin client's command line in its stead)."""
+    import os
+
+    environ = os.environ if environ is None else environ
     env: dict[str, str] = {}
     for path in args.env_file or []:
         try:
-            lines = open(path).read().splitlines()
+            lines = open(os.path.join(cwd, path)).read().splitlines()
         except OSError as exc:
             raise UserError(f"cannot read --env-file {path}: {exc.strerror}") from None
         for line in lines:
             line = line.strip()
             if line and not line.startswith("#"):
-                _put(env, line)
+                _put(env, line, environ)
     for item in args.env or []:
-        _put(env, item)
+        _put(env, item, environ)
     return env
 
 
-def _put(env: dict[str, str], item: str) -> None:
-    import os
-
+def _put(env: dict[str, str], item: str, environ) -> None:
     key, eq, value = item.partition("=")
     if not key:
         raise UserError(f"invalid environment variable {item!r}: use KEY=VALUE")
     if eq:
         env[key] = value
-    elif key in os.environ:  # -e NAME passes the host's value through, as Docker does
-        env[key] = os.environ[key]
+    elif key in environ:  # -e NAME passes the host's value through, as Docker does
+        env[key] = environ[key]
 
 
 def _security(opts: list[str]) -> tuple[bool, bool]:
@@ -54,15 +57,16 @@ def _security(opts: list[str]) -> tuple[bool, bool]:
     return seccomp, nnp
 
 
-def container_spec(args) -> dict:
+def container_spec(args, environ=None, cwd: str = "") -> dict:
     """The ``Container`` keyword arguments for parsed ``run`` flags (JSON-ready, so the
-    supervisor can receive them)."""
+    supervisor can receive them). Host paths of -v are made absolute against ``cwd``."""
     seccomp, nnp = _security(args.security_opt)
     entrypoint = None
     if args.entrypoint is not None:
         entrypoint = [args.entrypoint] if args.entrypoint else []
     return dict(image=args.image, command=args.command or None, name=args.name,
-                hostname=args.hostname, env=_env(args), workdir=args.workdir, user=args.user,
+                hostname=args.hostname, env=_env(args, environ, cwd), workdir=args.workdir,
+                user=args.user,
                 entrypoint=entrypoint, memory=args.memory, pids_limit=args.pids_limit,
                 cpus=args.cpus, network=args.network, publish=args.publish,
                 publish_all=args.publish_all, cap_add=args.cap_add,
@@ -89,14 +93,14 @@ def make_container(args):
 
 def run_supervised(args) -> int:
     """``-d`` and ``-t``: the supervisor owns the container; attach unless detached."""
-    from edu_runtime import supervisor
+    from edu_runtime import client
     from edu_runtime.container import cleanup_stale
 
     from . import attach
 
     cleanup_stale()
     make_container(args)  # validates the flags and the image here, with our error messages
-    reply, conn = supervisor.request({
+    reply, conn = client.request({
         "op": "run", "spec": container_spec(args), "tty": args.tty,
         "interactive": args.interactive, "restart": args.restart,
         "attach": not args.detach, "size": attach.terminal_size() if args.tty else None})
@@ -113,64 +117,100 @@ def run_supervised(args) -> int:
         print(f"\r\nedu: detached from {reply['name']}; it keeps running "
               f"(edu attach {reply['name']} to come back)", file=sys.stderr)
         return 0
-    done, c2 = supervisor.request({"op": "wait", "id": reply["id"]})
-    c2.close()
-    return done.get("exit_code") or 0
+    return client.ask({"op": "wait", "id": reply["id"]}).get("exit_code") or 0
 
 
 def run_foreground_supervised(args) -> int:
-    """A foreground run on a network: the supervisor, which keeps pyroute2 and the rest of
+    """A foreground run as root: the supervisor, which keeps pyroute2 and the rest of
     the runtime imported, starts the container with *our* stdin, stdout and stderr (passed
-    over its socket), and we wait for the exit code. This process stays thin and fast."""
+    over its socket), and answers with the exit code on the same connection. This process
+    stays thin: it imports no more than a socket and JSON."""
     import os
 
-    from edu_runtime import supervisor
+    from edu_runtime import client
 
-    reply, conn = supervisor.request({"op": "run", "spec": container_spec(args),
-                                      "trace": args.trace}, fds=[0, 1, 2])
-    conn.close()
-    if "error" in reply:
-        raise UserError(_image_hint(reply["error"], args.image), reply.get("code", 125))
-    try:
-        done, conn = supervisor.request({"op": "wait", "id": reply["id"]})
-    except KeyboardInterrupt:  # Ctrl-C: the container goes, as with an in-process run
-        k, c = supervisor.request({"op": "kill", "id": reply["id"]})
-        c.close()
-        done, conn = supervisor.request({"op": "wait", "id": reply["id"]})
-    conn.close()
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)  # as Ctrl-C: the container goes
+    reply, conn = client.request({"op": "run", "spec": container_spec(args),
+                                  "trace": args.trace, "wait": True}, fds=[0, 1, 2])
+    with conn:
+        if "error" in reply:
+            raise UserError(image_hint(reply["error"], args.image), reply.get("code", 125))
+        try:
+            done = client.answer(conn)
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: the container goes
+            client.ask({"op": "kill", "id": reply["id"]})
+            done = client.answer(conn)
     if done.get("oom_killed"):
-        print(f"edu: the container was OOMKilled: it used more than its --memory "
-              f"{args.memory} limit", file=sys.stderr)
+        print(oom_note(args.memory), file=sys.stderr)
     if done.get("trace"):
         os.write(2, (done["trace"] + "\n").encode())
     return done.get("exit_code") or 0
 
 
-def _image_hint(message: str, image: str) -> str:
+class _Declined(Exception):
+    pass
+
+
+_parser = None
+
+
+def supervised_request(argv: list[str], environ: dict[str, str], cwd: str) -> dict | None:
+    """What the supervisor makes of a thin client's ``edu run ARGV`` (see ``fastrun``):
+    a ``run`` request it can serve, or None when the client should run the normal path
+    (-d, -t, or a command line only the full parser may answer)."""
+    global _parser
+    if _parser is None:  # built once: the supervisor parses every thin client's run
+        import argparse
+
+        class Parser(argparse.ArgumentParser):
+            def error(self, message):
+                raise _Declined(message)
+
+            def exit(self, status=0, message=None):
+                raise _Declined(message)
+
+        _parser = Parser(prog="edu run", add_help=False)
+        register(_parser.add_subparsers(dest="command"))
+    try:
+        args = _parser.parse_args(["run", *argv])
+    except _Declined:
+        return None
+    if args.detach or args.tty:
+        return None
+    return {"op": "run", "spec": container_spec(args, environ, cwd), "trace": args.trace,
+            "wait": True, "image": args.image, "memory": args.memory}
+
+
+def oom_note(memory) -> str:
+    """What ``edu run`` says when the OOM killer ended its container."""
+    return (f"edu: the container was OOMKilled: it used more than its --memory {memory} "
+            "limit")
+
+
+def image_hint(message: str, image: str) -> str:
+    """Docker's words for a missing image."""
     return f"Unable to find image '{image}' locally: {message}" \
         if message.startswith("No such image") else message
 
 
 def _raise_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
-
-
-def _bridged(args) -> bool:
-    import os
-
-    network = args.network or "bridge"
-    # Rootless runs stay in-process: pasta is a plain subprocess, no warm netlink needed.
-    return os.geteuid() == 0 and network not in ("none", "host")
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C, so teardown runs
 
 
 def run_cmd(args) -> int:
-    """``edu run``: start the container in the foreground and return its exit code."""
-    from edu_runtime.steps import StepError
+    """``edu run``: start the container in the foreground and return its exit code.
+
+    As root, the supervisor starts it (``fastrun`` hands it the command line when it is
+    already up; otherwise this starts one). Rootless, the container is this process's child:
+    no supervisor keeps netlink warm for a user, and pasta is a plain subprocess."""
+    import os
 
     if args.detach or args.tty:
         return run_supervised(args)
-    if _bridged(args):
+    if os.geteuid() == 0:
         return run_foreground_supervised(args)
+    from edu_runtime.steps import StepError
+
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # teardown runs, as on Ctrl-C
     c = make_container(args)
     try:
@@ -185,8 +225,7 @@ def run_cmd(args) -> int:
         print(f"edu: {exc.message} (step: {exc.step})", file=sys.stderr)
         return exc.exit_code
     if c.oom_killed:
-        print(f"edu: the container was OOMKilled: it used more than its --memory "
-              f"{args.memory} limit", file=sys.stderr)
+        print(oom_note(args.memory), file=sys.stderr)
     if args.trace:
         print(c.trace.timeline(), file=sys.stderr)
     return code

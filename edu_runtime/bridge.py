@@ -132,11 +132,31 @@ def _master(name: str) -> str:
 
 # ---- the bridge ------------------------------------------------------------------------------
 
+#: bridge name -> its ifindex when this process last made sure of it (see ensure_bridge)
+_ensured: dict[str, int] = {}
+
+
+def _ifindex(name: str) -> int:
+    try:
+        with open(f"/sys/class/net/{name}/ifindex") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
 def ensure_bridge(network: dict[str, Any]) -> None:
-    """``ip link add edu0 type bridge``, its gateway address, up; forwarding on (idempotent)."""
+    """``ip link add edu0 type bridge``, its gateway address, up; forwarding on (idempotent).
+
+    A warm process (the supervisor) that made sure of this bridge before skips the netlink
+    round trips while the device is the same one (same ifindex) and up: a bridge removed
+    and made again by someone else gets a new index, and is checked in full."""
     _need_root()
-    with networks.locked():  # two `edu run`s at once must not both add it
-        _run(_ensure_bridge, network)
+    name = network["bridge"]
+    up = int(kernel.read(f"/sys/class/net/{name}/flags", "0x0"), 16) & 1  # IFF_UP
+    if not (up and _ensured.get(name) == _ifindex(name)):
+        with networks.locked():  # two `edu run`s at once must not both add it
+            _run(_ensure_bridge, network)
+        _ensured[name] = _ifindex(name)
     # Global, and left on (Docker does the same). Unlike dockerd, edu does not then set
     # iptables' FORWARD policy to DROP: that would cut off libvirt's and others' networks.
     sysctl("net/ipv4/ip_forward", "1")
@@ -212,37 +232,42 @@ def attach(network: dict[str, Any], pid: int, container_id: str, ip: str) -> dic
         os.close(fd)
 
 
+def container_mac(ip: str) -> str:
+    """eth0's MAC address, made from its IP as Docker does (10.77.0.2 -> 02:42:0a:4d:00:02):
+    unique on the bridge, and known before the device exists."""
+    return "02:42:" + ":".join(f"{int(octet):02x}" for octet in ip.split("."))
+
+
 def _attach(network: dict[str, Any], netns_fd: int, container_id: str,
             ip: str) -> dict[str, str]:
     from pyroute2.netlink.exceptions import NetlinkError
 
     host, peer = veth_names(container_id)
     prefixlen = int(network["subnet"].split("/")[1])
+    bridge = _ifindex(network["bridge"])
+    if not bridge:
+        raise networks.NetworkError(f"bridge {network['bridge']} is missing: the bridge "
+                                    "step makes it, run it first")
+    if os.path.exists(f"/sys/class/net/{host}"):
+        raise networks.NetworkError(
+            f"a device named {host} exists already (left by a container with the same "
+            "id prefix?): edu prune removes leftovers, then try again")
+    mac = container_mac(ip)
     with _ipr() as ipr:
-        bridge = ipr.link_lookup(ifname=network["bridge"])
-        if not bridge:
-            raise networks.NetworkError(f"bridge {network['bridge']} is missing: the bridge "
-                                        "step makes it, run it first")
-        if ipr.link_lookup(ifname=host):
-            raise networks.NetworkError(
-                f"a device named {host} exists already (left by a container with the same "
-                "id prefix?): edu prune removes leftovers, then try again")
         try:
-            ipr.link("add", ifname=host, kind="veth", peer=peer)
-            ipr.link("set", index=ipr.link_lookup(ifname=host)[0], master=bridge[0],
-                     state="up")
-            ipr.link("set", index=ipr.link_lookup(ifname=peer)[0], net_ns_fd=netns_fd)
+            # One message: the pair, the host end on the bridge and up, the other end
+            # made straight inside the container's namespace, already called eth0.
+            ipr.link("add", ifname=host, kind="veth", master=bridge, state="up",
+                     peer={"ifname": "eth0", "net_ns_fd": netns_fd, "address": mac})
         except NetlinkError as exc:
-            raise _netlink_error(exc, f"creating the veth pair {host}/{peer}") from None
+            raise _netlink_error(exc, f"creating the veth pair {host}/eth0") from None
     with _ipr(netns_fd) as ipr:
         try:
-            index = ipr.link_lookup(ifname=peer)[0]
-            ipr.link("set", index=index, ifname="eth0")
+            index = ipr.link_lookup(ifname="eth0")[0]
             ipr.addr("add", index=index, address=ip, prefixlen=prefixlen)
             ipr.link("set", index=index, state="up")
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            ipr.link("set", index=1, state="up")  # lo is always 1 in a new namespace
             ipr.route("add", dst="0.0.0.0/0", gateway=network["gateway"])
-            mac = ipr.get_links(index)[0].get("IFLA_ADDRESS")
         except NetlinkError as exc:
             raise _netlink_error(exc, "configuring eth0 in the container") from None
     return {"veth": host, "mac": mac}

@@ -540,15 +540,19 @@ class Container:
             raise
         return self.exited(status)
 
-    def exited(self, status: int) -> int:
+    def exited(self, status: int, before_teardown=None) -> int:
         """PID 1 was reaped with wait ``status`` (by ``wait`` or by a supervisor): note the
-        exit code and whether the OOM killer did it, tear down, and return the code."""
+        exit code and whether the OOM killer did it, tear down, and return the code.
+        ``before_teardown(code)``, if given, is told first (the supervisor answers the
+        waiting ``edu run`` there, so the teardown is not on its clock)."""
         ctx = self._ctx
         code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
         # The cgroup is new for every start, so any OOM kill it counted was this run's.
         if ctx.cgroup is not None and ctx.cgroup.oom_kills() > 0:
             self.oom_killed = code == EXIT_OOM or os.WIFSIGNALED(status)
         ctx.pid = 0
+        if before_teardown is not None:
+            before_teardown(code)
         self._teardown()
         self._finish(code)
         return code
@@ -595,13 +599,8 @@ class Container:
                                "seccomp": self.config.seccomp,
                                "no_new_privs": self.config.no_new_privs,
                                "shared_namespaces": sorted(self.config.shared)}}
-        try:  # keep what others added (the supervisor's restart policy, ports, ...)
-            record = {**json.loads(self.paths.record.read_text()), **record}
-        except (OSError, ValueError):
-            pass
-        tmp = self.paths.record.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        os.replace(tmp, self.paths.record)
+        # Keeps what others added (the supervisor's restart policy, `edu stop`'s mark).
+        lifecycle.write(self.id, record)
 
     def _finish(self, exit_code: int | None) -> None:
         self.exit_code = exit_code

@@ -14,10 +14,13 @@ Introduced in notebooks/05-run.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +88,44 @@ def find(ref: str) -> dict[str, Any]:
     raise NoSuchContainer(f"No such container: {ref}")
 
 
+@contextmanager
+def locked(container_id: str) -> Iterator[None]:
+    """Hold a container's record lock: ``edu stop`` marking it stopping and the supervisor
+    restarting it both read, change and write the record, and neither may lose the other's
+    change."""
+    fd = os.open(base() / container_id / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def write(container_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Write a record over what is there, keeping fields others added; under the lock,
+    through a temporary file and a rename. Returns the record written."""
+    path = base() / container_id / "state.json"
+    with locked(container_id):
+        try:
+            record = {**json.loads(path.read_text()), **record}
+        except (OSError, ValueError):
+            pass
+        tmp = path.with_name(f".state.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, path)
+    return record
+
+
 def update(container_id: str, **fields: Any) -> dict[str, Any]:
     """Change fields of a record atomically; returns the new record."""
     path = base() / container_id / "state.json"
-    rec = json.loads(path.read_text())
-    rec.update(fields)
-    tmp = path.with_name(f".state.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(rec, indent=1))
-    os.replace(tmp, path)
+    with locked(container_id):
+        rec = json.loads(path.read_text())
+        rec.update(fields)
+        tmp = path.with_name(f".state.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(rec, indent=1))
+        os.replace(tmp, path)
     return rec
 
 

@@ -496,6 +496,8 @@ def cleanup_stale(alive: set[str] | None = None) -> dict[str, list[str]]:
 
     alive = alive_ids() if alive is None else set(alive)
     with locked():
+        if not paths.is_root():  # rootless: no bridge, veth or rule can be ours
+            return {"leases": release_stale(alive), "rules": [], "links": []}
         done = {"leases": release_stale(alive), "rules": nat.cleanup_stale(alive),
                 "links": bridge.cleanup_stale(alive)}
         # A bridge whose containers all died without their undo (a killed supervisor) is
@@ -507,14 +509,70 @@ def cleanup_stale(alive: set[str] | None = None) -> dict[str, list[str]]:
         return done
 
 
+# ---- keeping bridges warm --------------------------------------------------------------------
+#
+# Making a bridge and its rules, and removing them again, costs more than the rest of a
+# container start. So while a supervisor lives (it starts every bridged `edu run`), an
+# empty network keeps its bridge and rules, as docker0 stays while dockerd runs. The
+# supervisor names itself in ``networks/warm`` (pid and start time, so a recycled pid is
+# not mistaken for it) and retires every unused network when it exits. If it is killed,
+# the file names a dead process, and the next cleanup retires them as before.
+
+def _warm_file() -> Path:
+    return base() / "warm"
+
+
+def _start_time(pid: int) -> str:
+    """When ``pid`` started (clock ticks after boot); '' if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return ""
+    return "" if fields[0] in "ZX" else fields[19]
+
+
+def hold_warm() -> None:
+    """Keep empty networks' bridges and rules for as long as this process lives."""
+    pid = os.getpid()
+    with locked():
+        paths.ensure(base())
+        _warm_file().write_text(f"{pid} {_start_time(pid)}\n")
+
+
+def warm_holder() -> int:
+    """The pid of the live process keeping bridges warm, or 0."""
+    try:
+        pid, started = _warm_file().read_text().split()
+    except (OSError, ValueError):
+        return 0
+    return int(pid) if _start_time(int(pid)) == started else 0
+
+
+def release_warm() -> list[str]:
+    """This process stops keeping bridges warm: every unused network is retired now.
+    Returns the networks retired."""
+    with locked():
+        if warm_holder() == os.getpid():
+            _warm_file().unlink(missing_ok=True)
+        if warm_holder():
+            return []
+        return [n["name"] for n in _all() if n.get("bridge") and
+                os.path.exists(f"/sys/class/net/{n['bridge']}") and
+                retire_if_unused(n["name"])]
+
+
 def retire_if_unused(name: str) -> bool:
     """The last container out of a network takes its bridge and rules with it; when no edu
     network is in use, edu's nft table and DOCKER-USER rules go too. An idle host keeps no
     trace of edu's networking; the next container makes it all again (about 40 ms).
+    While a supervisor keeps bridges warm (see ``hold_warm``), nothing goes.
     Returns True if the bridge was removed."""
     from . import bridge, nat  # they import this module; see rm()
 
     with locked():
+        if warm_holder():
+            return False
         try:
             network = get(name)
         except NetworkError:

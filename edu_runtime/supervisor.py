@@ -40,22 +40,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import kernel, lifecycle, paths
+from . import client, kernel, lifecycle, networks, paths
 
 IDLE_EXIT = 30.0  # seconds idle before exiting: long enough to stay warm between runs
-
-
-def _scope() -> str:
-    # One supervisor per state directory: a test or a student with EDU_STATE_DIR set gets
-    # its own, and never talks to one that keeps its records somewhere else.
-    import hashlib
-
-    return hashlib.sha256(str(paths.state_dir().resolve()).encode()).hexdigest()[:12]
-
-
-def socket_path() -> Path:
-    """Where the supervisor of this state directory listens."""
-    return paths.run_dir() / f"supervisor-{_scope()}.sock"
 
 
 class Supervised:
@@ -87,16 +74,18 @@ class Supervisor:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.exit_codes: dict[str, int] = {}  # for `wait` after an attached run ends
         self.exit_info: dict[str, dict[str, Any]] = {}
-        self.waiters: dict[str, list[socket.socket]] = {}
+        self.waiters: dict[str, list[tuple[socket.socket, Any]]] = {}  # and how to answer
 
     # ---- start-up -------------------------------------------------------------------------
 
     def serve(self) -> None:
         """Listen, then loop until idle."""
         kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
-        path = socket_path()
+        path = Path(client.socket_path())
         paths.ensure(path.parent, 0o700)
         path.unlink(missing_ok=True)
+        if paths.is_root():
+            networks.hold_warm()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(path))
         self.listener.listen(16)
@@ -121,7 +110,10 @@ class Supervisor:
                 elif time.monotonic() - self.last_busy > IDLE_EXIT:
                     break
         finally:
-            path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)  # no new requests from here on
+            self.listener.close()
+            if paths.is_root():
+                networks.release_warm()  # idle bridges and their rules go with us
 
     # ---- requests -------------------------------------------------------------------------
 
@@ -132,9 +124,15 @@ class Supervisor:
 
     def _on_request(self, conn, _):
         self.sel.unregister(conn)
+        req: dict[str, Any] = {}
         try:
-            line, fds = _readline_fds(conn)
-            req = json.loads(line) if line else {}
+            data, fds = _read_request(conn)
+            if data.startswith(b"ARGV "):
+                req = self._argv_request(conn, data, fds)
+                if req:
+                    self._run(conn, req)
+                return
+            req = json.loads(data) if data else {}
             req["_fds"] = fds
             op = req.get("op")
             if op == "run":
@@ -147,7 +145,7 @@ class Supervisor:
                     _reply(conn, **self._exit_reply(req["id"]))
                     conn.close()
                 else:  # answered when the container exits
-                    self.waiters.setdefault(req["id"], []).append(conn)
+                    self.waiters.setdefault(req["id"], []).append((conn, _reply_json))
             elif op == "kill":
                 sup = next((s for s in self.by_pid.values()
                             if s.container.id == req["id"]), None)
@@ -156,17 +154,52 @@ class Supervisor:
                 _reply(conn, ok=sup is not None)
                 conn.close()
             elif op == "ping":
-                _reply(conn, ok=True, pid=os.getpid())
+                _reply(conn, ok=True, pid=os.getpid(), containers=len(self.by_pid),
+                       # what it has paid to import: pyroute2 only once a bridge was used
+                       imported=sorted(m for m in ("pyroute2", "libvirt", "matplotlib")
+                                       if m in sys.modules))
                 conn.close()
             else:
                 _reply(conn, error=f"unknown request {op!r}")
                 conn.close()
         except Exception as exc:  # noqa: BLE001 - one bad request must not kill the rest
+            code = getattr(exc, "exit_code", None) or getattr(exc, "code", 125)
             try:
-                _reply(conn, error=str(exc), code=getattr(exc, "exit_code", 125))
+                if req.get("plain"):
+                    from edu_cli.run import image_hint
+
+                    conn.sendall(f"error {code}\n{image_hint(str(exc), req['image'])}"
+                                 .encode())
+                else:
+                    _reply(conn, error=str(exc), code=code)
             except OSError:
                 pass
             conn.close()
+
+    def _argv_request(self, conn, data: bytes, fds: list[int]) -> dict[str, Any] | None:
+        """A thin client's ``edu run`` command line (see edu_cli.fastrun), parsed here with
+        the CLI's own parser: the run request, or None once declined or refused."""
+        from edu_cli.errors import UserError
+        from edu_cli.run import supervised_request
+
+        fields = [os.fsdecode(f) for f in data.split(b"\n", 1)[1].split(b"\0")]
+        argc = int(fields[1])
+        argv, environ = fields[2:2 + argc], dict(
+            f.partition("=")[::2] for f in fields[2 + argc:] if f)
+        try:
+            req = supervised_request(argv, environ, fields[0])
+        except UserError as exc:
+            conn.sendall(f"error {exc.code}\n{exc}".encode())
+            req = None
+        else:
+            if req is None:
+                conn.sendall(b"declined\n")
+        if req is None:
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+            return None
+        return {**req, "_fds": fds, "plain": True}
 
     def _exit_reply(self, container_id: str) -> dict[str, Any]:
         return {"exit_code": self.exit_codes.get(container_id),
@@ -184,9 +217,16 @@ class Supervisor:
         finally:
             for fd in req["_fds"]:
                 os.close(fd)
-        _reply(conn, id=sup.container.id, name=sup.container.config.name)
+        cid = sup.container.id
+        if req.get("plain"):  # a thin client: one line now, the exit code later
+            conn.sendall(f"started {cid}\n".encode())
+            self.waiters.setdefault(cid, []).append((conn, _plain_exit(req.get("memory"))))
+            return
+        _reply(conn, id=cid, name=sup.container.config.name)
         if req.get("attach"):
-            self._attach(conn, sup.container.id)
+            self._attach(conn, cid)
+        elif req.get("wait"):  # the exit code follows on this connection
+            self.waiters.setdefault(cid, []).append((conn, _reply_json))
         else:
             conn.close()
 
@@ -336,20 +376,7 @@ class Supervisor:
         if sup.stdin_fd is not None and not sup.tty:
             os.close(sup.stdin_fd)
         sup.stdin_fd = None
-        code = sup.container.exited(status)
-        cid = sup.container.id
-        self.exit_codes[cid] = code
-        self.exit_info[cid] = {"oom_killed": sup.container.oom_killed,
-                               "trace": sup.container.trace.timeline()
-                               if getattr(sup, "trace", False) else ""}
-        for waiter in self.waiters.pop(cid, []):
-            try:
-                _reply(waiter, **self._exit_reply(cid))
-            except OSError:
-                pass
-            waiter.close()
-        for client in list(sup.clients):
-            self._drop_client(client, sup)
+        code = sup.container.exited(status, lambda code: self._answer_waiters(sup, code))
         if self._should_restart(sup, code):
             sup.restarts += 1
             time.sleep(min(1.0, 0.1 * 2 ** (sup.restarts - 1)))  # Docker's growing delay
@@ -358,8 +385,28 @@ class Supervisor:
             try:
                 self._start(sup, False, container_id=sup.container.id)
             except Exception as exc:  # noqa: BLE001
-                lifecycle.update(sup.container.id, status=lifecycle.EXITED,
-                                 error=f"restart failed: {exc}")
+                try:
+                    lifecycle.update(sup.container.id, status=lifecycle.EXITED,
+                                     error=f"restart failed: {exc}")
+                except OSError:  # removed meanwhile (`edu rm`): nothing left to record
+                    pass
+
+    def _answer_waiters(self, sup: Supervised, code: int) -> None:
+        """Tell whoever waits for this container its exit code (before the teardown: an
+        ``edu run`` returns as soon as its command has exited, as it would in-process)."""
+        cid = sup.container.id
+        self.exit_codes[cid] = code
+        self.exit_info[cid] = {"oom_killed": sup.container.oom_killed,
+                               "trace": sup.container.trace.timeline()
+                               if getattr(sup, "trace", False) else ""}
+        for waiter, answer in self.waiters.pop(cid, []):
+            try:
+                answer(waiter, self._exit_reply(cid))
+            except OSError:
+                pass
+            waiter.close()
+        for conn in list(sup.clients):
+            self._drop_client(conn, sup)
 
     def _should_restart(self, sup: Supervised, code: int, again: bool = False) -> bool:
         try:
@@ -376,71 +423,46 @@ class Supervisor:
         return False
 
 
-def _readline_fds(conn: socket.socket) -> tuple[str, list[int]]:
-    """One request line, and any file descriptors sent with it (SCM_RIGHTS)."""
+def _read_request(conn: socket.socket) -> tuple[bytes, list[int]]:
+    """One request (a JSON line, or a thin client's ``ARGV <length>`` block), and any file
+    descriptors sent with it (SCM_RIGHTS)."""
     data, fds, _, _ = socket.recv_fds(conn, 65536, 8)
+    if data.startswith(b"ARGV "):
+        head, _, body = data.partition(b"\n")
+        while not _ and (chunk := conn.recv(4096)):  # the header itself came in pieces
+            head, _, body = (data := data + chunk).partition(b"\n")
+        size = int(head.split()[1])
+        while len(body) < size and (chunk := conn.recv(65536)):
+            body += chunk
+        return head + b"\n" + body, list(fds)
     while data and not data.endswith(b"\n"):
         chunk = conn.recv(4096)
         if not chunk:
             break
         data += chunk
-    return data.decode(), list(fds)
-
-
-def _readline(conn: socket.socket) -> str:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode()
+    return data, list(fds)
 
 
 def _reply(conn: socket.socket, **msg: Any) -> None:
     conn.sendall((json.dumps(msg) + "\n").encode())
 
 
-# ---- the client side (used by the CLI) -------------------------------------------------------
-
-def connect(start: bool = True) -> socket.socket:
-    """A connection to the supervisor, starting one if none is running."""
-    for attempt in range(100):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(str(socket_path()))
-            return s
-        except OSError:
-            s.close()
-            if not start:
-                raise
-        if attempt == 0:
-            _spawn()
-        time.sleep(0.05)
-    raise OSError(f"the edu supervisor did not start; see {paths.run_dir() / 'supervisor.log'}")
+def _reply_json(conn: socket.socket, info: dict[str, Any]) -> None:
+    _reply(conn, **info)
 
 
-def _spawn() -> None:
-    """Start a supervisor, daemonized (double fork), so nobody must reap it but init."""
-    import subprocess
+def _plain_exit(memory):
+    """How a thin client is told its container's end: ``exit CODE``, then what to print."""
+    def answer(conn: socket.socket, info: dict[str, Any]) -> None:
+        from edu_cli.run import oom_note
 
-    log = paths.ensure(paths.run_dir(), 0o700) / "supervisor.log"
-    with open(log, "ab") as out:
-        subprocess.run([sys.executable, "-m", "edu_runtime.supervisor", "--daemonize"],
-                       stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=True)
-
-
-def request(msg: dict[str, Any], fds: list[int] | None = None
-            ) -> tuple[dict[str, Any], socket.socket]:
-    """Send one request (with ``fds`` passed along, if any); return the reply and the
-    still-open connection."""
-    s = connect()
-    socket.send_fds(s, [(json.dumps(msg) + "\n").encode()], fds or [])
-    line = _readline(s)
-    if not line:
-        s.close()
-        raise OSError("the supervisor closed the connection without an answer")
-    return json.loads(line), s
+        text = f"exit {info.get('exit_code') or 0}\n"
+        if info.get("oom_killed"):
+            text += oom_note(memory) + "\n"
+        if info.get("trace"):
+            text += info["trace"] + "\n"
+        conn.sendall(text.encode())
+    return answer
 
 
 def _main() -> None:
@@ -450,11 +472,19 @@ def _main() -> None:
         os.setsid()
         if os.fork():
             os._exit(0)
-    lock = open(paths.ensure(paths.run_dir(), 0o700) / f"supervisor-{_scope()}.lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return  # another supervisor is already running
+    lock = open(paths.ensure(paths.run_dir(), 0o700) / f"supervisor-{client.scope()}.lock", "w")
+    for _ in range(400):
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            try:
+                client.connect(start=False).close()
+                return  # another supervisor is running and answering
+            except OSError:
+                time.sleep(0.025)  # one is on its way out (retiring bridges): wait for it
+    else:
+        return
     Supervisor().serve()
 
 

@@ -246,15 +246,16 @@ def test_cli_run_exit_codes(busybox, python):
     assert out.returncode == 0 and "pivot_root" in out.stderr
 
 
-def test_sigkilled_cli_is_cleaned_by_the_next_command(busybox, python):
+def test_sigkilled_owner_is_cleaned_by_the_next_command(busybox, python):
+    """A process that started a container itself (a notebook's kernel; a rootless `edu
+    run`) is SIGKILLed: the container dies with it, and the next edu command cleans up."""
     import time
 
     cdir = paths.state_dir() / "containers"
     known = {p.name for p in cdir.iterdir()} if cdir.exists() else set()
-    # --network none: the container belongs to this `edu run` process (on a network it
-    # would belong to the supervisor, and outlive a killed client as in Docker).
-    proc = subprocess.Popen([python, "-m", "edu_cli.main", "run", "--rm", "--network", "none",
-                             "busybox", "sleep", "60"])
+    proc = subprocess.Popen([python, "-c", "from edu_runtime.container import Container; "
+                             "Container('busybox', ['sleep', '60'], remove=True, "
+                             "network='none').run()"])
     deadline, ours = time.monotonic() + 20, None
     while time.monotonic() < deadline and ours is None:
         for rec in cdir.glob("*/state.json"):
@@ -437,15 +438,41 @@ def test_container_starts_with_default_signals(busybox, no_leaks):
 
 
 def test_run_without_network_never_imports_pyroute2_or_libvirt(busybox, python):
-    """`edu run --network none` pays for no netlink library and no hypervisor binding."""
-    out = subprocess.run([python, "-X", "importtime", "-m", "edu_cli.main", "run", "--rm",
-                          "--network", "none", "busybox", "true"], capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines()
+    """`edu run --network none` pays for no netlink library and no hypervisor binding: not
+    in the CLI, which is a thin client of the supervisor, nor in a supervisor that has only
+    started such containers."""
+    from edu_runtime import client
+
+    def imports(*argv):
+        out = subprocess.run([python, "-X", "importtime", "-m", "edu_cli.main", *argv],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return {line.split("|")[-1].strip() for line in out.stderr.splitlines()
                 if line.startswith("import time:")}
-    assert not {m for m in imported if m.split(".")[0] in ("pyroute2", "libvirt",
-                                                            "matplotlib", "vm_compare")}
+
+    client.shutdown()
+    cold = imports("run", "--rm", "--network", "none", "busybox", "true")  # starts one
+    thin = imports("run", "--rm", "--network", "none", "busybox", "true")
+    heavy = ("pyroute2", "libvirt", "matplotlib", "vm_compare")
+    for imported in (cold, thin):
+        assert not {m for m in imported if m.split(".")[0] in heavy}
+    # The thin client: no parser, no paths, no JSON, not even the socket module.
+    assert not thin & {"argparse", "pathlib", "json", "socket", "edu_runtime.container"}
+    assert client.ask({"op": "ping"})["imported"] == []
+
+
+def test_thin_client_finds_the_supervisor_where_the_runtime_puts_it(monkeypatch, tmp_path):
+    """fastrun computes the socket's path without pathlib; it must be the runtime's path."""
+    from edu_cli import fastrun
+    from edu_runtime import client
+
+    assert fastrun.socket_path() == client.socket_path()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.setenv("EDU_STATE_DIR", str(tmp_path / "link"))
+    monkeypatch.setenv("EDU_RUN_DIR", str(tmp_path / "run"))
+    assert fastrun.socket_path() == client.socket_path()
+    assert fastrun.socket_path().startswith(str(tmp_path / "run") + "/supervisor-")
 
 
 def test_orphan_empty_cgroups_are_cleaned_by_the_next_command(busybox, python):

@@ -165,3 +165,80 @@ def test_kill_9_mid_start_on_the_bridge_is_cleaned_by_the_next_command(edu, pyth
     from pathlib import Path
 
     assert not list(Path("/sys/fs/cgroup").glob(f"*/edu/{cid}"))  # its cgroup went too
+
+
+def test_supervisor_keeps_the_bridge_warm_and_takes_it_along(edu, python):
+    """While the supervisor lives, the default bridge and its rules stay between runs (as
+    docker0 stays while dockerd runs): that is most of a bridged start's cost. Its exit, and
+    a SIGKILL of it followed by any edu command, leave no bridge, rule or table behind."""
+    import os
+    import signal
+    import time
+
+    from edu_runtime import client, nat, networks
+
+    client.shutdown()  # nothing warm from earlier tests
+    edu("run", "--rm", "busybox", "true")
+    pid = client.running_pid()
+    assert pid and networks.warm_holder() == pid
+    assert "edu0" in kernel_state()["edu links"] and nat.table_exists()
+    index = open("/sys/class/net/edu0/ifindex").read()
+    out = edu("run", "--rm", "busybox", "ip", "-o", "-4", "addr", "show", "eth0")
+    assert "10.77.0." in out.stdout
+    assert open("/sys/class/net/edu0/ifindex").read() == index  # the same bridge, reused
+    assert not [v for v in kernel_state()["veths"] if v.startswith("veth")
+                and os.path.exists(f"/sys/class/net/{v}/master")
+                and os.path.basename(os.readlink(f"/sys/class/net/{v}/master")) == "edu0"]
+    if nat.docker_user_exists():
+        assert any("edu-net:edu0" in line for line in nat.docker_user_lines())
+
+    assert client.shutdown()  # SIGTERM: what an idle exit does too
+    state = kernel_state()
+    assert "edu0" not in state["edu links"] and not state["edu table"]
+    assert not any("edu-net:edu0" in line for line in nat.docker_user_lines())
+    assert networks.warm_holder() == 0
+
+    edu("run", "--rm", "busybox", "true")  # a new supervisor makes it all again
+    pid = client.running_pid()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}/stat") and \
+            open(f"/proc/{pid}/stat").read().split(") ")[1][0] != "Z" and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "edu0" in kernel_state()["edu links"]  # a killed supervisor cleans nothing...
+    subprocess.run([python, "-m", "edu_cli.main", "ps"], check=True, capture_output=True)
+    state = kernel_state()  # ...the next command does
+    assert "edu0" not in state["edu links"] and not state["edu table"]
+
+
+def test_sigterm_to_a_thin_run_stops_its_container(edu, python):
+    """`edu run` as a thin client: SIGTERM (as Ctrl-C) ends the container (137), and its
+    veth, lease and record go; `--help` still answers from the full parser."""
+    import signal
+    import time
+
+    edu("run", "--rm", "busybox", "true")  # the supervisor is up: the next run is thin
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.Popen([python, "-m", "edu_cli.main", "run", "--rm", "--name", name,
+                             "busybox", "sleep", "60"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    rec = None
+    while time.monotonic() < deadline:
+        try:
+            rec = lifecycle.find(name)
+            if rec.get("status") == "running":
+                break
+        except lifecycle.NoSuchContainer:
+            pass
+        time.sleep(0.02)
+    assert rec and rec["status"] == "running"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 137, proc.stderr.read()
+    edu("ps", "-a")  # answered after the supervisor's teardown
+    with pytest.raises(lifecycle.NoSuchContainer):
+        lifecycle.find(name)
+    assert f"veth{rec['id'][:8]}" not in kernel_state()["veths"]
+    leases = json.loads(edu("network", "inspect", "bridge").stdout)[0]["containers"]
+    assert rec["id"] not in leases
+    assert "--publish" in edu("run", "--help").stdout

@@ -1,0 +1,138 @@
+"""The CLI's side of the supervisor: find it (or start it), send one request, read answers.
+
+Kept apart from ``supervisor`` so that a command talking to the supervisor imports only
+this: a socket, JSON and the paths. ``edu run`` on a bridge network is such a command: the
+warm supervisor does the work, and this process only waits (see notebooks/05-run).
+
+The protocol is one JSON line per request on a unix stream socket, with file descriptors
+passed alongside (SCM_RIGHTS) when a container should use the caller's terminal. Answers
+are JSON lines too; ``attach`` then turns the connection into a raw byte stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import zlib
+from typing import Any
+
+from . import paths
+
+
+def scope() -> str:
+    """One supervisor per state directory: a test or a student with EDU_STATE_DIR set gets
+    its own, and never talks to one that keeps its records somewhere else."""
+    return f"{zlib.crc32(str(paths.state_dir().resolve()).encode()):08x}"
+
+
+def socket_path() -> str:
+    """Where the supervisor of this state directory listens."""
+    return str(paths.run_dir() / f"supervisor-{scope()}.sock")
+
+
+def connect(start: bool = True) -> socket.socket:
+    """A connection to the supervisor, starting one if none is running (unless not
+    ``start``: then OSError)."""
+    where = socket_path()
+    for attempt in range(200):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            s.connect(where)
+            return s
+        except OSError:
+            s.close()
+            if not start:
+                raise
+        if attempt == 0:
+            _spawn()
+        time.sleep(0.025)
+    raise OSError(f"the edu supervisor did not start; see {paths.run_dir() / 'supervisor.log'}")
+
+
+def _spawn() -> None:
+    """Start a supervisor, daemonized (double fork), so nobody must reap it but init."""
+    import subprocess
+
+    log = paths.ensure(paths.run_dir(), 0o700) / "supervisor.log"
+    with open(log, "ab") as out:
+        subprocess.run([sys.executable, "-m", "edu_runtime.supervisor", "--daemonize"],
+                       stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=True)
+
+
+def send(s: socket.socket, msg: dict[str, Any], fds: list[int] | None = None) -> None:
+    """Send one request line (with ``fds`` passed along, if any)."""
+    socket.send_fds(s, [(json.dumps(msg) + "\n").encode()], fds or [])
+
+
+def readline(s: socket.socket) -> str:
+    """One line from the supervisor ('' if it closed the connection)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
+
+
+def answer(s: socket.socket) -> dict[str, Any]:
+    """The next answer on ``s``; OSError if the supervisor hung up instead."""
+    line = readline(s)
+    if not line:
+        raise OSError("the supervisor closed the connection without an answer")
+    return json.loads(line)
+
+
+def request(msg: dict[str, Any], fds: list[int] | None = None
+            ) -> tuple[dict[str, Any], socket.socket]:
+    """Send one request; return the first answer and the still-open connection."""
+    s = connect()
+    try:
+        send(s, msg, fds)
+        return answer(s), s
+    except BaseException:
+        s.close()
+        raise
+
+
+def ask(msg: dict[str, Any]) -> dict[str, Any]:
+    """One request, one answer, connection closed."""
+    reply, s = request(msg)
+    s.close()
+    return reply
+
+
+def running_pid() -> int:
+    """The pid of this state directory's supervisor, or 0 if none is running."""
+    try:
+        s = connect(start=False)
+    except OSError:
+        return 0
+    with s:
+        send(s, {"op": "ping"})
+        try:
+            return int(answer(s).get("pid", 0))
+        except (OSError, ValueError):
+            return 0
+
+
+def shutdown(timeout: float = 30.0) -> bool:
+    """Stop this state directory's supervisor as SIGTERM does: its containers are killed and
+    torn down, idle bridges retired. True if one was running."""
+    pid = running_pid()
+    if not pid:
+        return False
+    os.kill(pid, 15)
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+        except OSError:
+            break
+        time.sleep(0.02)
+    return True
