@@ -68,10 +68,12 @@ def send(s: socket.socket, msg: dict[str, Any], fds: list[int] | None = None) ->
 
 
 def readline(s: socket.socket) -> str:
-    """One line from the supervisor ('' if it closed the connection)."""
+    """One line from the supervisor ('' if it closed the connection). Byte by byte: the
+    next answer, or an attached container's output, may follow in the same segment, and
+    must stay in the socket for whoever reads next."""
     data = b""
     while not data.endswith(b"\n"):
-        chunk = s.recv(4096)
+        chunk = s.recv(1)
         if not chunk:
             break
         data += chunk

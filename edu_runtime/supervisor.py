@@ -132,13 +132,14 @@ class Supervisor:
                 if req:
                     self._run(conn, req)
                 return
-            req = json.loads(data) if data else {}
+            line, _, early = data.partition(b"\n")  # early: keys typed after `attach`
+            req = json.loads(line) if line else {}
             req["_fds"] = fds
             op = req.get("op")
             if op == "run":
                 self._run(conn, req)
             elif op == "attach":
-                self._attach(conn, req["id"])
+                self._attach(conn, req["id"], early)
             elif op == "wait":
                 if req["id"] in self.exit_codes or not any(
                         s.container.id == req["id"] for s in self.by_pid.values()):
@@ -280,7 +281,7 @@ class Supervisor:
             self.by_fd[fd] = sup
             self.sel.register(fd, selectors.EVENT_READ, ("output", sup))
 
-    def _attach(self, conn, container_id: str) -> None:
+    def _attach(self, conn, container_id: str, early: bytes = b"") -> None:
         sup = next((s for s in self.by_pid.values() if s.container.id == container_id), None)
         if sup is None:
             _reply(conn, error="the container is not running under this supervisor")
@@ -288,6 +289,11 @@ class Supervisor:
             return
         sup.clients.append(conn)
         self.sel.register(conn, selectors.EVENT_READ, ("input", sup))
+        if early and sup.stdin_fd is not None:
+            try:
+                os.write(sup.stdin_fd, early)
+            except OSError:
+                pass
 
     # ---- streams --------------------------------------------------------------------------
 
@@ -435,7 +441,7 @@ def _read_request(conn: socket.socket) -> tuple[bytes, list[int]]:
         while len(body) < size and (chunk := conn.recv(65536)):
             body += chunk
         return head + b"\n" + body, list(fds)
-    while data and not data.endswith(b"\n"):
+    while data and b"\n" not in data:
         chunk = conn.recv(4096)
         if not chunk:
             break
