@@ -3,7 +3,9 @@
 Side by side in one run, alternating, every contender starts /bin/true from the same
 busybox rootfs with no network:
 
-- `edu run --rm --network none busybox true` (the CLI, a new Python process each time);
+- `edu run --rm --network none busybox true` and `edu run --rm busybox true` (the default
+  bridge): the CLI, a new Python process each time, which hands the command line to the
+  warm supervisor (started by the first run, as dockerd is already running for docker);
 - `runc run` of an OCI bundle whose rootfs is a copy of the same layer;
 - `docker run --rm --network none` of the same image, loaded into dockerd from edu's store;
 - `Container(...).run()` from this warm process (what a notebook cell does);
