@@ -20,9 +20,14 @@ Choices, and why:
   2 x L. On v1 that is ``memory.memsw.limit_in_bytes = 2L``; on v2, whose ``memory.swap.max``
   counts swap alone, it is ``memory.swap.max = L``. Where the kernel does no swap
   accounting the file is missing and swap is left alone, as Docker does (with a warning).
-- On a hybrid host the v1 controllers do the limiting and the freezing, and the container
-  *also* joins the v2 tree (``unified``), for the two things only v2 has: ``cgroup.kill``,
-  which kills every process in one write, and ``cgroup.events`` (populated, frozen).
+- Moving a process into a cgroup takes a kernel-wide lock (cgroup_threadgroup_rwsem) whose
+  writer waits for an RCU grace period: 5 to 20 ms here, more than the rest of a container
+  start. One move is exempt: a single-threaded process moving *itself* into a v1 hierarchy
+  by writing 0 to ``tasks``. So on v1 the container's first process joins its cgroup itself
+  (``join``, a step on the child's side), while on v2 the host writes its pid to
+  ``cgroup.procs`` and pays the grace period. On a hybrid host the container does not join
+  the v2 tree, whose only use would be ``cgroup.kill``: a grace period on every start is
+  too much for that, and ``kill`` freezes and signals through v1, as runc does there.
 - Every container cgroup sits under one parent, ``edu/`` by default (Docker's
   ``--cgroup-parent``). The parent is never removed: another ``edu`` command may be making a
   cgroup in it at that moment. Tests pass their own parent, so they never touch a student's.
@@ -330,6 +335,11 @@ class Cgroup:
         for where in self._dirs.values():
             _write(where / "cgroup.procs", str(pid))
 
+    def join(self) -> None:
+        """Move the calling (single-threaded) process itself into this cgroup."""
+        for where in self._dirs.values():
+            _write(where / "cgroup.procs", "0")
+
     def pids(self) -> list[int]:
         """The processes in this cgroup now, sorted (exited ones, even unreaped, are gone)."""
         found: set[int] = set()
@@ -466,9 +476,17 @@ class Cgroup:
 
 
 class V1Cgroup(Cgroup):
-    """A cgroup in v1 hierarchies (plus, on a hybrid host, the v2 tree)."""
+    """A cgroup in v1 hierarchies."""
 
     version = 1
+
+    def join(self) -> None:
+        """Move the calling thread into this cgroup: ``echo 0 > tasks`` in each hierarchy.
+
+        A thread moving itself takes no kernel-wide lock (see the module's docstring); the
+        caller must be single-threaded, so that the thread is the whole process."""
+        for where in self._dirs.values():
+            _write(where / "tasks", "0")
 
     def _write_limits(self, limits: Limits) -> None:
         if limits.memory is not None:
@@ -629,10 +647,11 @@ class Driver:
 
 
 class V1Driver(Driver):
-    """cgroup v1: one directory per controller; on a hybrid host also one in the v2 tree.
+    """cgroup v1: one directory per controller.
 
     ``mounts`` maps each v1 controller to use (memory, pids, cpu, freezer) to its mount point;
-    ``unified`` is the v2 tree's mount point on a hybrid host.
+    ``unified`` is the v2 tree's mount point on a hybrid host, which containers do not join
+    (see the module's docstring).
     """
 
     version = 1
@@ -646,10 +665,7 @@ class V1Driver(Driver):
 
     def parent_paths(self) -> dict[str, Path]:
         """The parent directory (``edu/``) in each hierarchy, by hierarchy name."""
-        found = {c: m / self.parent for c, m in self.mounts.items()}
-        if self.unified is not None:
-            found["unified"] = self.unified / self.parent
-        return found
+        return {c: m / self.parent for c, m in self.mounts.items()}
 
     def open(self, name: str) -> Cgroup:
         """The cgroup of container ``name``, made or not (nothing is created)."""

@@ -46,7 +46,7 @@ from . import (
     seccomp,
 )
 from . import volumes as volumes_mod
-from .steps import HOST, Step, StepError, StepRecord, Trace, channel, now, recv, send
+from .steps import CHILD, HOST, Step, StepError, StepRecord, Trace, channel, now, recv, send
 
 #: Exit code and Docker's words for a container the kernel's OOM killer ended.
 EXIT_OOM = 137
@@ -192,8 +192,9 @@ class Cgroup(Step):
     lesson = "notebooks/04-cgroups"
     explain = (
         "The host makes a cgroup for the container (a directory in the cgroup filesystem), "
-        "writes the limits into its files (memory, pids, cpu quota) and moves the child into "
-        "it by writing its pid to cgroup.procs. Everything the child starts inherits the "
+        "writes the limits into its files (memory, pids, cpu quota) and, on cgroup v2, moves "
+        "the child into it by writing its pid to cgroup.procs (on v1 the child moves itself "
+        "in the next step, which is faster). Everything the child starts inherits the "
         "cgroup, so the limits hold for the whole container. This comes before the cgroup "
         "namespace, so that the container sees its own cgroup as the root. Undo: kill what "
         "is left in it, then rmdir it.")
@@ -203,11 +204,12 @@ class Cgroup(Step):
         return ctx.cgroup_driver is not None
 
     def apply(self, ctx) -> None:
-        """mkdir, write the limits, write the pid to cgroup.procs."""
+        """mkdir, write the limits; on v2, write the pid to cgroup.procs."""
         ctx.cgroup = ctx.cgroup_driver.create(ctx.container_id)
         if ctx.config.limits is not None:
             ctx.cgroup.set_limits(ctx.config.limits)
-        ctx.cgroup.add(ctx.middle)
+        if ctx.cgroup.version != 1:
+            ctx.cgroup.add(ctx.middle)
 
     def undo(self, ctx) -> None:
         """Kill what is left, then remove the cgroup directories."""
@@ -220,6 +222,34 @@ class Cgroup(Step):
         return ctx.cgroup.observe() if ctx.cgroup is not None else {}
 
 
+class JoinCgroup(Step):
+    """On cgroup v1, the child moves itself into the container's cgroup."""
+
+    name = "cgroup join"
+    side = CHILD
+    lesson = "notebooks/04-cgroups"
+    explain = (
+        "The child moves itself into the cgroup the host just made: `echo 0 > tasks` in "
+        "each v1 hierarchy (0 means 'me'). Moving *another* process (writing its pid) takes "
+        "a lock across the whole kernel that waits for every CPU to pass a quiet point, "
+        "5 to 20 ms; a process moving itself needs no such lock. Only cgroup v1 has this "
+        "shortcut; on v2 the host moved the child in the step before. Undo: the cgroup "
+        "step's undo removes the cgroup.")
+
+    def enabled(self, ctx) -> bool:
+        """Only on cgroup v1 (there the host step did not move the child)."""
+        return ctx.cgroup_driver is not None and ctx.cgroup_driver.version == 1
+
+    def apply(self, ctx) -> None:
+        """Write 0 to each hierarchy's tasks file (in the child, before any thread exists)."""
+        ctx.cgroup_driver.open(ctx.container_id).join()
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """The child's /proc/PID/cgroup: which cgroup it is in, per hierarchy."""
+        text = kernel.read(f"/proc/{ctx.middle}/cgroup", "") if ctx.middle else ""
+        return {"/proc/PID/cgroup": text.splitlines()}
+
+
 def plan() -> list[Step]:
     """The steps of a container's start, in order."""
     from . import bridge, nat  # pyroute2 itself is imported only when a bridge is used
@@ -228,6 +258,7 @@ def plan() -> list[Step]:
         nat.ReservePorts(),  # first: a port in use fails before anything exists
         Fork(),
         Cgroup(),
+        JoinCgroup(),
         namespaces.Namespaces(),
         namespaces.IdMaps(),
         bridge.Bridge(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -278,15 +279,16 @@ def test_pure_v2_rootless_in_a_busy_delegated_cgroup(tmp_path):
     assert drv.controllers == ("cpu", "memory", "pids") and drv.missing == {}
 
 
-def test_hybrid_uses_v1_and_joins_the_v2_tree(tmp_path):
+def test_hybrid_uses_v1_and_leaves_the_v2_tree_alone(tmp_path):
+    """Joining the v2 tree would cost every start an RCU grace period (see cgroups)."""
     write_files(tmp_path / "sys/fs/cgroup/unified", {"cgroup.controllers": "hugetlb\n"})
     found = cgroups.hierarchies(kernel.parse_mountinfo(HYBRID_MOUNTINFO), root=tmp_path)
     drv = cgroups.driver(found, root=tmp_path, uid=0)
     assert isinstance(drv, V1Driver) and drv.missing == {}
     base = tmp_path / "sys/fs/cgroup"
+    assert drv.unified == base / "unified"
     assert drv.parent_paths() == {"cpu": base / "cpu/edu", "freezer": base / "freezer/edu",
-                                  "memory": base / "memory/edu", "pids": base / "pids/edu",
-                                  "unified": base / "unified/edu"}
+                                  "memory": base / "memory/edu", "pids": base / "pids/edu"}
 
 
 def test_v1_only_and_rootless_is_not_available(tmp_path):
@@ -411,6 +413,41 @@ def test_v1_real_limits_membership_kill_remove(v1, children):
     cg.remove()
     assert not any(p.exists() for p in paths.values())
     cg.remove()  # again: nothing to do
+
+
+def _joined_by_itself(cg) -> str:
+    """Fork a child that joins ``cg`` itself, then reports its /proc/self/cgroup."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            cg.join()
+            os.write(w, open("/proc/self/cgroup", "rb").read())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        text = f.read()
+    os.waitpid(pid, 0)
+    return text
+
+
+def test_v1_real_join_moves_the_caller_itself(v1):
+    """`echo 0 > tasks`: the process lands in every v1 hierarchy of the cgroup, and nowhere
+    in the v2 tree (a hybrid host's unified tree is left alone)."""
+    cg = v1.create("selfjoin")
+    own = _joined_by_itself(cg)
+    for c in ("memory", "pids", "cpu", "freezer"):
+        assert re.search(rf"^\d+:[^:]*\b{c}\b[^:]*:/{v1.parent}/selfjoin$", own, re.M), own
+    assert re.search(r"^0::/$", own, re.M) or "0::" not in own
+    cg.remove()
+
+
+def test_v2_real_join_moves_the_caller_itself(v2):
+    cg = v2.create("selfjoin")
+    assert f"0::/{v2.parent}/selfjoin" in _joined_by_itself(cg).splitlines()
+    cg.remove()
 
 
 def test_v1_real_oom_kill_is_counted(v1, children):
