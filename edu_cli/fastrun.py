@@ -8,8 +8,8 @@ back. Python pays for every module it imports at start-up (argparse, pathlib, js
 socket together cost more than the container's own namespaces), so this file imports
 nothing but ``os``, ``sys`` and the C modules ``_socket`` and ``zlib``.
 
-Whenever the supervisor declines (no supervisor running, ``-d``, ``-t``, a flag it cannot
-parse, ``--help``) or the user is not root, the normal CLI runs instead, so the answers are
+Whenever the supervisor declines (no supervisor running, ``-t``, a flag it cannot parse,
+``--help``) or the user is not root, the normal CLI runs instead, so the answers are
 the same either way. The supervisor's side is ``supervisor.Supervisor._argv`` and
 ``edu_cli.run.supervised_request``.
 
@@ -18,6 +18,7 @@ The wire format (one request per connection)::
     ARGV <length>\\n <cwd> \\0 <argc> \\0 <argv...> \\0 <env KEY=VALUE...>   (client)
     declined\\n                                                         (supervisor)
     error <code>\\n <message>
+    detached <id>\\n                                                (-d)
     started <id>\\n ... exit <code>\\n <text for stderr>
 
 Introduced in notebooks/05-run.
@@ -93,6 +94,9 @@ def _run(argv: list[str]) -> int | None:
         if word == "error":
             sys.stderr.write(f"edu: {_recv_all(s).decode()}\n")
             return int(rest)
+        if word == "detached":  # -d: the supervisor has it; print its id, as docker does
+            sys.stdout.write(rest + "\n")
+            return 0
         try:
             if interrupted:
                 raise KeyboardInterrupt

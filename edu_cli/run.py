@@ -102,7 +102,7 @@ def run_supervised(args) -> int:
     make_container(args)  # validates the flags and the image here, with our error messages
     reply, conn = client.request({
         "op": "run", "spec": container_spec(args), "tty": args.tty,
-        "interactive": args.interactive, "restart": args.restart,
+        "interactive": args.interactive, "restart": restart_policy(args.restart),
         "attach": not args.detach, "size": attach.terminal_size() if args.tty else None})
     if "error" in reply:
         conn.close()
@@ -175,10 +175,27 @@ def supervised_request(argv: list[str], environ: dict[str, str], cwd: str) -> di
         args = _parser.parse_args(["run", *argv])
     except _Declined:
         return None
-    if args.detach or args.tty:
+    if args.tty:
         return None
+    if args.detach:  # the supervisor answers with the id, and keeps the container
+        return {"op": "run", "spec": container_spec(args, environ, cwd), "detach": True,
+                "restart": restart_policy(args.restart), "interactive": args.interactive,
+                "image": args.image}
     return {"op": "run", "spec": container_spec(args, environ, cwd), "trace": args.trace,
             "wait": True, "image": args.image, "memory": args.memory}
+
+
+def restart_policy(value: str) -> str:
+    """A checked ``--restart`` value: no, on-failure[:N], always (unless-stopped, which
+    differs from always only across daemon restarts, and edu has no daemon, is always)."""
+    policy, colon, limit = value.partition(":")
+    if policy == "unless-stopped" and not colon:
+        return "always"
+    if (policy in ("no", "always") and not colon) or (
+            policy == "on-failure" and (not colon or limit.isdigit())):
+        return value
+    raise UserError(f"invalid restart policy {value!r}: use no, on-failure[:N] (N a number "
+                    "of retries) or always")
 
 
 def oom_note(memory) -> str:

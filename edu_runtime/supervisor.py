@@ -195,9 +195,11 @@ class Supervisor:
         else:
             if req is None:
                 conn.sendall(b"declined\n")
-        if req is None:
+        if req is None or req.get("detach"):  # a detached container keeps no terminal
             for fd in fds:
                 os.close(fd)
+            fds = []
+        if req is None:
             conn.close()
             return None
         return {**req, "_fds": fds, "plain": True}
@@ -219,6 +221,10 @@ class Supervisor:
             for fd in req["_fds"]:
                 os.close(fd)
         cid = sup.container.id
+        if req.get("plain") and req.get("detach"):  # a thin `edu run -d`: the id, done
+            conn.sendall(f"detached {cid}\n".encode())
+            conn.close()
+            return
         if req.get("plain"):  # a thin client: one line now, the exit code later
             conn.sendall(f"started {cid}\n".encode())
             self.waiters.setdefault(cid, []).append((conn, _plain_exit(req.get("memory"))))

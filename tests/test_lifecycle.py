@@ -203,3 +203,17 @@ def test_killed_supervisor_leaves_nothing_the_next_command_does_not_clean(edu):
     bridge = (rec.get("network") or {}).get("veth")
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert not bridge or bridge not in links
+
+
+def test_restart_policy_is_checked(edu):
+    """A policy Docker would refuse is refused with the choices, before anything runs;
+    unless-stopped is taken (as always: edu has no daemon to restart)."""
+    before = {r["id"] for r in lifecycle.records()}
+    for bad in ("bogus", "on-failure:x", "always:3"):
+        out = edu("run", "-d", "--restart", bad, "busybox", "true", check=False)
+        assert out.returncode == 125 and "invalid restart policy" in out.stderr
+        assert "on-failure[:N]" in out.stderr
+    assert {r["id"] for r in lifecycle.records()} == before
+    name = edu.name()
+    edu("run", "-d", "--restart", "unless-stopped", "--name", name, "busybox", "sleep", "30")
+    assert status(name)["restart"] == "always"
