@@ -40,6 +40,7 @@ from . import (
     mounts,
     namespaces,
     network,
+    networks,
     paths,
     process,
     rootfs,
@@ -113,8 +114,10 @@ class Context:
     def __init__(self, container: Container):
         self.config = container.config
         self.paths = container.paths
-        self.lowerdirs = container.lowerdirs
         self.rootless = os.geteuid() != 0
+        # The init layer (rootfs.init_layer) on top of the image's layers.
+        self.lowerdirs = [rootfs.init_layer(networks.uses_bridge(self)),
+                          *container.lowerdirs]
         self.host_pid = os.getpid()
         self.pid = 0  # the container's PID 1, as the host sees it (0 before it exists)
         self.middle = 0  # the first child, before it hands over to PID 1

@@ -64,6 +64,7 @@ class _Rules:
     owners: bool = False  # keep uid/gid (volumes); else the creator owns the copies (cp)
     mode_mask: int = 0o7777  # 0o1777 when copying to the host: no setuid/setgid
     where: str = ""  # the destination, for messages
+    owner: tuple[int, int] | None = None  # every copy owned by this uid, gid (COPY --chown)
 
 
 # ---- resolving paths inside a root ---------------------------------------------------------
@@ -122,14 +123,46 @@ def _reopen(path_fd: int, flags: int) -> int:
 
 # ---- copying one tree, fd by fd ------------------------------------------------------------
 
-def copy_tree(src_dir: int, dst_dir: int, *, owners: bool = True) -> Copied:
+def copy_tree(src_dir: int, dst_dir: int, *, owners: bool = True,
+              owner: tuple[int, int] | None = None) -> Copied:
     """Copy the contents of directory ``src_dir`` into ``dst_dir`` (both fds), recursively.
 
-    Used to fill a new volume from the image; ``owners`` keeps uids and gids.
+    Used to fill a new volume from the image (``owners`` keeps uids and gids), and by a
+    Dockerfile COPY (``owner``: every copy belongs to that uid and gid).
     """
     done = Copied()
-    _copy_children(src_dir, dst_dir, "", _Rules(owners=owners), done)
+    _copy_children(src_dir, dst_dir, "", _Rules(owners=owners, owner=owner), done)
     return done
+
+
+def copy_entry(src: int, dst_dir: int, name: str, *, owners: bool = False,
+               owner: tuple[int, int] | None = None) -> Copied:
+    """Copy one entry (``src``: an O_PATH, O_NOFOLLOW fd) to ``name`` in ``dst_dir``: a
+    file, a symlink, or a directory with everything in it (merged into one that is there)."""
+    done = Copied()
+    _copy_node(src, os.fstat(src), dst_dir, name, f"/{name}",
+               _Rules(owners=owners, owner=owner), done)
+    return done
+
+
+def set_metadata(fd: int, st: os.stat_result, *, owner: tuple[int, int] | None = None) -> None:
+    """Give ``fd`` the mode and times of ``st``, and ``owner`` (else root, the creator)."""
+    _finish(fd, st, stat.S_IMODE(st.st_mode), _Rules(owner=owner))
+
+
+def mount_overlay(lower: list, upper=None, work=None, *, write: bool = False) -> int:
+    """An overlay of ``lower`` (top first) and, if given, ``upper``/``work``, mounted
+    detached (fsmount): an O_PATH fd of its root; closing it unmounts. Needs root."""
+    if upper is None:
+        options = [("lowerdir", ":".join(str(p) for p in lower))]
+    else:
+        options = []
+        for opt in overlay.mount_options(lower, upper, work, rootless=False).split(","):
+            key, eq, value = opt.partition("=")
+            options.append((key, value if eq else None))
+    attr = kernel.MOUNT_ATTR_NOSUID | kernel.MOUNT_ATTR_NODEV | kernel.MOUNT_ATTR_NOEXEC
+    return kernel.mount_detached("overlay", options,
+                                 attr | (0 if write else kernel.MOUNT_ATTR_RDONLY))
 
 
 def _copy_children(src_dir: int, dst_dir: int, shown: str, rules: _Rules,
@@ -189,7 +222,9 @@ def _copy_node(src: int, st: os.stat_result, dst_dir: int, name: str, shown: str
         target = os.readlink("", dir_fd=src)  # readlinkat(fd, ""): the link that fd names
         _make_room(dst_dir, name, shown, rules)
         os.symlink(target, name, dir_fd=dst_dir)
-        if rules.owners:
+        if rules.owner is not None:
+            os.chown(name, *rules.owner, dir_fd=dst_dir, follow_symlinks=False)
+        elif rules.owners:
             _chown(lambda: os.chown(name, st.st_uid, st.st_gid, dir_fd=dst_dir,
                                     follow_symlinks=False))
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_dir,
@@ -222,7 +257,9 @@ def _copy_bytes(reader: int, writer: int) -> int:
 
 def _finish(fd: int, st: os.stat_result, mode: int, rules: _Rules) -> None:
     """Owner (if kept), then mode (chown clears setuid), then times: all on the fd."""
-    if rules.owners:
+    if rules.owner is not None:
+        os.fchown(fd, *rules.owner)
+    elif rules.owners:
         _chown(lambda: os.fchown(fd, st.st_uid, st.st_gid))
     os.fchmod(fd, mode)
     os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -323,14 +360,8 @@ def _mount_stopped(record: dict[str, Any], write: bool) -> int:
         raise CopyError(f"container {_name(record)} has no upper directory ({upper}): its "
                         "files are gone; it cannot be copied to or from")
     lower = _lowerdirs(record)
-    options = []
-    for opt in overlay.mount_options(lower, upper, work, rootless=False).split(","):
-        key, eq, value = opt.partition("=")
-        options.append((key, value if eq else None))
-    attr = kernel.MOUNT_ATTR_NOSUID | kernel.MOUNT_ATTR_NODEV | kernel.MOUNT_ATTR_NOEXEC
     try:
-        return kernel.mount_detached("overlay", options,
-                                     attr | (0 if write else kernel.MOUNT_ATTR_RDONLY))
+        return mount_overlay(lower, upper, work, write=write)
     except OSError as exc:
         raise CopyError(f"could not mount the files of stopped container {_name(record)}: "
                         f"{exc.strerror}") from None

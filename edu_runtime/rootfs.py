@@ -16,10 +16,46 @@ Introduced in notebooks/03-images.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
-from . import kernel, overlay
+from . import kernel, overlay, paths
 from .steps import CHILD, Step
+
+#: What the runtime mounts over, so must exist: made here, not in the container's upper dir.
+INIT_DIRS = ("dev", "etc", "proc", "sys")
+#: On a bridge network edu binds its own of these over the image's (see network.NameFiles).
+NAME_FILES = ("etc/hosts", "etc/resolv.conf")
+
+
+def init_layer(name_files: bool = False) -> Path:
+    """The *init layer*: a read-only layer on top of every container's image, holding the
+    mount points the runtime needs: /proc, /sys, /dev and /etc, and with ``name_files``
+    empty /etc/hosts and /etc/resolv.conf to bind the container's own over.
+
+    Without it, an image that lacks one of them would get it created in the container's
+    upper dir, and `edu commit` or a Dockerfile RUN would put the runtime's mount points into
+    the new layer. Docker has the same thing: the ``<id>-init`` layer under each container's
+    writable one. It is the same for every container, so it is made once and shared.
+    """
+    where = paths.state_dir() / ("init-layer-net" if name_files else "init-layer")
+    if where.is_dir():
+        return where
+    tmp = where.with_name(f".{where.name}.{os.getpid()}")
+    tmp.mkdir(parents=True, mode=0o755)
+    for d in INIT_DIRS:
+        (tmp / d).mkdir(mode=0o755)
+    for f in NAME_FILES if name_files else ():
+        (tmp / f).touch(mode=0o644)
+    for entry in (tmp, *(tmp / d for d in INIT_DIRS)):
+        entry.chmod(0o755)  # whatever the umask said
+    try:
+        os.rename(tmp, where)
+    except OSError:  # another start made it first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return where
 
 
 class RootFS(Step):
@@ -31,8 +67,10 @@ class RootFS(Step):
     explain = (
         "overlayfs stacks the image's layers (read-only, shared with every other container "
         "using them) under an upper directory that belongs to this container alone. Every "
-        "write lands in the upper dir; the layers never change. Undo: the mount dies with "
-        "the mount namespace; the upper dir is kept until `edu rm`, for `edu commit`.")
+        "write lands in the upper dir; the layers never change. On top of the image sits the "
+        "init layer, the mount points the next steps need, so they never land in the upper "
+        "dir. Undo: the mount dies with the mount namespace; the upper dir is kept until "
+        "`edu rm`, for `edu commit`.")
 
     def apply(self, ctx) -> None:
         """mount -t overlay with the image's layers as lowerdir."""

@@ -611,7 +611,7 @@ class _Unpacker:
 # ---- pack ---------------------------------------------------------------------------------
 
 def pack(src_dir: Path, out: BinaryIO, *, upper: bool = False,
-         compress: bool = False) -> PackStats:
+         compress: bool = False, level: int = 6) -> PackStats:
     """Write ``src_dir`` to ``out`` as a deterministic layer tar (gzip if ``compress``).
 
     ``upper=True`` reads an overlay upper dir (a container's changes): its whiteouts become
@@ -623,7 +623,7 @@ def pack(src_dir: Path, out: BinaryIO, *, upper: bool = False,
     gz = None
     if compress:
         gz = gzip.GzipFile(filename="", mode="wb", fileobj=blob, mtime=0,  # type: ignore
-                           compresslevel=6)
+                           compresslevel=level)
     tar_out = _HashingWriter(gz) if gz else blob
     packer = _Packer(upper)
     root = os.open(src_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
