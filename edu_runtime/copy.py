@@ -152,17 +152,32 @@ def set_metadata(fd: int, st: os.stat_result, *, owner: tuple[int, int] | None =
 
 def mount_overlay(lower: list, upper=None, work=None, *, write: bool = False) -> int:
     """An overlay of ``lower`` (top first) and, if given, ``upper``/``work``, mounted
-    detached (fsmount): an O_PATH fd of its root; closing it unmounts. Needs root."""
-    if upper is None:
-        options = [("lowerdir", ":".join(str(p) for p in lower))]
-    else:
-        options = []
-        for opt in overlay.mount_options(lower, upper, work, rootless=False).split(","):
+    detached (fsmount): an O_PATH fd of its root; closing it unmounts. Needs root.
+
+    fsconfig takes strings of at most 256 bytes, too short for a ``lowerdir`` of a few
+    layers, so each layer is added by itself (``lowerdir+``, Linux 6.7). Older kernels get one
+    ``lowerdir`` of short names for the layers: ``/proc/self/fd/N`` of each layer held open.
+    """
+    rest = []
+    if upper is not None:
+        for opt in overlay.mount_options(["-"], upper, work, rootless=False).split(",")[1:]:
             key, eq, value = opt.partition("=")
-            options.append((key, value if eq else None))
+            rest.append((key, value if eq else None))
     attr = kernel.MOUNT_ATTR_NOSUID | kernel.MOUNT_ATTR_NODEV | kernel.MOUNT_ATTR_NOEXEC
-    return kernel.mount_detached("overlay", options,
-                                 attr | (0 if write else kernel.MOUNT_ATTR_RDONLY))
+    attr |= 0 if write else kernel.MOUNT_ATTR_RDONLY
+    try:
+        return kernel.mount_detached("overlay", [("lowerdir+", str(p)) for p in lower] + rest,
+                                     attr)
+    except OSError as exc:
+        if "lowerdir+" not in str(exc):
+            raise
+    held = [os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for p in lower]
+    try:
+        short = ":".join(f"/proc/self/fd/{fd}" for fd in held)
+        return kernel.mount_detached("overlay", [("lowerdir", short)] + rest, attr)
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 def _copy_children(src_dir: int, dst_dir: int, shown: str, rules: _Rules,
