@@ -31,6 +31,9 @@ COMMANDS = {
     "images": "images", "history": "images", "inspect": "images", "tag": "images",
     "rmi": "images", "image": "images", "save": "images", "load": "images",
     "bootstrap": "images",
+    "pull": "registry", "push": "registry", "search": "registry", "login": "registry",
+    "logout": "registry",
+    "build": "build", "commit": "build",
 }
 
 

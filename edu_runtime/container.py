@@ -40,7 +40,6 @@ from . import (
     mounts,
     namespaces,
     network,
-    networks,
     paths,
     process,
     rootfs,
@@ -116,8 +115,7 @@ class Context:
         self.paths = container.paths
         self.rootless = os.geteuid() != 0
         # The init layer (rootfs.init_layer) on top of the image's layers.
-        self.lowerdirs = [rootfs.init_layer(networks.uses_bridge(self)),
-                          *container.lowerdirs]
+        self.lowerdirs = [rootfs.init_layer(), *container.lowerdirs]
         self.host_pid = os.getpid()
         self.pid = 0  # the container's PID 1, as the host sees it (0 before it exists)
         self.middle = 0  # the first child, before it hands over to PID 1
@@ -482,6 +480,7 @@ class Container:
         ctx = Context(self)
         ctx.cgroup_driver, ctx.cgroup_note = _cgroup_driver(self.config.limits is not None)
         ctx.steps = [s for s in plan() if s.enabled(ctx)]
+        network.write_name_files(ctx)
         self._write_record("creating", ctx)
         self._ctx = ctx
         return ctx

@@ -366,8 +366,8 @@ def _command_main(entry: _Entry, sock: socket.socket, stdio: tuple[int, int, int
             raise _Fail(f"cannot change to working directory {entry.workdir}: "
                         f"{exc.strerror}", process.EXIT_CANNOT_EXECUTE) from None
         # Only when something changes: in a rootless container setgroups() is refused.
-        if groups or (uid, gid) != (os.getuid(), os.getgid()):
-            os.setgroups(groups)
+        process.set_groups(groups, gid)
+        if (uid, gid) != (os.getuid(), os.getgid()):
             os.setgid(gid)
             os.setuid(uid)  # from root to a user: the kernel clears all capabilities
         if entry.no_new_privs:

@@ -47,24 +47,37 @@ class Loopback(Step):
         return {"container": links(ctx.pid), "host": links(os.getpid())}
 
 
+def write_name_files(ctx) -> None:
+    """The host's side of NameFiles, before the child is forked: /etc/hostname always, and
+    /etc/hosts and /etc/resolv.conf when no bridge step will write them (--network none:
+    localhost only; host: the host's own files, as Docker does)."""
+    from . import networks, paths
+
+    where = paths.ensure(ctx.paths.dir)
+    (where / "hostname").write_text(ctx.config.hostname + "\n")
+    if networks.uses_bridge(ctx):
+        return
+    if "net" in ctx.config.shared:
+        hosts = kernel.read("/etc/hosts", "") + "\n"
+    else:
+        hosts = networks.hosts_head()
+    (where / "hosts").write_text(hosts)
+    (where / "resolv.conf").write_text(networks.resolv_conf())
+
+
 class NameFiles(Step):
-    """Bind-mount the container's own /etc/hosts and /etc/resolv.conf over the image's."""
+    """Bind-mount the container's own /etc/hostname, /etc/hosts and /etc/resolv.conf."""
 
     name = "name files"
     side = CHILD
     lesson = "notebooks/06-web-app"
     explain = (
-        "How does a container find its neighbours by name? Docker writes an /etc/hosts and "
-        "an /etc/resolv.conf for every container and bind-mounts them over the image's "
-        "files. Ours lists this container and every other container on the same network, by "
-        "name and short id, and is rewritten in place when neighbours come and go. The "
-        "image's own files are not changed. Undo: the mounts die with the namespace.")
-
-    def enabled(self, ctx) -> bool:
-        """Only on a bridge or user-defined network (decided before the endpoint exists)."""
-        from .networks import uses_bridge
-
-        return uses_bridge(ctx)
+        "How does a container find its neighbours by name? Docker writes an /etc/hostname, "
+        "/etc/hosts and /etc/resolv.conf for every container and bind-mounts them over the "
+        "image's files. On a network, hosts lists this container and every other container "
+        "on it, by name and short id, and is rewritten in place when neighbours come and go; "
+        "with --network none it holds localhost only. The image's own files are not "
+        "changed. Undo: the mounts die with the namespace.")
 
     def apply(self, ctx) -> None:
         """Bind each file onto its target, resolved inside the image (never through a link)."""
@@ -77,7 +90,7 @@ class NameFiles(Step):
             etc = ensure_in_root(root, "/etc")  # resolved inside the image, never the host's
             # The host wrote these beside the container's record in the veth step; the child
             # was forked before that, so it finds them by path, not through ctx.endpoint.
-            for name in ("hosts", "resolv.conf"):
+            for name in ("hostname", "hosts", "resolv.conf"):
                 source = str(ctx.paths.dir / name)
                 try:  # a link (resolv.conf -> /run/...) is replaced, never followed
                     if stat.S_ISLNK(os.stat(name, dir_fd=etc, follow_symlinks=False).st_mode):

@@ -387,6 +387,11 @@ def container_dir(container_id: str) -> Path:
     return paths.state_dir() / "containers" / container_id
 
 
+def hosts_head() -> str:
+    """The lines every container's /etc/hosts starts with: localhost, IPv4 and IPv6."""
+    return _HOSTS_HEAD
+
+
 def hosts(network: str, container_id: str) -> str:
     """The /etc/hosts of one container: itself, then each neighbour by name and short id."""
     record = get(network)

@@ -49,6 +49,16 @@ def cache_dir() -> Path:
     return Path("/var/cache/edu") if is_root() else _xdg("XDG_CACHE_HOME", ".cache") / "edu"
 
 
+def config_dir() -> Path:
+    """Registry logins and settings: ``$EDU_CONFIG``, else ``~/.edu`` (Docker's ``~/.docker``).
+
+    Per user even for root, as Docker's is: a login belongs to a person, not to the machine.
+    """
+    if os.environ.get("EDU_CONFIG"):
+        return Path(os.environ["EDU_CONFIG"])
+    return Path.home() / ".edu"
+
+
 def ensure(path: Path, mode: int = 0o755) -> Path:
     """Create ``path`` (and parents) if missing and return it."""
     path.mkdir(parents=True, exist_ok=True, mode=mode)

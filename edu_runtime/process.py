@@ -56,9 +56,21 @@ def resolve_user(spec: str, passwd: str = "/etc/passwd", group: str = "/etc/grou
             gid = int(grp)
         else:
             raise LookupError(f"unable to find group {grp}: no matching entries in group file")
-    extra = sorted({int(g[2]) for g in groups_table
-                    if len(g) >= 4 and uname and uname in g[3].split(",")} - {gid})
+    # The primary group is a supplementary group too, as Docker 20.10.18 and later make it
+    # (CVE-2022-36109: otherwise a negative group permission could be escaped).
+    extra = sorted({gid} | {int(g[2]) for g in groups_table
+                            if len(g) >= 4 and uname and uname in g[3].split(",")})
     return uid, gid, extra, home or "/"
+
+
+def set_groups(groups: list[int], gid: int) -> None:
+    """setgroups(2); in a user namespace that refuses it (rootless), being left with the
+    groups we have is fine when the list is only the primary group."""
+    try:
+        os.setgroups(groups)
+    except PermissionError:
+        if groups != [gid]:
+            raise
 
 
 def build_env(image_env: list[str], extra: dict[str, str], hostname: str, home: str
@@ -137,8 +149,8 @@ class Exec(Step):
         except OSError as exc:
             self._fail(ctx, f"cannot change to working directory {workdir}: {exc.strerror}",
                        EXIT_CANNOT_EXECUTE)
-        if groups or gid or uid:
-            os.setgroups(groups)
+        set_groups(groups, gid)
+        if gid or uid:
             os.setgid(gid)
             os.setuid(uid)  # from root to a user: the kernel clears all capabilities
         if cfg.no_new_privs:

@@ -24,29 +24,31 @@ from .steps import CHILD, Step
 
 #: What the runtime mounts over, so must exist: made here, not in the container's upper dir.
 INIT_DIRS = ("dev", "etc", "proc", "sys")
-#: On a bridge network edu binds its own of these over the image's (see network.NameFiles).
-NAME_FILES = ("etc/hosts", "etc/resolv.conf")
+#: Files edu binds its own of over the image's (see network.NameFiles).
+NAME_FILES = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
 
 
-def init_layer(name_files: bool = False) -> Path:
+def init_layer() -> Path:
     """The *init layer*: a read-only layer on top of every container's image, holding the
-    mount points the runtime needs: /proc, /sys, /dev and /etc, and with ``name_files``
-    empty /etc/hosts and /etc/resolv.conf to bind the container's own over.
+    mount points the runtime needs: /proc, /sys, /dev and /etc, empty /etc/hostname,
+    /etc/hosts and /etc/resolv.conf to bind the container's own over, and /etc/mtab, a link
+    to /proc/mounts, as Docker makes it.
 
     Without it, an image that lacks one of them would get it created in the container's
     upper dir, and `edu commit` or a Dockerfile RUN would put the runtime's mount points into
     the new layer. Docker has the same thing: the ``<id>-init`` layer under each container's
     writable one. It is the same for every container, so it is made once and shared.
     """
-    where = paths.state_dir() / ("init-layer-net" if name_files else "init-layer")
+    where = paths.state_dir() / "init-layer-2"
     if where.is_dir():
         return where
     tmp = where.with_name(f".{where.name}.{os.getpid()}")
     tmp.mkdir(parents=True, mode=0o755)
     for d in INIT_DIRS:
         (tmp / d).mkdir(mode=0o755)
-    for f in NAME_FILES if name_files else ():
+    for f in NAME_FILES:
         (tmp / f).touch(mode=0o644)
+    (tmp / "etc/mtab").symlink_to("/proc/mounts")
     for entry in (tmp, *(tmp / d for d in INIT_DIRS)):
         entry.chmod(0o755)  # whatever the umask said
     try:

@@ -318,11 +318,11 @@ class Supervisor:
             for line in data.decode(errors="replace").splitlines(keepends=True):
                 log.write(json.dumps({"log": line, "stream": stream,
                                       "time": datetime.now(UTC).isoformat()}) + "\n")
-        for client in list(sup.clients):
+        for conn in list(sup.clients):
             try:
-                client.sendall(data)
+                conn.sendall(data)
             except OSError:
-                self._drop_client(client, sup)
+                self._drop_client(conn, sup)
 
     def _on_input(self, conn, sup: Supervised) -> None:
         try:

@@ -12,10 +12,11 @@ for_tests=0
 [ "${1:-}" = "--test" ] && for_tests=1
 
 # Debian/Ubuntu packages. gcc, pkg-config and the headers are for libvirt-python, which
-# builds from source; docker.io and docker-registry are the real peers the tests compare with.
+# builds from source; docker.io and docker-registry are the real peers the tests compare with,
+# with apache2-utils (htpasswd: bcrypt logins) and openssl (signed tokens) for registry auth.
 PACKAGES=(gcc python3-dev python3-venv pkg-config busybox-static cpio e2fsprogs
           qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-dev iproute2 nftables
-          uidmap tini runc debootstrap skopeo docker.io docker-registry)
+          uidmap tini runc debootstrap skopeo docker.io docker-registry apache2-utils openssl)
 
 missing_packages() {
     local p

@@ -482,8 +482,11 @@ class Store:
         (self.pins / f"{owner}.json").unlink(missing_ok=True)
 
     def prune(self, dangling: bool = True) -> dict[str, int]:
-        """``edu image prune``: drop untagged images, then every unreferenced blob and layer."""
+        """``edu image prune``: drop untagged images and the build cache, then every
+        unreferenced blob and layer."""
         with self.lock():
+            shutil.rmtree(self.root / "build-cache", ignore_errors=True)
+            self.unpin("build-cache")
             index = self._read_index()
             removed_images = 0
             if dangling:
@@ -507,9 +510,14 @@ class Store:
             keep_layers |= {_hex(d) for d in config.get("rootfs", {}).get("diff_ids", [])}
         for pin in self.pins.glob("*.json"):
             try:
-                keep_layers |= {_hex(d) for d in json.loads(pin.read_text())}
+                pinned = {_hex(d) for d in json.loads(pin.read_text())}
             except (ValueError, StoreError):
-                pass
+                continue
+            keep_layers |= pinned
+            for layer in pinned:  # a pinned layer keeps its blob too (commit, build cache)
+                info = self.layer_info(f"sha256:{layer}")
+                if info and info.get("blob"):
+                    keep_blobs.add(_hex(info["blob"]))
         freed = blobs = lays = 0
         for blob in self.blobs.iterdir():
             if blob.name not in keep_blobs and not blob.name.startswith("."):

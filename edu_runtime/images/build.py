@@ -1,0 +1,1054 @@
+"""``edu build`` and ``edu commit``: an image is a stack of frozen container changes.
+
+A Dockerfile is a recipe that a builder follows one instruction at a time, as Docker 20.10's
+classic builder does (the reference for every behaviour here; BuildKit differs in places,
+see the README):
+
+- ``FROM`` starts from an image's config and layers (or ``scratch``: nothing at all);
+- ``RUN`` starts a real edu container over the image so far, waits for it, and turns its
+  overlay *upper dir* (every file it wrote, every whiteout of a file it deleted) into a new
+  layer. A command that changed nothing adds no layer, as with Docker;
+- ``COPY`` and ``ADD`` mount the image so far as an overlay (detached: attached to no
+  directory, so nothing can leak) with an empty upper dir, copy the files in, and the upper
+  dir is the layer, exactly as RUN's would be;
+- ``WORKDIR`` creates its directory the same way (a layer only if it did not exist);
+- everything else (ENV, CMD, LABEL, ...) changes only the image config.
+
+Each step's result is kept in a cache, keyed as Docker keys it: the image so far, the
+instruction (after variable substitution, with the build args a RUN sees), and for COPY and
+ADD a checksum of the files' contents. The next build with the same key prints
+``---> Using cache`` and skips the work. ``edu commit`` is the same layer-making applied to
+a container a student made by hand: an image is a frozen container.
+
+Nothing half-built is tagged: the tag moves only after the last step succeeded, and a failed
+build leaves only its cached steps (and no container, mount or temporary directory).
+
+Introduced in notebooks/04-dockerfile.
+"""
+
+from __future__ import annotations
+
+import copy as _copy
+import hashlib
+import json
+import os
+import stat
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import dockerfile as df
+from .store import Image, Store, StoreError, canonical_json
+
+LAYER_MEDIA = "application/vnd.oci.image.layer.v1.tar+gzip"
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+#: Part of every cache key: raise it when a step would now make something different.
+CACHE_VERSION = 2
+#: Keys of the config that a Dockerfile writes (``docker inspect .Config``).
+CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "ExposedPorts", "User", "Labels",
+               "Volumes", "StopSignal", "Shell", "Healthcheck", "OnBuild")
+
+
+class BuildError(Exception):
+    """A build that cannot go on; the message says what failed and how to fix it."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class State:
+    """The image so far: its config (with history and rootfs) and its layers."""
+
+    config: dict[str, Any]
+    layers: list[tuple[str, str, str]] = field(default_factory=list)  # blob, media, diff_id
+
+    @property
+    def id(self) -> str:
+        """The image ID this state would have: the digest of its config."""
+        return "sha256:" + hashlib.sha256(canonical_json(self.config)).hexdigest()
+
+    @property
+    def run(self) -> dict[str, Any]:
+        """The container config (``.Config`` in docker inspect)."""
+        return self.config.setdefault("config", {})
+
+    def image(self) -> Image:
+        """An in-memory Image of this state, for a container or a mount."""
+        manifest = {"layers": [{"digest": b, "mediaType": m} for b, m, _ in self.layers]}
+        return Image("", manifest, self.id, self.config)
+
+
+def empty_state() -> State:
+    """``FROM scratch``."""
+    return State({"architecture": "amd64", "os": "linux", "config": {},
+                  "rootfs": {"type": "layers", "diff_ids": []}, "history": []})
+
+
+def state_of(image: Image) -> State:
+    """The state an image starts a stage with."""
+    cfg = _copy.deepcopy(image.config)
+    blobs = [(d["digest"], d["mediaType"]) for d in image.manifest.get("layers", [])]
+    return State(cfg, [(b, m, d) for (b, m), d in zip(blobs, image.diff_ids, strict=True)])
+
+
+# ---- the build ------------------------------------------------------------------------------
+
+@dataclass
+class Options:
+    """What ``edu build`` was asked for."""
+
+    context: Path
+    dockerfile: Path | None = None
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    network: str | None = None  # None: the default bridge (root) or pasta (rootless)
+    quiet: bool = False
+
+
+class Builder:
+    """Runs one build: the stages of a Dockerfile, step by step, into the store."""
+
+    def __init__(self, store: Store, options: Options, out: TextIO | None = None):
+        self.store = store
+        self.opts = options
+        self.out = out or sys.stdout
+        self.stages: dict[str, State] = {}  # by name, and by index as a string
+        self.used_args: set[str] = set()
+        self.step = 0
+        self.total = 0
+
+    def say(self, text: str) -> None:
+        """One line of the build's output (Docker's wording)."""
+        if not self.opts.quiet:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    # ---- the whole Dockerfile ------------------------------------------------------------
+
+    def build(self) -> Image:
+        """Build every stage up to the target; tag and return the last one."""
+        text = self._read_dockerfile()
+        try:
+            instructions = df.parse(text)
+        except df.DockerfileError as exc:
+            raise BuildError(f"{exc}") from None
+        self.dockerfile_rel = "Dockerfile"
+        if self.opts.dockerfile is not None:
+            try:
+                self.dockerfile_rel = str(Path(self.opts.dockerfile).resolve().relative_to(
+                    self.opts.context.resolve()))
+            except ValueError:  # a Dockerfile outside the context is sent beside it
+                self.dockerfile_rel = Path(self.opts.dockerfile).name
+        meta, stages = _split_stages(instructions)
+        stages = self._up_to_target(stages)
+        self.total = len(meta) + sum(1 + len(body) for _, body in stages)
+        self.meta_args: dict[str, str | None] = {}
+        for inst in meta:
+            self._print_step(inst)
+            for key, default in df.expand_instruction(inst, self._meta_env()).pairs:
+                self.meta_args[key] = self.opts.build_args.get(key, default)
+                if key in self.opts.build_args:
+                    self.used_args.add(key)
+        state = None
+        for index, (frm, body) in enumerate(stages):
+            state = self._stage(index, frm, body)
+        assert state is not None
+        unused = sorted(set(self.opts.build_args) - self.used_args - set(self.meta_args))
+        if unused:
+            self.say(f"[Warning] One or more build-args {unused} were not consumed")
+        return self._finish(state)
+
+    def _read_dockerfile(self) -> str:
+        path = self.opts.dockerfile or self.opts.context / "Dockerfile"
+        if not self.opts.context.is_dir():
+            raise BuildError(f"unable to prepare context: path {str(self.opts.context)!r} not "
+                             "found: give the directory to build, e.g. edu build -t app .")
+        try:
+            return path.read_text()
+        except FileNotFoundError:
+            raise BuildError(f"Cannot locate specified Dockerfile: {path}: put a Dockerfile "
+                             "in the context directory, or name one with -f") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BuildError(f"Cannot read Dockerfile {path}: {exc}") from None
+
+    def _up_to_target(self, stages):
+        if self.opts.target is None:
+            return stages
+        for i, (frm, _) in enumerate(stages):
+            if _stage_name(frm) == self.opts.target.lower():
+                return stages[: i + 1]
+        raise BuildError(f"failed to reach build target {self.opts.target} in Dockerfile: "
+                         "name a stage with FROM IMAGE AS NAME")
+
+    def _meta_env(self) -> dict[str, str]:
+        return {k: v for k, v in getattr(self, "meta_args", {}).items() if v is not None}
+
+    def _print_step(self, inst: df.Instruction) -> None:
+        self.step += 1
+        self.say(f"Step {self.step}/{self.total} : {inst.original}")
+
+    # ---- one stage -----------------------------------------------------------------------
+
+    def _stage(self, index: int, frm: df.Instruction, body: list[df.Instruction]) -> State:
+        self._print_step(frm)
+        frm = df.expand_instruction(frm, self._meta_env())
+        base = frm.args[0]
+        if base.lower() == "scratch":
+            state = empty_state()
+            self.say(" --->")
+        else:
+            state = self._base_state(base)
+            self.say(f" ---> {_short(state.id)}")
+        self.args: dict[str, str | None] = {}
+        self.cmd_set = False
+        triggers = list(state.run.get("OnBuild") or [])
+        if triggers:
+            state.run["OnBuild"] = None
+            self.say(f"# Executing {len(triggers)} build trigger{'s' if len(triggers) > 1 else ''}")
+            for text in triggers:
+                try:
+                    inst = df.parse_trigger(text)
+                except df.DockerfileError as exc:
+                    raise BuildError(f"the base image's ONBUILD {text!r} cannot be read: "
+                                     f"{exc}") from None
+                state = self._do(state, inst)
+        for inst in body:
+            self._print_step(inst)
+            state = self._do(state, inst)
+        self.stages[str(index)] = state
+        name = _stage_name(frm)
+        if name:
+            self.stages[name] = state
+        return state
+
+    def _base_state(self, ref: str) -> State:
+        if ref.lower() in self.stages:
+            return _copy.deepcopy(self.stages[ref.lower()])
+        try:
+            return state_of(self.store.get(ref))
+        except StoreError:
+            raise BuildError(f"pull access denied for {ref}: no such image here, and edu "
+                             "pulls only with edu pull. 'edu images' lists what is here; "
+                             "'edu pull' or 'edu bootstrap' adds it") from None
+
+    def _env(self, state: State) -> dict[str, str]:
+        """The environment for substitution: the image's Env, then the stage's build args
+        (an ENV of the same name wins over an ARG)."""
+        env = {k: v for k, v in self.args.items() if v is not None}
+        for item in state.run.get("Env") or []:
+            key, _, value = item.partition("=")
+            env[key] = value
+        return env
+
+    def _do(self, state: State, inst: df.Instruction) -> State:
+        if inst.cmd == "RUN" and "mount" in inst.flags:
+            raise BuildError(f"Dockerfile:{inst.line}: RUN --mount needs BuildKit, which "
+                             "Docker 20.10's classic builder (and edu) does not have")
+        if inst.cmd in ("COPY", "ADD") and "chmod" in inst.flags:
+            raise BuildError(f"Dockerfile:{inst.line}: {inst.cmd} --chmod needs BuildKit, "
+                             "which Docker 20.10's classic builder (and edu) does not have")
+        try:
+            inst = df.expand_instruction(inst, self._env(state))
+        except df.DockerfileError as exc:
+            raise BuildError(str(exc)) from None
+        handler = getattr(self, f"_do_{inst.cmd.lower()}")
+        return handler(state, inst)
+
+    # ---- the cache -----------------------------------------------------------------------
+
+    def _cached(self, key: str) -> State | None:
+        if self.opts.no_cache:
+            return None
+        path = self.store.root / "build-cache" / f"{key}.json"
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        state = State(entry["config"], [tuple(x) for x in entry["layers"]])
+        for blob, _, diff_id in state.layers:
+            if not self.store.has_blob(blob) or not self.store.layer_dir(diff_id).is_dir():
+                return None  # pruned since: build it again
+        return state
+
+    def _remember(self, key: str, state: State) -> None:
+        where = self.store.root / "build-cache"
+        where.mkdir(exist_ok=True)
+        tmp = where / f".{key}.{os.getpid()}"
+        tmp.write_text(json.dumps({"config": state.config,
+                                   "layers": [list(x) for x in state.layers]}))
+        os.replace(tmp, where / f"{key}.json")
+        self._pin_cache(state)
+
+    def _pin_cache(self, state: State) -> None:
+        """Keep the cache's layers (and their blobs) through ``rmi``: a pin, as a container
+        holds its image's layers. ``edu image prune`` drops the cache and the pin."""
+        pin = self.store.pins / "build-cache.json"
+        try:
+            held = set(json.loads(pin.read_text()))
+        except (OSError, ValueError):
+            held = set()
+        if not {d for _, _, d in state.layers} <= held:
+            self.store.pin("build-cache", sorted(held | {d for _, _, d in state.layers}))
+
+    def _key(self, state: State, *parts: Any) -> str:
+        return hashlib.sha256(json.dumps([CACHE_VERSION, state.id, *parts], sort_keys=True)
+                              .encode()).hexdigest()
+
+    def _step(self, state: State, key_parts: list[Any], make) -> State:
+        """One step through the cache: reuse a result, or ``make()`` it and remember it."""
+        key = self._key(state, *key_parts)
+        hit = self._cached(key)
+        if hit is not None:
+            self.say(" ---> Using cache")
+            self.say(f" ---> {_short(hit.id)}")
+            return hit
+        new = make()
+        self._remember(key, new)
+        self.say(f" ---> {_short(new.id)}")
+        return new
+
+    # ---- config-only instructions --------------------------------------------------------
+
+    def _commit_config(self, state: State, inst: df.Instruction, change) -> State:
+        """A step that changes only the config: an empty-layer history entry."""
+        def make() -> State:
+            new = _copy.deepcopy(state)
+            change(new.run)
+            _history(new, f"/bin/sh -c #(nop)  {_history_text(inst)}", empty=True)
+            return new
+        return self._step(state, [inst.cmd, inst.args, inst.pairs, inst.flags, inst.json,
+                                  _args_env(self.args)], make)
+
+    def _do_env(self, state: State, inst: df.Instruction) -> State:
+        def change(run):
+            run["Env"] = _set_env(run.get("Env") or [], inst.pairs)
+        return self._commit_config(state, inst, change)
+
+    def _do_label(self, state: State, inst: df.Instruction) -> State:
+        def change(run):
+            run["Labels"] = {**(run.get("Labels") or {}), **{k: v or "" for k, v in inst.pairs}}
+        return self._commit_config(state, inst, change)
+
+    def _do_maintainer(self, state: State, inst: df.Instruction) -> State:
+        new = self._commit_config(state, inst, lambda run: None)
+        new.config["author"] = " ".join(inst.args)
+        return new
+
+    def _do_arg(self, state: State, inst: df.Instruction) -> State:
+        for key, default in inst.pairs:
+            if key in self.opts.build_args:
+                value = self.opts.build_args[key]
+                self.used_args.add(key)
+            elif default is None and key in self.meta_args:
+                value = self.meta_args[key]  # an ARG before FROM, brought into the stage
+            else:
+                value = default
+            self.args[key] = value
+        return self._commit_config(state, inst, lambda run: None)
+
+    def _do_cmd(self, state: State, inst: df.Instruction) -> State:
+        argv = self._command(state, inst)
+        self.cmd_set = True
+        return self._commit_config(state, inst, lambda run: run.__setitem__("Cmd", argv))
+
+    def _do_entrypoint(self, state: State, inst: df.Instruction) -> State:
+        argv = self._command(state, inst)
+
+        def change(run):
+            run["Entrypoint"] = argv if argv else None
+            if not self.cmd_set:  # a base image's CMD does not outlive a new ENTRYPOINT
+                run["Cmd"] = None
+        return self._commit_config(state, inst, change)
+
+    def _command(self, state: State, inst: df.Instruction) -> list[str]:
+        if inst.json:
+            return list(inst.args)
+        shell = state.run.get("Shell") or DEFAULT_SHELL
+        return [*shell, inst.args[0]] if inst.args else []
+
+    def _do_expose(self, state: State, inst: df.Instruction) -> State:
+        ports = df.expose_ports(inst.args) if hasattr(df, "expose_ports") else \
+            [p if "/" in p else f"{p}/tcp" for p in inst.args]
+        return self._commit_config(state, inst, lambda run: run.__setitem__(
+            "ExposedPorts", {**(run.get("ExposedPorts") or {}), **{p: {} for p in ports}}))
+
+    def _do_user(self, state: State, inst: df.Instruction) -> State:
+        return self._commit_config(state, inst, lambda run: run.__setitem__("User",
+                                                                            inst.args[0]))
+
+    def _do_volume(self, state: State, inst: df.Instruction) -> State:
+        vols = [v for v in inst.args if v.strip()]
+        if not vols:
+            raise BuildError(f"Dockerfile:{inst.line}: VOLUME specified can not be an empty "
+                             "string")
+        return self._commit_config(state, inst, lambda run: run.__setitem__(
+            "Volumes", {**(run.get("Volumes") or {}), **{v: {} for v in vols}}))
+
+    def _do_stopsignal(self, state: State, inst: df.Instruction) -> State:
+        return self._commit_config(state, inst, lambda run: run.__setitem__("StopSignal",
+                                                                            inst.args[0]))
+
+    def _do_shell(self, state: State, inst: df.Instruction) -> State:
+        return self._commit_config(state, inst, lambda run: run.__setitem__("Shell",
+                                                                            list(inst.args)))
+
+    def _do_healthcheck(self, state: State, inst: df.Instruction) -> State:
+        try:
+            check = df.healthcheck(inst)
+        except df.DockerfileError as exc:
+            raise BuildError(str(exc)) from None
+        return self._commit_config(state, inst, lambda run: run.__setitem__(
+            "Healthcheck", df.merge_healthcheck(check, run.get("Healthcheck"))))
+
+    def _do_onbuild(self, state: State, inst: df.Instruction) -> State:
+        trigger = inst.original.split(None, 1)[1] if " " in inst.original.strip() else ""
+        return self._commit_config(state, inst, lambda run: run.__setitem__(
+            "OnBuild", [*(run.get("OnBuild") or []), trigger.strip()]))
+
+    # ---- instructions that make layers ---------------------------------------------------
+
+    def _do_workdir(self, state: State, inst: df.Instruction) -> State:
+        path = inst.args[0]
+        if not path.startswith("/"):
+            path = os.path.join(state.run.get("WorkingDir") or "/", path)
+        path = os.path.normpath(path)
+        path = "/" + path.lstrip("/")
+
+        def make() -> State:
+            new = _copy.deepcopy(state)
+            new.run["WorkingDir"] = path
+            layer = self._layer_from_copy(state, lambda root: _mkdir_p(root, path, None))
+            _add_layer(new, layer, f"/bin/sh -c #(nop) WORKDIR {path}")
+            return new
+        return self._step(state, ["WORKDIR", path], make)
+
+    def _do_run(self, state: State, inst: df.Instruction) -> State:
+        argv = self._command(state, inst)
+        args_env = _args_env(self.args)
+
+        def make() -> State:
+            new = _copy.deepcopy(state)
+            layer = self._run_container(state, argv, args_env)
+            prefix = f"|{len(args_env)} {' '.join(args_env)} " if args_env else ""
+            _add_layer(new, layer, prefix + " ".join(argv))
+            return new
+        return self._step(state, ["RUN", argv, args_env], make)
+
+    def _do_copy(self, state: State, inst: df.Instruction) -> State:
+        return self._copy_step(state, inst, add=False)
+
+    def _do_add(self, state: State, inst: df.Instruction) -> State:
+        return self._copy_step(state, inst, add=True)
+
+    def _copy_step(self, state: State, inst: df.Instruction, add: bool) -> State:
+        from . import context as ctx_mod
+
+        *srcs, dest = inst.args
+        if not srcs:
+            raise BuildError(f"Dockerfile:{inst.line}: {inst.cmd} requires at least two "
+                             "arguments: the source(s) and the destination")
+        slash = dest.endswith("/") or dest in (".", "..") or dest.endswith(("/.", "/.."))
+        dest = os.path.normpath(os.path.join(state.run.get("WorkingDir") or "/", dest))
+        dest = "/" + dest.lstrip("/") + ("/" if slash and dest != "/" else "")
+        owner = self._owner(state, inst.flags.get("chown"), inst) if inst.flags.get("chown") \
+            else None
+        source = inst.flags.get("from")
+        if add and any("://" in s for s in srcs):
+            raise BuildError(f"Dockerfile:{inst.line}: ADD from a URL is not supported here "
+                             "(there is no internet): download the file into the context and "
+                             "ADD or COPY it")
+        if source:
+            return self._copy_from(state, inst, source, srcs, dest, owner)
+        try:
+            entries = ctx_mod.list_context(self.opts.context, self.dockerfile_rel)
+            found = ctx_mod.resolve_sources(self.opts.context, srcs, instruction=inst.cmd,
+                                            entries=entries)
+        except ctx_mod.ContextError as exc:
+            raise BuildError(f"Dockerfile:{inst.line}: {exc}") from None
+        digest = _sources_digest(found, entries, add)
+        many = len(found) > 1 or any(ctx_mod.has_wildcards(s) for s in srcs)
+
+        def make() -> State:
+            new = _copy.deepcopy(state)
+
+            def fill(root: int) -> None:
+                for src in found:
+                    if src.is_dir:
+                        _copy_context_dir(root, self.opts.context, src.rel, entries, dest,
+                                          owner)
+                    elif add and _is_archive(src.path):
+                        _extract_into(self.store, root, src.path, dest)
+                    else:
+                        fd = os.open(src.path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+                        try:
+                            _copy_one(root, fd, src.name, dest, many, owner)
+                        finally:
+                            os.close(fd)
+            layer = self._layer_from_copy(state, fill)
+            kind = "dir" if len(found) == 1 and found[0].is_dir else "file"
+            _add_layer(new, layer, f"/bin/sh -c #(nop) {inst.cmd} {kind}:"
+                                   f"{digest.split(':')[1]} in {dest} ")
+            return new
+        return self._step(state, [inst.cmd, srcs, dest, digest, owner], make)
+
+    def _copy_from(self, state, inst, source, srcs, dest, owner) -> State:
+        from edu_runtime import copy as cp
+
+        src_state = self._base_state(source) if not source.isdigit() else \
+            self.stages.get(source)
+        if src_state is None:
+            raise BuildError(f"Dockerfile:{inst.line}: COPY --from={source}: no stage or "
+                             "image of that name")
+        many = len(srcs) > 1
+
+        def make() -> State:
+            new = _copy.deepcopy(state)
+
+            def fill(root: int) -> None:
+                with _image_root(self.store, src_state) as src_root:
+                    for s in srcs:
+                        try:
+                            fd = cp.open_in_root(src_root, s, follow=True)
+                        except FileNotFoundError:
+                            raise BuildError(f"Dockerfile:{inst.line}: COPY --from={source} "
+                                             f"failed: {s}: no such file or directory in "
+                                             f"that {'stage' if source in self.stages else 'image'}"
+                                             ) from None
+                        try:
+                            _copy_one(root, fd, os.path.basename(s.rstrip("/")) or "/",
+                                      dest, many, owner)
+                        finally:
+                            os.close(fd)
+            layer = self._layer_from_copy(state, fill)
+            _add_layer(new, layer, f"/bin/sh -c #(nop) COPY from {source} {srcs} in {dest} ")
+            return new
+        return self._step(state, ["COPY --from", src_state.id, srcs, dest, owner], make)
+
+    def _owner(self, state: State, spec: str, inst: df.Instruction) -> tuple[int, int]:
+        user, _, group = spec.partition(":")
+        passwd = self._read_in_image(state, "/etc/passwd")
+        groups = self._read_in_image(state, "/etc/group")
+
+        def lookup(name: str, table: str, what: str) -> int:
+            if name.isdigit():
+                return int(name)
+            for line in table.splitlines():
+                fields = line.split(":")
+                if fields[0] == name and len(fields) > 2:
+                    return int(fields[2])
+            raise BuildError(f"Dockerfile:{inst.line}: unable to convert {what} '{name}' to "
+                             f"an id: no such {what} in the image's /etc/{table_name[what]}")
+        table_name = {"user": "passwd", "group": "group"}
+        uid = lookup(user, passwd, "user")
+        if group:
+            gid = lookup(group, groups, "group")
+        elif user.isdigit():
+            gid = uid
+        else:
+            gid = next((int(f[3]) for f in (ln.split(":") for ln in passwd.splitlines())
+                        if f[0] == user and len(f) > 3), uid)
+        return uid, gid
+
+    def _read_in_image(self, state: State, path: str) -> str:
+        from edu_runtime import copy as cp
+
+        if not state.layers:
+            return ""
+        with _image_root(self.store, state) as root:
+            try:
+                fd = cp.open_in_root(root, path, os.O_RDONLY)
+            except OSError:
+                return ""
+            with os.fdopen(fd) as f:
+                return f.read()
+
+    # ---- layers --------------------------------------------------------------------------
+
+    def _layer_from_copy(self, state: State, fill) -> tuple[str, str, str] | None:
+        """Mount the image so far with an empty upper dir, ``fill(root_fd)``, and make the
+        upper dir a layer (None if it stayed empty)."""
+        from edu_runtime import copy as cp
+
+        with self.store.staging() as stage:
+            upper, work, empty = stage / "upper", stage / "work", stage / "empty"
+            for d in (upper, work, empty):
+                d.mkdir()
+            upper.chmod(0o755)
+            lower = self.store.lowerdirs(state.image()) or [empty]
+            root = cp.mount_overlay(lower, upper, work, write=True)
+            try:
+                fill(root)
+            except cp.CopyError as exc:
+                raise BuildError(str(exc)) from None
+            finally:
+                os.close(root)
+            return self._pack(upper, stage)
+
+    def _run_container(self, state: State, argv: list[str], args_env: list[str]
+                       ) -> tuple[str, str, str] | None:
+        from edu_runtime.container import Container, remove_dir
+        from edu_runtime.steps import StepError
+
+        env = dict(item.partition("=")[::2] for item in args_env)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        sys.stdout.flush()
+        # The image's VOLUMEs are mounted as anonymous volumes, as docker run does: what a
+        # RUN writes there is not in the layer (the classic builder drops it too).
+        # (Docker takes a relative one, such as VOLUME a ["b"]'s "[b]", from the root.)
+        volumes = sorted("/" + v.lstrip("/") for v in state.run.get("Volumes") or {})
+        try:
+            c = Container(state.image(), argv, entrypoint=[], env=env, store=self.store,
+                          network=self.opts.network, remove=False, volumes=volumes,
+                          stdio=(devnull, self.out.fileno() if hasattr(self.out, "fileno")
+                                 else 1, 2))
+        except StepError as exc:
+            raise BuildError(str(exc)) from None
+        self.say(f" ---> Running in {c.id[:12]}")
+        try:
+            try:
+                c.start()
+                code = c.wait()
+            except StepError as exc:
+                raise BuildError(f"The command '{' '.join(argv)}' could not start: "
+                                 f"{exc.message}", exc.exit_code) from None
+            if code != 0:
+                raise BuildError(f"The command '{' '.join(argv)}' returned a non-zero code: "
+                                 f"{code}", code)
+            with self.store.staging() as stage:
+                layer = self._pack(c.paths.upper, stage)
+        finally:
+            from edu_runtime import volumes as volumes_mod
+
+            os.close(devnull)
+            volumes_mod.remove_anonymous(c.config.volumes, c.id)
+            remove_dir(c.paths.dir)
+            self.store.unpin(c.id)
+            self.say(f"Removing intermediate container {c.id[:12]}")
+        return layer
+
+    def _pack(self, upper: Path, stage: Path) -> tuple[str, str, str] | None:
+        from . import layers
+
+        blob = stage / "layer.tar.gz"
+        with open(blob, "wb") as out:
+            stats = layers.pack(upper, out, upper=True, compress=True, level=1)
+        if stats.members == 0:
+            return None  # nothing changed: Docker adds no layer either
+        digest = self.store.put_blob_file(blob, stats.digest)
+        self.store.ensure_layer(digest, stats.diff_id)
+        return digest, LAYER_MEDIA, stats.diff_id
+
+    # ---- the end -------------------------------------------------------------------------
+
+    def _finish(self, state: State) -> Image:
+        _docker_defaults(state.run)
+        config = canonical_json(state.config)
+        blobs = [(b, m) for b, m, _ in state.layers]
+        from .reference import parse
+
+        image = self.store.add_image(config, blobs, tags=self.opts.tags)
+        self.say(f"Successfully built {image.short_id}")
+        for tag in self.opts.tags:
+            self.say(f"Successfully tagged {parse(tag).familiar()}")
+        return image
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+def _set_env(env: list[str], pairs) -> list[str]:
+    """Docker's ENV: a variable already there keeps its place, a new one goes last."""
+    out = list(env)
+    for key, value in pairs:
+        item = f"{key}={value}"
+        at = next((i for i, e in enumerate(out) if e.partition("=")[0] == key), None)
+        if at is None:
+            out.append(item)
+        else:
+            out[at] = item
+    return out
+
+
+def _docker_defaults(run: dict[str, Any]) -> None:
+    """The container-config fields Docker always writes (Go's zero values), so that an
+    image built here inspects like one docker build made."""
+    for key, zero in (("Hostname", ""), ("Domainname", ""), ("User", ""),
+                      ("AttachStdin", False), ("AttachStdout", False),
+                      ("AttachStderr", False), ("Tty", False), ("OpenStdin", False),
+                      ("StdinOnce", False), ("Env", None), ("Cmd", None), ("Image", ""),
+                      ("Volumes", None), ("WorkingDir", ""), ("Entrypoint", None),
+                      ("OnBuild", None), ("Labels", None)):
+        run.setdefault(key, zero)
+
+
+def _split_stages(instructions):
+    meta, stages = [], []
+    for inst in instructions:
+        if inst.cmd == "FROM":
+            stages.append((inst, []))
+        elif not stages:
+            meta.append(inst)
+        else:
+            stages[-1][1].append(inst)
+    return meta, stages
+
+
+def _stage_name(frm: df.Instruction) -> str:
+    args = frm.args
+    if len(args) == 3 and args[1].lower() == "as":
+        return args[2].lower()
+    return ""
+
+
+def _short(image_id: str) -> str:
+    return image_id.split(":", 1)[-1][:12]
+
+
+def _args_env(args: dict[str, str | None]) -> list[str]:
+    """The build args a RUN sees, as KEY=VALUE, sorted (Docker's cache key has them too)."""
+    return sorted(f"{k}={v}" for k, v in args.items() if v is not None)
+
+
+def _history_text(inst: df.Instruction) -> str:
+    if inst.cmd in ("ENV", "LABEL"):
+        return f"{inst.cmd} " + " ".join(f"{k}={v}" for k, v in inst.pairs)
+    if inst.cmd == "ARG":
+        return "ARG " + " ".join(k if v is None else f"{k}={v}" for k, v in inst.pairs)
+    if inst.json:
+        return f"{inst.cmd} {json.dumps(inst.args)}"
+    return f"{inst.cmd} {' '.join(inst.args)}"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _history(state: State, created_by: str, empty: bool) -> None:
+    entry: dict[str, Any] = {"created": _now(), "created_by": created_by}
+    if empty:
+        entry["empty_layer"] = True
+    state.config.setdefault("history", []).append(entry)
+    state.config["created"] = entry["created"]
+
+
+def _add_layer(state: State, layer, created_by: str) -> None:
+    if layer is None:
+        _history(state, created_by, empty=True)
+        return
+    state.layers.append(layer)
+    state.config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+    state.config["rootfs"]["diff_ids"] = [d for _, _, d in state.layers]
+    _history(state, created_by, empty=False)
+
+
+class _image_root:
+    """An O_PATH fd of an image's files: its single layer, or its layers' overlay."""
+
+    def __init__(self, store: Store, state: State):
+        self.dirs = store.lowerdirs(state.image())
+
+    def __enter__(self) -> int:
+        from edu_runtime import copy as cp
+
+        if len(self.dirs) == 1:  # overlay needs two lower dirs without an upper one
+            self.fd = os.open(self.dirs[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        elif not self.dirs:
+            raise BuildError("the image has no layers (FROM scratch): nothing to copy from")
+        else:
+            self.fd = cp.mount_overlay(self.dirs, write=False)
+        return self.fd
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+
+def _mkdir_p(root: int, path: str, owner) -> None:
+    from edu_runtime import copy as cp
+
+    fd = cp.ensure_in_root(root, path)
+    os.close(fd)
+
+
+def _copy_one(root: int, src: int, name: str, dest: str, many: bool, owner) -> None:
+    """Docker's COPY rules for one source ``src`` (an O_PATH fd) called ``name``: a
+    directory's contents go into ``dest``; a file goes into ``dest`` if that ends in / (or
+    is a directory, or there are several sources), else it becomes ``dest``."""
+    from edu_runtime import copy as cp
+
+    st = os.fstat(src)
+    if stat.S_ISDIR(st.st_mode):
+        made = _open_dir(root, dest, owner)
+        try:
+            reader = cp._reopen(src, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                cp.copy_tree(reader, made, owners=False, owner=owner or (0, 0))
+            finally:
+                os.close(reader)
+            cp.set_metadata(made, st, owner=owner)
+        finally:
+            os.close(made)
+        return
+    into_dir = dest.endswith("/") or many
+    if not into_dir:
+        try:
+            fd = cp.open_in_root(root, dest)
+            into_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+            os.close(fd)
+        except FileNotFoundError:
+            pass
+    if into_dir:
+        parent_path = dest
+    else:
+        parent_path = os.path.dirname(dest.rstrip("/")) or "/"
+        name = os.path.basename(dest.rstrip("/"))
+    dirfd = _open_dir(root, parent_path, owner)
+    try:
+        cp.copy_entry(src, dirfd, name, owner=owner or (0, 0))
+    finally:
+        os.close(dirfd)
+
+
+def _open_dir(root: int, path: str, owner=None) -> int:
+    """``mkdir -p`` a directory inside the image (what it makes is owned by ``owner``, else
+    root, as COPY --chown does), then a readable fd of it."""
+    from edu_runtime import copy as cp
+
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise BuildError(f"{path} contains '..' after its directory was resolved")
+    for i in range(len(parts)):
+        sub = "/".join(parts[: i + 1])
+        try:
+            os.close(cp.open_in_root(root, sub))
+            continue
+        except FileNotFoundError:
+            pass
+        made = cp.ensure_in_root(root, sub)
+        try:
+            fd = cp._reopen(made, os.O_RDONLY | os.O_DIRECTORY)
+            os.fchown(fd, *(owner or (0, 0)))
+            os.close(fd)
+        finally:
+            os.close(made)
+    target = cp.open_in_root(root, "/".join(parts), os.O_PATH | os.O_DIRECTORY)
+    try:
+        return cp._reopen(target, os.O_RDONLY | os.O_DIRECTORY)
+    finally:
+        os.close(target)
+
+
+def _copy_context_dir(root: int, context: Path, rel: str, entries, dest: str, owner) -> None:
+    """A directory of the context: its contents (what .dockerignore left) into ``dest``."""
+    from edu_runtime import copy as cp
+
+    prefix = f"{rel}/" if rel else ""
+    top = entries.get(rel) if rel else None
+    made = _open_dir(root, dest, owner)
+    dirs: list[tuple[str, str]] = []  # (destination, context path) to date afterwards
+    try:
+        for entry_rel, entry in entries.items():
+            if not entry_rel.startswith(prefix) or entry_rel == rel:
+                continue
+            sub = entry_rel[len(prefix):]
+            parent = _open_dir(root, os.path.join(dest, os.path.dirname(sub)), owner)
+            try:
+                name = os.path.basename(sub)
+                if entry.kind == "dir":
+                    try:
+                        os.mkdir(name, 0o755, dir_fd=parent)
+                    except FileExistsError:
+                        pass
+                    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, dir_fd=parent)
+                    try:
+                        os.fchown(fd, *(owner or (0, 0)))
+                        os.fchmod(fd, entry.mode if not entry.implicit else 0o755)
+                    finally:
+                        os.close(fd)
+                    if not entry.implicit:
+                        dirs.append((os.path.join(dest, sub), str(context / entry_rel)))
+                else:
+                    src = os.open(context / entry_rel, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    try:
+                        cp.copy_entry(src, parent, name, owner=owner or (0, 0))
+                    finally:
+                        os.close(src)
+            finally:
+                os.close(parent)
+        if top is not None:
+            os.fchmod(made, top.mode)
+        os.fchown(made, *(owner or (0, 0)))
+        # Directories keep their context times (written into, they changed): deepest first.
+        for where, source in sorted(dirs, key=lambda d: -d[0].count("/")):
+            fd = _open_dir(root, where)
+            try:
+                st = os.stat(source, follow_symlinks=False)
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(fd)
+        if top is not None:
+            st = os.stat(context / rel, follow_symlinks=False)
+            os.utime(made, ns=(st.st_atime_ns, st.st_mtime_ns))
+    finally:
+        os.close(made)
+
+
+def _sources_digest(found, entries, add: bool) -> str:
+    """The cache key's part for COPY/ADD sources: names, kinds, modes and contents of what
+    would be copied (after .dockerignore), never modification times."""
+    h = hashlib.sha256(b"add" if add else b"copy")
+    for src in found:
+        h.update(f"\0source {src.rel}\0{src.is_dir}\0".encode())
+        if not src.is_dir:
+            _hash_file(h, src.path)
+            continue
+        prefix = f"{src.rel}/" if src.rel else ""
+        for rel, entry in entries.items():
+            if rel.startswith(prefix):
+                h.update(f"{rel}\0{entry.kind}\0{entry.mode:o}\0{entry.target}\0".encode())
+                if entry.kind == "file":
+                    _hash_file(h, src.path / rel[len(prefix):])
+    return "sha256:" + h.hexdigest()
+
+
+def _hash_file(h, path: Path) -> None:
+    st = os.lstat(path)
+    h.update(f"{stat.S_IMODE(st.st_mode):o}\0{st.st_size}\0".encode())
+    if stat.S_ISLNK(st.st_mode):
+        h.update(os.readlink(path).encode())
+        return
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+
+
+def _is_archive(path: str) -> bool:
+    import tarfile
+
+    return os.path.isfile(path) and tarfile.is_tarfile(path)
+
+
+def _extract_into(store: Store, root: int, path: Path, dest: str) -> None:
+    """ADD of a local tar (plain, gzip, bzip2 or xz): its contents, owners kept, unpacked
+    into the directory ``dest``. Unpacked first into a private directory by the layer
+    extractor (which refuses .. and absolute names), then copied in."""
+    import tarfile
+
+    from edu_runtime import copy as cp
+
+    with store.staging() as stage, tarfile.open(path) as tar:
+        unpacked = stage / "add"
+        unpacked.mkdir()
+        for member in tar:
+            _check_member(member.name, path)
+            if member.islnk():  # a hard link names a member, which must be inside too
+                _check_member(member.linkname, path)
+            tar.extract(member, unpacked, set_attrs=True, numeric_owner=True,
+                        filter="fully_trusted")
+        made = _open_dir(root, dest)
+        reader = os.open(unpacked, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            cp.copy_tree(reader, made, owners=True)
+        finally:
+            os.close(reader)
+            os.close(made)
+
+
+def _check_member(name: str, archive: Path) -> None:
+    parts = name.split("/")
+    if name.startswith("/") or ".." in parts:
+        raise BuildError(f"ADD {archive.name}: the archive holds {name!r}, a path outside the "
+                         "directory it unpacks into; refusing to unpack it")
+
+
+# ---- edu commit ----------------------------------------------------------------------------
+
+#: What ``edu commit --change`` may set, as ``docker commit --change`` allows.
+COMMIT_CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "USER", "VOLUME",
+                  "WORKDIR", "STOPSIGNAL")
+
+
+def commit(record: dict[str, Any], repository: str | None = None, *, message: str = "",
+           author: str = "", changes: list[str] = (), pause: bool = True,
+           store: Store | None = None) -> Image:
+    """``docker commit``: a container's upper dir (its changes) as a new layer on its image,
+    with the container's command and environment in the config. A running container is
+    frozen while its files are read (``pause``), so the layer is one moment's state."""
+    from edu_runtime import cgroups, lifecycle, paths
+
+    store = store or Store()
+    name = record.get("name") or record["id"][:12]
+    try:
+        base = store.get(record["image_id"])
+    except StoreError:
+        raise BuildError(f"the image of container {name} is no longer in the store, so there "
+                         "is nothing to put its changes on") from None
+    upper = paths.state_dir() / "containers" / record["id"] / "upper"
+    if not upper.is_dir():
+        raise BuildError(f"container {name} has no upper directory ({upper}): its files are "
+                         "gone (was it started with --rm?)")
+    state = state_of(base)
+    run = state.run
+    process = record.get("process") or {}
+    argv = list(record.get("command") or [])
+    if not run.get("Entrypoint"):
+        run["Cmd"] = argv
+    run["Env"] = _set_env(run.get("Env") or [], (process.get("env") or {}).items())
+    builder = Builder(store, Options(context=Path("/")), out=None)
+    builder.opts.quiet = True
+    builder.args, builder.cmd_set = {}, True
+    for text in changes:
+        try:
+            inst = df.parse_trigger(text)
+        except df.DockerfileError as exc:
+            raise BuildError(f"invalid --change {text!r}: {exc}") from None
+        if inst.cmd not in COMMIT_CHANGES:
+            raise BuildError(f"{inst.cmd} is not a valid change command: use one of "
+                             + ", ".join(COMMIT_CHANGES))
+        inst = df.expand_instruction(inst, builder._env(state))
+        if inst.cmd == "WORKDIR":
+            state.run["WorkingDir"] = os.path.normpath(
+                os.path.join(state.run.get("WorkingDir") or "/", inst.args[0]))
+        else:
+            state = builder._do(state, inst)
+    frozen = False
+    cg = None
+    if pause and record.get("status") == lifecycle.RUNNING:
+        try:
+            cg = cgroups.driver().open(record["id"])
+            cg.freeze()
+            frozen = True
+        except cgroups.CgroupError:
+            frozen = False
+    try:
+        with store.staging() as stage:
+            layer = builder._pack(upper, stage)
+    finally:
+        if frozen and cg is not None:
+            cg.thaw()
+    if layer is not None:
+        state.layers.append(layer)
+        state.config["rootfs"]["diff_ids"] = [d for _, _, d in state.layers]
+    entry: dict[str, Any] = {"created": _now(), "created_by": " ".join(argv)}
+    if message:
+        entry["comment"] = message
+    if author:
+        entry["author"] = author
+        state.config["author"] = author
+    if layer is None:
+        entry["empty_layer"] = True
+    state.config.setdefault("history", []).append(entry)
+    state.config["created"] = entry["created"]
+    tags = [repository] if repository else []
+    return store.add_image(canonical_json(state.config), [(b, m) for b, m, _ in state.layers],
+                           tags=tags)
+
+
+def build(store: Store, options: Options, out: TextIO | None = None) -> Image:
+    """Build a Dockerfile (see Options); the tagged image."""
+    return Builder(store, options, out).build()
