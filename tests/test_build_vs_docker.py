@@ -48,11 +48,14 @@ def edu_build(python: str, case: Path, tag: str, made: list[str]) -> dict:
     """The edu half of reference(): the same fields, from edu's build and store."""
     args = ref.case_args(case)
     for before in args.get("before", []):
-        out = edu(python, "build", "--network", "none", "--build-arg", "BASE=busybox",
-                  "-t", before["tag"], str(case / before["dir"]))
+        out = edu(python, "build", "--no-cache", "--network", "none", "--build-arg",
+                  "BASE=busybox", "-t", before["tag"], str(case / before["dir"]))
         assert out.returncode == 0, out.stdout + out.stderr
         made.append(before["tag"])
-    cmd = ["build", "--network", "none", "-t", tag, "--build-arg", "BASE=busybox"]
+    # --no-cache: the reference's step images are removed after each case, so Docker never
+    # uses a cache here either (and cached layers keep the mtimes of an earlier checkout).
+    cmd = ["build", "--no-cache", "--network", "none", "-t", tag, "--build-arg",
+           "BASE=busybox"]
     for name, value in args.get("build_args", {}).items():
         cmd += ["--build-arg", f"{name}={value}"]
     if args.get("target"):
