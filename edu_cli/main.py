@@ -34,6 +34,7 @@ COMMANDS = {
     "pull": "registry", "push": "registry", "search": "registry", "login": "registry",
     "logout": "registry",
     "build": "build", "commit": "build",
+    "compare": "compare",
 }
 
 

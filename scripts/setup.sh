@@ -77,6 +77,20 @@ tun_for_users() {
     return 0
 }
 
+kvm_for_libvirt() {
+    # udev gives /dev/kvm to the kvm group (mode 0660) on Debian; where no udev runs it stays
+    # root's alone. libvirt's QEMU user (libvirt-qemu, in group kvm) then cannot open it,
+    # while libvirt's cache says KVM is there: libvirtd re-probes QEMU on every call, and a
+    # guest's start takes 10 s longer (measured; bench/libvirt_overhead.py). Guests still
+    # use KVM only if doctor's probe boot under KVM works.
+    if [ -c /dev/kvm ] && getent group kvm >/dev/null \
+            && [ "$(stat -c %G:%a /dev/kvm)" != kvm:660 ]; then
+        chgrp kvm /dev/kvm && chmod 0660 /dev/kvm \
+            && echo "    /dev/kvm given to group kvm, mode 0660, as udev would"
+    fi
+    return 0
+}
+
 compile_bytecode() {
     # Where PYTHONDONTWRITEBYTECODE is set (this project's CI is), every `edu` start would
     # recompile the project from source: ~80 ms. Write the .pyc files once, here.
@@ -93,6 +107,8 @@ step "byte-compile the project (fast start-up)" "check file permissions in the c
 if is_root; then
     step "/dev/net/tun for rootless networking (pasta)" "check that the tun module is loaded" \
          tun_for_users
+    step "/dev/kvm for libvirt's QEMU user" "check that /dev/kvm and the kvm group exist" \
+         kvm_for_libvirt
     step "services: virtlogd and libvirtd (under tini -s)" \
          "see /var/log/edu/libvirtd.log; 'scripts/services.sh status' shows what runs" \
          scripts/services.sh start libvirt

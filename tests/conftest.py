@@ -75,6 +75,17 @@ def busybox():
     return bootstrap.bootstrap(Store(), "busybox", progress=False)
 
 
+@pytest.fixture(scope="session")
+def kernel():
+    """The cached guest kernel; fetched once if missing (about 70 MB from the Debian mirror)."""
+    from vm_compare import kernel_pkg
+
+    try:
+        return kernel_pkg.ensure_kernel(progress=lambda _msg: None)
+    except kernel_pkg.KernelFetchError as err:
+        need(False, f"guest kernel unavailable: {err}")
+
+
 def snapshot() -> dict:
     """What a container or an exec could leak: mounts, our children, edu cgroups, container
     dirs, and whether we are (still) a subreaper."""

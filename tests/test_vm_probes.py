@@ -19,17 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import need
 
-from vm_compare import initramfs, kernel_pkg, probe_guest, probes
+from vm_compare import initramfs, probe_guest, probes
 from vm_compare.probe_guest import BootResult
-
-
-@pytest.fixture(scope="session")
-def kernel():
-    """The cached guest kernel; fetched once if missing (about 70 MB from the Debian mirror)."""
-    try:
-        return kernel_pkg.ensure_kernel(progress=lambda _msg: None)
-    except kernel_pkg.KernelFetchError as err:
-        need(False, f"guest kernel unavailable: {err}")
 
 
 @pytest.fixture

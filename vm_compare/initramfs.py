@@ -8,8 +8,12 @@ each padded to a multiple of 4. A final entry named ``TRAILER!!!`` ends the arch
 
 We write it in Python rather than calling ``cpio`` so a student can read how an initramfs is
 made, and so the output is deterministic: entries are sorted, every mtime is the same fixed
-value, owners are root, and inode numbers are just 1, 2, 3... The same inputs give the same
-bytes, so a hash of the image is a fair cache key.
+value, owners are root unless an entry names another, and inode numbers are just 1, 2, 3...
+The same inputs give the same bytes, so a hash of the image is a fair cache key.
+
+A whole image's root filesystem can be an initramfs too (``guest_image`` does that), so the
+writer also streams large files from the host instead of holding them in memory, and keeps
+hardlinks as hardlinks: names of one file share an inode number in the archive.
 
 Introduced in notebooks/01-containers-vs-vms.
 """
@@ -17,10 +21,14 @@ Introduced in notebooks/01-containers-vs-vms.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 MAGIC = b"070701"  # "newc": ASCII hex fields, no CRC
 TRAILER = "TRAILER!!!"
@@ -29,12 +37,16 @@ MTIME = 0  # the same timestamp for every entry keeps the archive reproducible
 
 @dataclass(frozen=True)
 class Entry:
-    """One archive member: a directory, regular file, symlink or character device."""
+    """One archive member: a directory, regular file, symlink, FIFO, device node or hardlink."""
 
     path: str  # inside the archive, without a leading "/", e.g. "bin/busybox"
     mode: int  # file type and permission bits, e.g. stat.S_IFREG | 0o755
     data: bytes = b""  # file contents, or the link target for a symlink
     rdev: tuple[int, int] = (0, 0)  # (major, minor) for a device node
+    uid: int = 0
+    gid: int = 0
+    source: str | None = None  # read the contents from this host file while writing
+    link: str | None = None  # a hardlink: the same inode as the regular file at this path
 
 
 def directory(path: str, perm: int = 0o755) -> Entry:
@@ -57,42 +69,86 @@ def chardev(path: str, major: int, minor: int, perm: int = 0o600) -> Entry:
     return Entry(_clean(path), stat.S_IFCHR | perm, rdev=(major, minor))
 
 
+def host_file(path: str, source: str, st: os.stat_result) -> Entry:
+    """A regular file copied from the host, with the mode and owner in ``st``; it is read
+    only while the archive is written, so a large tree never has to fit in memory."""
+    return Entry(_clean(path), st.st_mode, uid=st.st_uid, gid=st.st_gid, source=source)
+
+
+def hardlink(path: str, target: str) -> Entry:
+    """A second name for the regular file ``target`` (an archive path): one inode, two names."""
+    return Entry(_clean(path), stat.S_IFREG, link=_clean(target))
+
+
 def newc_bytes(entries: list[Entry]) -> bytes:
     """The whole archive as bytes: missing parent directories added, entries sorted by path."""
+    out = io.BytesIO()
+    write_members(entries, out)
+    return out.getvalue()
+
+
+def write_members(entries: list[Entry], out: BinaryIO) -> None:
+    """Stream the archive into ``out``: missing parents added, entries sorted by path.
+
+    Hardlinks share one inode number, and (as GNU cpio writes them) only the last name of a
+    group carries the bytes; the kernel links each later name to the first one it made.
+    """
     members = sorted(_with_parents(entries), key=lambda e: e.path)
-    out = bytearray()
-    for ino, entry in enumerate(members, start=1):
-        nlink = 2 if stat.S_ISDIR(entry.mode) else 1
-        out += _member(entry.path, entry.mode, entry.data, ino, nlink, entry.rdev)
-    out += _member(TRAILER, 0, b"", 0, 1, (0, 0))
-    return bytes(out)
+    by_path = {entry.path: entry for entry in members}
+    names: dict[str, list[str]] = {}  # inode's first path -> every path of that inode
+    for entry in members:
+        if entry.link is not None:
+            target = by_path.get(entry.link)
+            if target is None or not stat.S_ISREG(target.mode) or target.link is not None:
+                raise ValueError(f"{entry.path} links to {entry.link}, not a regular file here")
+        names.setdefault(entry.link or entry.path, []).append(entry.path)
+    inodes = {first: ino for ino, first in enumerate(names, start=1)}
+    for entry in members:
+        first = entry.link or entry.path
+        inode = by_path[first]
+        nlink = 2 if stat.S_ISDIR(entry.mode) else len(names[first])
+        carries_data = names[first][-1] == entry.path
+        size = _size(inode) if carries_data else 0
+        out.write(_header(entry.path, inode.mode, inode.uid, inode.gid, inodes[first], nlink,
+                          size, inode.rdev))
+        if carries_data:
+            _write_data(inode, size, out)
+        out.write(b"\0" * (-size % 4))
+    out.write(_header(TRAILER, 0, 0, 0, 0, 1, 0, (0, 0)))
 
 
 def write_newc(entries: list[Entry], out_path: Path) -> Path:
     """Write an uncompressed newc archive to ``out_path`` atomically and return the path."""
-    _write_atomic(Path(out_path), newc_bytes(entries))
+    with _atomic(Path(out_path)) as f:
+        write_members(entries, f)
     return Path(out_path)
 
 
-def write_newc_gz(entries: list[Entry], out_path: Path) -> Path:
+def write_newc_gz(entries: list[Entry], out_path: Path, level: int = 9) -> Path:
     """Write a gzip-compressed newc archive (what ``-initrd`` usually gets) atomically."""
-    # mtime=0 keeps the gzip header free of the build time, so the bytes stay reproducible.
-    data = gzip.compress(newc_bytes(entries), compresslevel=9, mtime=0)
-    _write_atomic(Path(out_path), data)
+    with _atomic(Path(out_path)) as f:
+        # mtime=0 and no file name keep the gzip header free of the build, so the bytes
+        # stay reproducible.
+        with gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=f,
+                           mtime=0) as gz:
+            write_members(entries, gz)
     return Path(out_path)
 
 
-def _member(name: str, mode: int, data: bytes, ino: int, nlink: int, rdev) -> bytes:
-    """One header + name + data, each padded to 4 bytes as the kernel expects."""
+def _header(name: str, mode: int, uid: int, gid: int, ino: int, nlink: int, size: int,
+            rdev) -> bytes:
+    """One header + name, padded to 4 bytes as the kernel expects (the data follows)."""
     encoded = name.encode() + b"\0"
+    if size > 0xFFFFFFFF:
+        raise ValueError(f"{name} is larger than 4 GiB, the most a newc header can describe")
     fields = [
         ino,
         mode,
-        0,  # uid: root
-        0,  # gid: root
+        uid,
+        gid,
         nlink,
         MTIME,
-        len(data),
+        size,
         0,  # devmajor: the device the file lived on; meaningless here
         0,  # devminor
         rdev[0],  # rdevmajor: for device nodes, which device this node *is*
@@ -101,7 +157,26 @@ def _member(name: str, mode: int, data: bytes, ino: int, nlink: int, rdev) -> by
         0,  # check: only used by the "crc" variant (070702)
     ]
     header = MAGIC + b"".join(b"%08X" % value for value in fields)
-    return _pad(header + encoded) + _pad(data)
+    return _pad(header + encoded)
+
+
+def _size(entry: Entry) -> int:
+    """Bytes of an entry's contents: its data, or its host file's size."""
+    return os.stat(entry.source).st_size if entry.source is not None else len(entry.data)
+
+
+def _write_data(entry: Entry, size: int, out: BinaryIO) -> None:
+    """Copy an entry's contents into the archive; a host file must not change meanwhile."""
+    if entry.source is None:
+        out.write(entry.data)
+        return
+    copied = 0
+    with open(entry.source, "rb") as f:
+        while chunk := f.read(min(1 << 20, size - copied)):
+            out.write(chunk)
+            copied += len(chunk)
+    if copied != size:
+        raise ValueError(f"{entry.source} changed size while it was archived")
 
 
 def _pad(chunk: bytes) -> bytes:
@@ -131,11 +206,13 @@ def _with_parents(entries: list[Entry]) -> list[Entry]:
     return list(by_path.values())
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+@contextmanager
+def _atomic(path: Path) -> Iterator[BinaryIO]:
     """Write to a temp file beside ``path`` then rename, so readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as f:
+            yield f
         os.chmod(tmp, 0o644)  # libvirt's qemu user must be able to read the image
         os.replace(tmp, path)
     finally:

@@ -24,13 +24,16 @@ import os
 import re
 import select
 import shutil
+import signal
 import struct
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edu_runtime import paths
+from edu_runtime.kernel import set_pdeathsig
 from vm_compare import initramfs
 from vm_compare.kernel_pkg import KernelInfo, installed_kernel
 
@@ -144,34 +147,57 @@ def ensure_probe_initramfs() -> Path:
     return image
 
 
-def qemu_command(accel: str, kernel: KernelInfo, initrd: Path, memory_mb: int = 256) -> list[str]:
-    """The exact QEMU command line of a probe boot (shown in lessons, so keep it readable)."""
+def qemu_command(accel: str, kernel: KernelInfo | Path, initrd: Path, memory_mb: int = 256, *,
+                 name: str = "", append: str = APPEND, extra: Sequence[str] = ()) -> list[str]:
+    """The exact QEMU command line of a probe boot (shown in lessons, so keep it readable).
+
+    ``guest_image`` boots its guests with the same line: its own ``name``, kernel command
+    line (``append``) and ``extra`` arguments such as a ``-drive``.
+    """
     if accel not in ("kvm", "tcg"):
         raise ValueError(f"accel must be 'kvm' or 'tcg', not {accel!r}")
+    vmlinuz = kernel.vmlinuz if isinstance(kernel, KernelInfo) else Path(kernel)
     return [
         qemu_binary(),
-        "-name", f"edu-probe-{accel}",
+        "-name", name or f"edu-probe-{accel}",
         "-accel", accel,
         "-m", str(memory_mb),
         "-nographic",  # no window; the serial port and QEMU's monitor share stdio
         "-no-reboot",  # a panic (panic=-1 reboots at once) makes QEMU exit instead of looping
         "-nic", "none",  # no network card: nothing to probe there, and no option ROM to load
-        "-kernel", str(kernel.vmlinuz),
+        "-kernel", str(vmlinuz),
         "-initrd", str(initrd),
-        "-append", APPEND,
+        "-append", append,
+        *extra,
     ]  # fmt: skip
 
 
-def boot_raw(accel: str, timeout: float, kernel: KernelInfo | None = None) -> BootResult:
-    """Boot the probe guest under ``accel`` ("kvm" or "tcg"); kill it if ``timeout`` passes."""
-    kernel = kernel or _require_kernel()
-    cmd = qemu_command(accel, kernel, ensure_probe_initramfs())
+@dataclass
+class QemuRun:
+    """What one QEMU process printed, and when the lines we waited for appeared."""
+
+    stdout: bytes  # the serial console
+    stderr: bytes  # QEMU's own messages
+    seen: dict[str, float]  # marker -> seconds from starting QEMU to its first complete line
+    killed: bool  # we had to kill QEMU (a deadline passed)
+    returncode: int  # QEMU's exit status (negative: killed by that signal)
+    wall: float  # seconds from starting QEMU until it was gone
+
+
+def run_qemu(cmd: list[str], timeout: float, markers: dict[str, float | None]) -> QemuRun:
+    """Run QEMU and read its console until it exits or a deadline passes, then kill and reap.
+
+    ``markers`` maps each line prefix to wait for to what happens once it is seen: a number
+    of seconds QEMU still gets from then on (0: stop now), or None to keep the deadline.
+    """
     chunks = {"stdout": bytearray(), "stderr": bytearray()}
-    marker_at = None
-    timed_out = False
+    seen: dict[str, float] = {}
+    killed = False
     start = time.monotonic()
+    # If we are killed ourselves (SIGKILL: no finally runs), the kernel kills QEMU too.
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)  # fmt: skip
+                            stderr=subprocess.PIPE,
+                            preexec_fn=lambda: set_pdeathsig(signal.SIGKILL))
     try:
         open_fds = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
         deadline = start + timeout
@@ -179,7 +205,7 @@ def boot_raw(accel: str, timeout: float, kernel: KernelInfo | None = None) -> Bo
         while open_fds:
             left = deadline - time.monotonic()
             if left <= 0:
-                timed_out = True
+                killed = True
                 break
             ready, _, _ = select.select(list(open_fds), [], [], left)
             for fd in ready:
@@ -188,9 +214,11 @@ def boot_raw(accel: str, timeout: float, kernel: KernelInfo | None = None) -> Bo
                     chunks[open_fds[fd]] += chunk
                 else:
                     del open_fds[fd]  # EOF
-            if marker_at is None and _marker_line(chunks["stdout"]) is not None:
-                marker_at = time.monotonic() - start
-                deadline = time.monotonic() + POWEROFF_GRACE
+            for marker, grace in markers.items():
+                if marker not in seen and find_line(chunks["stdout"], marker) is not None:
+                    seen[marker] = round(time.monotonic() - start, 3)
+                    if grace is not None:
+                        deadline = time.monotonic() + grace
     finally:
         # Whatever happened (timeout, Ctrl-C, a bug above): QEMU must not outlive this call.
         if proc.poll() is None:
@@ -198,19 +226,27 @@ def boot_raw(accel: str, timeout: float, kernel: KernelInfo | None = None) -> Bo
         proc.wait()  # reaps it: no zombie left behind
         proc.stdout.close()
         proc.stderr.close()
-    wall = time.monotonic() - start
-    line = _marker_line(chunks["stdout"])
+    return QemuRun(bytes(chunks["stdout"]), bytes(chunks["stderr"]), seen, killed,
+                   proc.returncode, round(time.monotonic() - start, 3))
+
+
+def boot_raw(accel: str, timeout: float, kernel: KernelInfo | None = None) -> BootResult:
+    """Boot the probe guest under ``accel`` ("kvm" or "tcg"); kill it if ``timeout`` passes."""
+    kernel = kernel or _require_kernel()
+    cmd = qemu_command(accel, kernel, ensure_probe_initramfs())
+    run = run_qemu(cmd, timeout, {MARKER: POWEROFF_GRACE})
+    line = find_line(run.stdout, MARKER)
     return BootResult(
         accel=accel,
         seen=line is not None,
-        seconds=round(marker_at, 3) if marker_at is not None else None,
-        wall=round(wall, 3),
+        seconds=run.seen.get(MARKER),
+        wall=run.wall,
         timeout=timeout,
-        timed_out=timed_out and marker_at is None,
-        returncode=proc.returncode,
+        timed_out=run.killed and line is None,
+        returncode=run.returncode,
         fields=parse_marker(line) if line else {},
-        console=_clean_console(chunks["stdout"]),
-        stderr=chunks["stderr"].decode(errors="replace").strip(),
+        console=clean_console(run.stdout),
+        stderr=run.stderr.decode(errors="replace").strip(),
     )
 
 
@@ -222,14 +258,14 @@ def parse_marker(line: str) -> dict:
     return dict(word.split("=", 1) for word in words[1:] if "=" in word)
 
 
-def _marker_line(console: bytes) -> str | None:
-    """The first complete marker line on the console, or None yet."""
+def find_line(console: bytes, marker: str) -> str | None:
+    """The first complete line on the console that starts with ``marker``, or None yet."""
     # Not anchored at a line start: SeaBIOS's "Booting from ROM.." ends without a newline.
-    match = re.search(MARKER.encode() + rb" [^\r\n]*(?=\r?\n)", console)
+    match = re.search(re.escape(marker.encode()) + rb"(?: [^\r\n]*)?(?=\r?\n)", console)
     return match.group(0).decode(errors="replace") if match else None
 
 
-def _clean_console(raw: bytes) -> str:
+def clean_console(raw: bytes) -> str:
     """Decode the console and drop terminal escape sequences (SeaBIOS clears the screen)."""
     text = raw.decode(errors="replace").replace("\r\n", "\n")
     return re.sub(r"\x1b(\[[0-9;?]*[A-Za-z]|[A-Za-z])", "", text)
