@@ -364,15 +364,15 @@ def sizes(store, image: str, guest) -> dict[str, Any]:
         stacks["VM (kernel + disk)"] = {
             "kernel": s.get("kernel", 0),
             "initrd": s.get("initrd", 0),
-            "guest OS (modules, systemd, ...)": max(0, s.get("disk_actual", 0)
-                                                    - s.get("rootfs", 0)),
+            "guest OS (modules, systemd, ...)": s.get("modules", 0) + s.get("guest_os", 0),
             "app (the image's files)": s.get("rootfs", 0)}
-    else:
+    else:  # the gzipped initramfs, shared out in proportion to what went into it
+        os_bytes, app = s.get("guest_os", 0), s.get("rootfs", 0)
+        share = s.get("initrd", 0) / max(1, os_bytes + app)
         stacks["VM (kernel + initramfs)"] = {
             "kernel": s.get("kernel", 0),
-            "guest OS (init)": max(0, s.get("initrd", 0) - s.get("rootfs", 0)),
-            "app (the image's files, compressed)": min(s.get("initrd", 0),
-                                                       s.get("rootfs", 0))}
+            "guest OS (init, busybox)": int(os_bytes * share),
+            "app (the image's files)": int(app * share)}
     largest = max(sum(v.values()) for v in stacks.values()) / 2**20
     return {"container": {"unpacked": unpacked, "compressed": compressed},
             "vm": dict(s), "stacks": stacks, "largest_mib": largest}
