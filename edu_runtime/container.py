@@ -251,6 +251,24 @@ class JoinCgroup(Step):
         return {"/proc/PID/cgroup": text.splitlines()}
 
 
+def _with_image_volumes(specs: list[str] | None, cfg: dict[str, Any]) -> list[str]:
+    """The -v specs, plus an anonymous volume for each VOLUME of the image that no -v covers,
+    as ``docker run`` makes them (a database image keeps its data out of the container)."""
+    specs = list(specs or [])
+    taken = set()
+    for spec in specs:
+        try:
+            taken.add(volumes_mod.parse(spec).destination)
+        except volumes_mod.VolumeError:
+            pass  # reported with its sentence by volumes_mod.check
+    for path in sorted(cfg.get("Volumes") or {}):
+        dest = os.path.normpath("/" + path.lstrip("/"))
+        if dest not in taken and dest != "/":
+            specs.append(dest)
+            taken.add(dest)
+    return specs
+
+
 def plan() -> list[Step]:
     """The steps of a container's start, in order."""
     from . import bridge, nat  # pyroute2 itself is imported only when a bridge is used
@@ -447,7 +465,8 @@ class Container:
             limits=limits,
             cap_add=list(cap_add or []), cap_drop=list(cap_drop or []), seccomp=seccomp,
             no_new_privs=no_new_privs, read_only=read_only, shared=shared, remove=remove,
-            tty=tty, init=init, volume_specs=list(volumes or []), network=network,
+            tty=tty, init=init, volume_specs=_with_image_volumes(volumes, cfg),
+            network=network,
             publish=mappings)
         volumes_mod.check(self.config.volume_specs)
         self.paths = Paths(paths.state_dir() / "containers" / self.id)

@@ -418,3 +418,32 @@ def test_open_in_root_keeps_dotdot_inside(tmp_path):
         os.close(inner)
     finally:
         os.close(fd)
+
+
+def test_an_images_volume_is_an_anonymous_volume(busybox, no_leaks, wired):
+    """VOLUME in an image: `docker run` mounts an anonymous volume there, filled from the
+    image, so what the container writes is not in its upper dir; --rm takes it away; a -v
+    on the same path wins."""
+    import copy as copy_
+
+    img = copy_.deepcopy(busybox)
+    img.config.setdefault("config", {})["Volumes"] = {"/etc": {}}
+    before = {v["Name"] for v in volumes.ls()}
+    c = Container(img, ["sh", "-c", "echo new > /etc/written; cat /etc/passwd | head -1"],
+                  remove=False, network="none")
+    try:
+        assert c.config.volume_specs == ["/etc"]
+        assert c.run() == 0
+        upper = c.paths.upper
+        assert not (upper / "etc" / "written").exists()  # in the volume, not the layer
+        (made,) = {v["Name"] for v in volumes.ls()} - before
+        data = volumes.volumes_dir() / made / "_data"
+        assert (data / "written").read_text() == "new\n" and (data / "passwd").exists()
+    finally:
+        volumes.remove_anonymous(c.config.volumes, c.id)
+        container.remove_dir(c.paths.dir)
+    assert {v["Name"] for v in volumes.ls()} == before
+    code, _ = run(img, ["true"])  # --rm: the anonymous volume goes with the container
+    assert code == 0 and {v["Name"] for v in volumes.ls()} == before
+    named = Container(img, ["true"], volumes=["/tmp/edu-not-etc:/etc"], network="none")
+    assert named.config.volume_specs == ["/tmp/edu-not-etc:/etc"]  # the -v, once
