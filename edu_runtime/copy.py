@@ -87,9 +87,10 @@ def open_in_root(root_fd: int, path: str, flags: int = os.O_PATH, *,
 
 
 def ensure_in_root(root_fd: int, path: str, *, directory: bool = True,
-                   mode: int = 0o755) -> int:
+                   mode: int = 0o755, owner: tuple[int, int] | None = None) -> int:
     """``mkdir -p path`` (or, with ``directory=False``, create an empty file and its parents)
-    inside ``root_fd``'s tree; an O_PATH fd of what is there now."""
+    inside ``root_fd``'s tree; an O_PATH fd of what is there now. What it creates belongs to
+    ``owner`` (uid, gid) if given (a Dockerfile's COPY --chown), else to the caller."""
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise CopyError(f"{path} contains '..': give a plain absolute path")
@@ -107,6 +108,8 @@ def ensure_in_root(root_fd: int, path: str, *, directory: bool = True,
                                  | os.O_CLOEXEC, mode, dir_fd=parent))
             else:
                 os.mkdir(part, mode, dir_fd=parent)
+            if owner is not None:
+                os.chown(part, *owner, dir_fd=parent, follow_symlinks=False)
         except FileExistsError:
             raise CopyError(f"cannot create /{sub}: it is a symbolic link to a path that "
                             "does not exist; remove the link or choose another path") from None
@@ -157,7 +160,11 @@ def mount_overlay(lower: list, upper=None, work=None, *, write: bool = False) ->
     fsconfig takes strings of at most 256 bytes, too short for a ``lowerdir`` of a few
     layers, so each layer is added by itself (``lowerdir+``, Linux 6.7). Older kernels get one
     ``lowerdir`` of short names for the layers: ``/proc/self/fd/N`` of each layer held open.
+    A single layer read-only is no overlay at all (overlayfs wants two lower dirs without
+    an upper one): its own directory is opened, O_PATH as well.
     """
+    if upper is None and len(lower) == 1:
+        return os.open(lower[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     rest = []
     if upper is not None:
         for opt in overlay.mount_options(["-"], upper, work, rootless=False).split(",")[1:]:

@@ -28,6 +28,7 @@ Introduced in notebooks/04-dockerfile.
 
 from __future__ import annotations
 
+import contextlib
 import copy as _copy
 import hashlib
 import json
@@ -35,6 +36,7 @@ import os
 import stat
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -423,7 +425,7 @@ class Builder:
         def make() -> State:
             new = _copy.deepcopy(state)
             new.run["WorkingDir"] = path
-            layer = self._layer_from_copy(state, lambda root: _mkdir_p(root, path, None))
+            layer = self._layer_from_copy(state, lambda root: os.close(_open_dir(root, path)))
             _add_layer(new, layer, f"/bin/sh -c #(nop) WORKDIR {path}")
             return new
         return self._step(state, ["WORKDIR", path], make)
@@ -746,32 +748,19 @@ def _add_layer(state: State, layer, created_by: str) -> None:
     _history(state, created_by, empty=False)
 
 
-class _image_root:
-    """An O_PATH fd of an image's files: its single layer, or its layers' overlay."""
-
-    def __init__(self, store: Store, state: State):
-        self.dirs = store.lowerdirs(state.image())
-
-    def __enter__(self) -> int:
-        from edu_runtime import copy as cp
-
-        if len(self.dirs) == 1:  # overlay needs two lower dirs without an upper one
-            self.fd = os.open(self.dirs[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        elif not self.dirs:
-            raise BuildError("the image has no layers (FROM scratch): nothing to copy from")
-        else:
-            self.fd = cp.mount_overlay(self.dirs, write=False)
-        return self.fd
-
-    def __exit__(self, *exc) -> None:
-        os.close(self.fd)
-
-
-def _mkdir_p(root: int, path: str, owner) -> None:
+@contextlib.contextmanager
+def _image_root(store: Store, state: State) -> Iterator[int]:
+    """An O_PATH fd of an image's merged files (a detached overlay of its layers)."""
     from edu_runtime import copy as cp
 
-    fd = cp.ensure_in_root(root, path)
-    os.close(fd)
+    dirs = store.lowerdirs(state.image())
+    if not dirs:
+        raise BuildError("the image has no layers (FROM scratch): nothing to copy from")
+    fd = cp.mount_overlay(dirs, write=False)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _copy_one(root: int, src: int, name: str, dest: str, many: bool, owner) -> None:
@@ -818,24 +807,7 @@ def _open_dir(root: int, path: str, owner=None) -> int:
     root, as COPY --chown does), then a readable fd of it."""
     from edu_runtime import copy as cp
 
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise BuildError(f"{path} contains '..' after its directory was resolved")
-    for i in range(len(parts)):
-        sub = "/".join(parts[: i + 1])
-        try:
-            os.close(cp.open_in_root(root, sub))
-            continue
-        except FileNotFoundError:
-            pass
-        made = cp.ensure_in_root(root, sub)
-        try:
-            fd = cp._reopen(made, os.O_RDONLY | os.O_DIRECTORY)
-            os.fchown(fd, *(owner or (0, 0)))
-            os.close(fd)
-        finally:
-            os.close(made)
-    target = cp.open_in_root(root, "/".join(parts), os.O_PATH | os.O_DIRECTORY)
+    target = cp.ensure_in_root(root, path, owner=owner or (0, 0))
     try:
         return cp._reopen(target, os.O_RDONLY | os.O_DIRECTORY)
     finally:
