@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -142,3 +143,17 @@ HYBRID_MOUNTINFO = (
     "39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n"
     "40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n"
     "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n")
+
+
+@pytest.fixture(scope="session")
+def student():
+    """A real non-root user (``useradd -m``) with their own copy of the course in their home
+    (tests/accounts.py); removed with everything of theirs at the end of the session."""
+    import accounts
+
+    need(os.geteuid() == 0, "making a user account needs root (CI runs as root)")
+    need(shutil.which("useradd") is not None and shutil.which("setpriv") is not None,
+         "useradd and setpriv (passwd, util-linux) are needed")
+    account = accounts.create()
+    yield account
+    accounts.remove(account)
