@@ -453,8 +453,14 @@ class Container:
         if memory is not None or pids_limit is not None or cpus is not None:
             mem = cgroups.parse_memory(memory) if isinstance(memory, str) else memory
             limits = cgroups.Limits(memory=mem, pids=pids_limit, cpus=cpus)
+        # Checked before anything is made: a refused name, hostname or directory leaves
+        # nothing behind (and these values end up in files other containers read).
         if name:
-            lifecycle.check_name(name, own_id=self.id)
+            name = lifecycle.check_name(name, own_id=self.id)
+        if hostname:
+            lifecycle.valid_hostname(hostname)
+        if workdir:
+            lifecycle.valid_workdir(workdir)
         self.config = Config(
             image_name=image if isinstance(image, str) else (img.familiar_tags()
                                                              or [img.short_id])[0],

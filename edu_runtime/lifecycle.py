@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,62 @@ class InvalidTransition(Exception):
 
 class NoSuchContainer(LookupError):
     """No container has that name or id."""
+
+
+class InvalidName(ValueError):
+    """A container name, hostname or working directory Docker would refuse too."""
+
+
+#: Docker's rule for container names (moby's RestrictedNamePattern): at least two characters.
+NAME_CHARS = "[a-zA-Z0-9][a-zA-Z0-9_.-]"
+_NAME = re.compile(NAME_CHARS + "+")
+#: A hostname: dot-separated RFC 1123 labels (letters, digits, inner hyphens).
+_LABEL = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
+HOSTNAME_MAX = 64  # the kernel's limit for sethostname (__NEW_UTS_LEN)
+
+
+def _shown(value: str) -> str:
+    """A value as a sentence can show it: control characters escaped."""
+    return value if value.isprintable() else repr(value)[1:-1]
+
+
+def valid_name(name: str) -> str:
+    """A container name as Docker accepts it (one leading ``/`` dropped), else InvalidName.
+
+    Names end up in the /etc/hosts of every neighbour on a network and in paths, so a name
+    with a newline, a slash or a space would let one container write lines into another's
+    files. ``fullmatch``, not ``match`` with ``$``: ``$`` also matches before a final newline.
+    """
+    bare = name[1:] if name.startswith("/") else name
+    if not _NAME.fullmatch(bare):
+        raise InvalidName(f"Invalid container name ({_shown(name)}), only {NAME_CHARS} are "
+                          "allowed: use at least 2 letters, digits, '_', '.' or '-', starting "
+                          "with a letter or digit (e.g. web-1)")
+    return bare
+
+
+def valid_hostname(hostname: str) -> str:
+    """A hostname that is safe to write into /etc/hosts and /etc/hostname, else InvalidName.
+
+    Docker passes any --hostname on (a newline ends up in the container's own /etc/hosts);
+    edu is stricter and takes only RFC 1123 names the kernel's 64-byte limit allows.
+    """
+    if not (0 < len(hostname) <= HOSTNAME_MAX
+            and all(_LABEL.fullmatch(label) for label in hostname.split("."))):
+        raise InvalidName(f"invalid hostname '{_shown(hostname)}': use letters, digits and "
+                          f"inner hyphens, in dot-separated parts, at most {HOSTNAME_MAX} "
+                          "characters in all (e.g. web-1 or db.local)")
+    return hostname
+
+
+def valid_workdir(workdir: str) -> str:
+    """A working directory as Docker accepts it: an absolute path, else InvalidName."""
+    if not workdir.startswith("/"):
+        raise InvalidName(f"the working directory '{_shown(workdir)}' is invalid, it needs to "
+                          "be an absolute path (e.g. -w /app)")
+    if "\0" in workdir:
+        raise InvalidName("the working directory contains a NUL byte: remove it")
+    return workdir
 
 
 def check(record: dict[str, Any], to: str) -> None:
@@ -129,13 +186,16 @@ def update(container_id: str, **fields: Any) -> dict[str, Any]:
     return rec
 
 
-def check_name(name: str, own_id: str = "") -> None:
-    """Refuse a name another container already has, with Docker's sentence."""
+def check_name(name: str, own_id: str = "") -> str:
+    """Refuse a name Docker would refuse, or one another container already has, with
+    Docker's sentences; returns the name without a leading ``/``."""
+    name = valid_name(name)
     for r in records():
         if r.get("name") == name and r.get("id") != own_id:
             raise InvalidTransition(
                 f'the container name "/{name}" is already in use by container {r["id"]}. '
                 "You have to remove (or rename) that container to be able to reuse that name.")
+    return name
 
 
 _ADJECTIVES = ["admiring", "brave", "busy", "clever", "eager", "focused", "gentle", "happy",

@@ -61,7 +61,7 @@ ALIVE_STATUSES = {"creating", "created", "running", "paused"}
 #: Where systemd-resolved lists the upstream servers behind its 127.0.0.53 stub.
 RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
 
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}")  # fullmatch: "$" passes "x\n"
 _BRIDGE = re.compile(r"^(edu0|edu-[0-9a-f]{8})$")
 _held = threading.local()
 
@@ -213,7 +213,7 @@ def _default() -> dict[str, Any]:
 
 def create(name: str, subnet: str | None = None) -> dict[str, Any]:
     """``docker network create NAME [--subnet CIDR]``: register a bridge network."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise NetworkError(f"invalid network name {name!r}: use letters, digits and _.- "
                            "(starting with a letter or digit), up to 64 characters")
     if name in PREDEFINED or name == DEFAULT:
@@ -246,7 +246,7 @@ def get(name: str) -> dict[str, Any]:
     with locked():
         if name in (DEFAULT, "default"):
             return _default()
-        record = _read(name) if _NAME.match(name) else None
+        record = _read(name) if _NAME.fullmatch(name) else None
         if record is not None:
             return record
         hits = [n for n in _all() if len(name) >= 3 and n["id"].startswith(name)]

@@ -54,7 +54,7 @@ from . import copy, kernel, paths
 from .steps import CHILD, Step
 
 #: Docker's rule for a local volume's name.
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # used with fullmatch: "$" passes "x\n"
 MODES = ("ro", "rw", "nocopy")
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
 
@@ -92,7 +92,7 @@ def volumes_dir() -> Path:
 
 def check_name(name: str) -> str:
     """``name`` if it is a valid volume name; else VolumeError with Docker's sentence."""
-    if not NAME_RE.match(name or ""):
+    if not NAME_RE.fullmatch(name or ""):
         raise VolumeError(
             f'"{name}" includes invalid characters for a local volume name, only '
             '"[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed (and at least two). If you meant a '
@@ -148,7 +148,7 @@ def ls() -> list[dict[str, Any]]:
     """``docker volume ls``: every volume, sorted by name."""
     base = volumes_dir()
     names = sorted(p.name for p in base.iterdir()
-                   if (p / "_data").is_dir() and NAME_RE.match(p.name)) if base.is_dir() else []
+                   if (p / "_data").is_dir() and NAME_RE.fullmatch(p.name)) if base.is_dir() else []
     return [inspect(n) for n in names]
 
 
@@ -291,7 +291,7 @@ def _anonymous_in_record(container_id: str) -> dict[str, str]:
     found = {}
     for m in rec.get("mounts") or []:
         name = m.get("Name") or ""
-        if m.get("Type") == "volume" and NAME_RE.match(name) and \
+        if m.get("Type") == "volume" and NAME_RE.fullmatch(name) and \
                 ANONYMOUS_LABEL in _labels(name):
             found[m.get("Destination", "")] = name
     return found
@@ -320,7 +320,7 @@ def remove_anonymous_of(record: dict[str, Any]) -> list[str]:
     gone = []
     for m in record.get("mounts") or []:
         name = m.get("Name") or ""
-        if m.get("Type") == "volume" and NAME_RE.match(name) and \
+        if m.get("Type") == "volume" and NAME_RE.fullmatch(name) and \
                 ANONYMOUS_LABEL in _labels(name) and not set(users(name)) - {record.get("id")}:
             _delete(name)
             gone.append(name)
