@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-NAME = "edu-student"
+#: Accounts are named per test session (``edu-st-PID``), so two sessions at once never
+#: delete each other's student; a killed session's account is removed by the next one.
+PREFIX = "edu-st-"
 #: What a student's copy of the course holds (the rest of the checkout is tests and docs).
 PROJECT = ("edu_runtime", "edu_cli", "vm_compare", "scripts", "lessons", "notebooks",
            "Makefile", "pyproject.toml", "README.md")
@@ -108,8 +110,19 @@ def _link_tree(src: Path, dst: Path) -> None:
                     dirs_exist_ok=True)
 
 
-def create(name: str = NAME) -> Student:
-    """Make the account (or take it over if a killed session left it) and fill its home."""
+def _remove_stale() -> None:
+    """Remove the accounts of test sessions that are gone (killed before their teardown)."""
+    for pw in pwd.getpwall():
+        owner = pw.pw_name.removeprefix(PREFIX)
+        if pw.pw_name.startswith(PREFIX) and owner.isdigit() \
+                and not Path(f"/proc/{owner}").exists():
+            remove(Student(pw.pw_name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir)))
+
+
+def create() -> Student:
+    """Make this session's account and fill its home."""
+    _remove_stale()
+    name = f"{PREFIX}{os.getpid()}"
     try:
         pw = pwd.getpwnam(name)
     except KeyError:

@@ -362,8 +362,17 @@ def test_kernel_sharing_is_visible(busybox, no_leaks):
     c.start()
     try:
         import time
-        deadline = time.monotonic() + 5
-        while len(sharing.host_pids_of(c.pid)) < 2 and time.monotonic() < deadline:
+
+        # Wait for the state the test is about: sh and its two sleeps. Between fork and exec
+        # a busybox child is briefly called "exe" (it re-executes /proc/self/exe), so a
+        # count alone can catch a half-made process.
+        def settled() -> bool:
+            procs = sharing.host_pids_of(c.pid)
+            return len(procs) == 3 and {p["command"] for p in procs} == {"sh", "sleep"}
+
+        deadline = time.monotonic() + 30
+        while not settled():
+            assert time.monotonic() < deadline, sharing.host_pids_of(c.pid)
             time.sleep(0.02)
         rows = sharing.compare(c.pid)
         assert rows["uname -r"]["same"] and rows["uname -r"]["host"] == os.uname().release
