@@ -8,6 +8,7 @@ pyroute2's or libvirt's modules. Errors a student can meet are printed as senten
 
 from __future__ import annotations
 
+import os
 import sys
 
 from edu_runtime import __version__
@@ -92,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edu: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `edu images | head`: the reader left. Quietly, as other Unix tools do (Python's
+        # own advice): stdout goes to /dev/null so the exit flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
 
 
 if __name__ == "__main__":

@@ -91,6 +91,29 @@ kvm_for_libvirt() {
     return 0
 }
 
+edu_on_path() {
+    # The README's commands are plain `edu ...`, typed in any new shell: link this clone's
+    # .venv/bin/edu where login shells look, as pipx does. Root: /usr/local/bin, on every
+    # PATH. Anyone else: ~/.local/bin, which Debian's and Ubuntu's ~/.profile put on PATH at
+    # login when it exists. The last clone set up wins; the link says which one it is.
+    local dir target=$PWD/.venv/bin/edu
+    if is_root; then dir=/usr/local/bin; else dir=$HOME/.local/bin; fi
+    mkdir -p "$dir"
+    if [ -e "$dir/edu" ] && [ ! -L "$dir/edu" ]; then
+        echo "    $dir/edu exists and is not our link: left alone; use $target"
+        return 0
+    fi
+    if [ "$(readlink "$dir/edu" 2>/dev/null)" != "$target" ]; then
+        ln -sfn "$target" "$dir/edu"
+        echo "    $dir/edu -> $target"
+    fi
+    case ":$PATH:" in
+        *":$dir:"*) ;;
+        *) echo "    $dir is not on this shell's PATH yet: open a new login shell, or run"
+           echo "    export PATH=\"$dir:\$PATH\"" ;;
+    esac
+}
+
 compile_bytecode() {
     # Where PYTHONDONTWRITEBYTECODE is set (this project's CI is), every `edu` start would
     # recompile the project from source: ~80 ms. Write the .pyc files once, here.
@@ -102,6 +125,8 @@ step "system packages (apt-get)" \
 step "Python environment in .venv (pip install -e .[dev])" \
      "check that python3 >= 3.11 and python3-venv are installed, then delete .venv and retry" \
      make_venv
+step "the edu command on your PATH" "check that you may write to /usr/local/bin or ~/.local/bin" \
+     edu_on_path
 step "byte-compile the project (fast start-up)" "check file permissions in the checkout" \
      compile_bytecode
 if is_root; then

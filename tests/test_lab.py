@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -22,24 +24,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_lab_serves_the_course_with_a_token(tmp_path):
+@contextlib.contextmanager
+def lab_server(tmp_path, env=None):
+    """scripts/lab (what `make lab` runs) on a free port with a known token; yields
+    (base URL, token, output) and stops it. ``output`` fills in when it has stopped."""
     port, token = free_port(), secrets.token_hex(16)
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path), JUPYTER_CONFIG_DIR=str(tmp_path))
+    env = dict(env or os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path),
+               JUPYTER_CONFIG_DIR=str(tmp_path))
     lab = subprocess.Popen(
         [str(REPO / "scripts/lab"), f"--port={port}", f"--IdentityProvider.token={token}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+    output: list[str] = []
     try:
-        status = None
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and lab.poll() is None:
             try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
-                    status = json.load(r)
-                break
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
+                    break
             except OSError:
                 time.sleep(0.3)
-        assert status is not None, f"lab did not answer; exit code {lab.poll()}"
+        else:
+            raise AssertionError(f"lab did not answer; exit code {lab.poll()}")
+        yield base, token, output
+    finally:
+        os.killpg(lab.pid, signal.SIGTERM)
+        try:
+            out, _ = lab.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(lab.pid, signal.SIGKILL)
+            out, _ = lab.communicate()
+        output.append(out.decode(errors="replace"))
+
+
+def test_lab_serves_the_course_with_a_token(tmp_path):
+    with lab_server(tmp_path) as (base, token, output):
         # The token is required: without it the API refuses.
         try:
             urllib.request.urlopen(f"{base}/api/contents", timeout=5)
@@ -52,12 +71,56 @@ def test_lab_serves_the_course_with_a_token(tmp_path):
         # The start page is the lab's default URL.
         with urllib.request.urlopen(f"{base}/?token={token}", timeout=10) as r:
             assert urllib.parse.urlparse(r.url).path == "/lab/tree/00-start-here.ipynb"
-    finally:
-        os.killpg(lab.pid, signal.SIGTERM)
-        try:
-            out, _ = lab.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(lab.pid, signal.SIGKILL)
-            out, _ = lab.communicate()
-    text = out.decode(errors="replace")
+    text = output[0]
     assert "127.0.0.1" in text and "0.0.0.0" not in text.split("is running at")[-1]
+
+
+def login_env() -> dict[str, str]:
+    """What a new login shell of this user has: no venv activated, no .venv/bin on PATH."""
+    out = subprocess.run(["env", "-i", f"HOME={os.path.expanduser('~')}", "bash", "-lc",
+                          "env -0"], capture_output=True, check=True).stdout.decode()
+    env = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+    assert str(REPO / ".venv/bin") not in env["PATH"].split(":")
+    return env
+
+
+def test_a_new_shell_finds_edu_after_setup():
+    """The README's commands are plain `edu ...`: after its set-up (which `make test` ran),
+    a new login shell finds this clone's edu and it works."""
+    out = subprocess.run(["bash", "-lc", "command -v edu && edu --version"],
+                         env=login_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    found, version = out.stdout.splitlines()
+    assert os.path.realpath(found) == os.path.realpath(REPO / ".venv/bin/edu")
+    assert version.startswith("edu ")
+
+
+def test_a_terminal_in_the_lab_finds_edu_and_the_venvs_python(tmp_path):
+    """A terminal opened inside JupyterLab (what lessons send students to) has the course's
+    edu and python first on PATH, even when the lab was started from a plain login shell."""
+    import websocket
+
+    with lab_server(tmp_path, env=login_env()) as (base, token, _):
+        req = urllib.request.Request(f"{base}/api/terminals?token={token}", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            name = json.load(r)["name"]
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{base.rsplit(':', 1)[1]}/terminals/websocket/{name}"
+            f"?token={token}", timeout=30)
+        try:
+            ws.send(json.dumps(["stdin", "echo EDU=$(command -v edu) PY=$(command -v python)"
+                                         " END\r"]))
+            seen = ""
+            deadline = time.monotonic() + 30
+            while not re.search(r"EDU=(\S*) PY=(\S*) END", seen):
+                assert time.monotonic() < deadline, seen
+                kind, *data = json.loads(ws.recv())
+                if kind == "stdout":
+                    seen += data[0]
+        finally:
+            ws.close()
+            urllib.request.urlopen(urllib.request.Request(
+                f"{base}/api/terminals/{name}?token={token}", method="DELETE"), timeout=10)
+    edu, py = re.search(r"EDU=(\S*) PY=(\S*) END", seen).groups()
+    assert edu == str(REPO / ".venv/bin/edu")
+    assert py == str(REPO / ".venv/bin/python")
