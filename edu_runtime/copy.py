@@ -155,7 +155,10 @@ def set_metadata(fd: int, st: os.stat_result, *, owner: tuple[int, int] | None =
 
 def mount_overlay(lower: list, upper=None, work=None, *, write: bool = False) -> int:
     """An overlay of ``lower`` (top first) and, if given, ``upper``/``work``, mounted
-    detached (fsmount): an O_PATH fd of its root; closing it unmounts. Needs root.
+    detached (fsmount): an O_PATH fd of its root; closing it unmounts. Needs root: of the
+    host, or of a user namespace (``kernel.in_user_namespace``) over the user's own layers,
+    which are then read and written with ``userxattr`` (overlay's ``user.`` xattrs, as
+    rootless containers and the rootless image store use).
 
     fsconfig takes strings of at most 256 bytes, too short for a ``lowerdir`` of a few
     layers, so each layer is added by itself (``lowerdir+``, Linux 6.7). Older kernels get one
@@ -165,9 +168,11 @@ def mount_overlay(lower: list, upper=None, work=None, *, write: bool = False) ->
     """
     if upper is None and len(lower) == 1:
         return os.open(lower[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    rest = []
+    rootless = kernel.rootless()
+    rest: list[tuple[str, str | None]] = [("userxattr", None)] if rootless else []
     if upper is not None:
-        for opt in overlay.mount_options(["-"], upper, work, rootless=False).split(",")[1:]:
+        rest = []
+        for opt in overlay.mount_options(["-"], upper, work, rootless).split(",")[1:]:
             key, eq, value = opt.partition("=")
             rest.append((key, value if eq else None))
     attr = kernel.MOUNT_ATTR_NOSUID | kernel.MOUNT_ATTR_NODEV | kernel.MOUNT_ATTR_NOEXEC

@@ -15,6 +15,7 @@ import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 
 def _load_libc() -> ctypes.CDLL:
@@ -28,6 +29,7 @@ def _load_libc() -> ctypes.CDLL:
 
 
 _libc = _load_libc()
+T = TypeVar("T")
 
 # Namespace flags, from <linux/sched.h>. The name is the one in /proc/PID/ns/.
 CLONE_NEWNS = 0x00020000
@@ -222,6 +224,73 @@ def wait_status(pid: int, timeout: float | None = None) -> int:
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
+
+
+def rootless() -> bool:
+    """True unless this is root of the host's own (initial) user namespace: a plain user, or
+    root of a user namespace (a rootless container, ``in_user_namespace``), where trusted.*
+    xattrs and any ids outside the namespace's map are out of reach."""
+    if os.geteuid() != 0:
+        return True
+    return (read("/proc/self/uid_map", "") or "").split() != ["0", "0", "4294967295"]
+
+
+def enter_user_namespace() -> None:
+    """unshare a user and a mount namespace, and map our own uid and gid to 0 in it (the one
+    line each that an unprivileged process may write for itself, as rootless containers
+    have): root inside, with the capabilities to mount there, and still ourselves outside."""
+    uid, gid = os.geteuid(), os.getegid()
+    unshare(CLONE_NEWUSER | CLONE_NEWNS)
+    Path("/proc/self/setgroups").write_text("deny")
+    Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
+    Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
+
+
+def in_user_namespace(fn: Callable[[], T]) -> T:
+    """``fn()`` run as root of a user and mount namespace of our own (``enter_user_namespace``),
+    in a forked child; its result, or its exception raised here (both cross back pickled).
+
+    An unprivileged user may not mount, but may be root of a namespace they made, and mount
+    an overlay of their own directories there (``userxattr``): this is how a rootless build
+    copies into a layer. Fork with care: only from a single-threaded process (the CLI, the
+    supervisor), as for containers. The child is always reaped.
+    """
+    import pickle
+
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # child: never returns into the caller
+        try:
+            os.close(r)
+            try:
+                enter_user_namespace()
+                outcome = (True, fn())
+            except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+                outcome = (False, exc)
+            try:
+                data = pickle.dumps(outcome)
+            except Exception:  # noqa: BLE001 - an unpicklable result or exception
+                data = pickle.dumps((False, OSError(errno.EIO, repr(outcome[1])[:2000])))
+            with open(w, "wb") as f:
+                f.write(data)
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        with open(r, "rb") as f:
+            data = f.read()
+    except BaseException:
+        os.kill(pid, 9)
+        raise
+    finally:
+        code = wait_status(pid)
+    if not data:
+        raise OSError(errno.EIO, "the user namespace helper ended without an answer "
+                                 f"(exit status {code})")
+    ok, value = pickle.loads(data)
+    if ok:
+        return value
+    raise value
 
 
 def errno_name(code: int) -> str:

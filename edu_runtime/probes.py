@@ -201,12 +201,10 @@ def _fstype_of(path: Path, mounts: list[dict[str, str]]) -> str:
 
 
 def _enter_private_mount_ns(rootless: bool) -> None:
-    uid, gid = os.geteuid(), os.getegid()
-    kernel.unshare(kernel.CLONE_NEWNS | (kernel.CLONE_NEWUSER if rootless else 0))
     if rootless:
-        Path("/proc/self/setgroups").write_text("deny")
-        Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
-        Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
+        kernel.enter_user_namespace()
+    else:
+        kernel.unshare(kernel.CLONE_NEWNS)
     # Make every mount private first, so nothing we mount propagates back to the host.
     kernel.mount("none", "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
 

@@ -12,6 +12,10 @@ see the README):
   directory, so nothing can leak) with an empty upper dir, copy the files in, and the upper
   dir is the layer, exactly as RUN's would be;
 - ``WORKDIR`` creates its directory the same way (a layer only if it did not exist);
+- rootless, that mount (and the packing of every layer) happens as root of a user namespace
+  of the user's own (``kernel.in_user_namespace``), as a rootless RUN's container does: the
+  user is root there and their files are root's in the layer, as Docker's rootless builds
+  make them. One uid is mapped, so a ``--chown`` to another user stays root's (said);
 - everything else (ENV, CMD, LABEL, ...) changes only the image config.
 
 Each step's result is kept in a cache, keyed as Docker keys it: the image so far, the
@@ -460,6 +464,11 @@ class Builder:
         dest = "/" + dest.lstrip("/") + ("/" if slash and dest != "/" else "")
         owner = self._owner(state, inst.flags.get("chown"), inst) if inst.flags.get("chown") \
             else None
+        if owner not in (None, (0, 0)) and _rootless():
+            self.say(f"[WARNING]: {inst.cmd} --chown={inst.flags['chown']}: a rootless build "
+                     "maps only your own user (as root), so these files stay root's, not "
+                     f"{owner[0]}:{owner[1]}'s; build as root to give them that owner")
+            owner = (0, 0)
         source = inst.flags.get("from")
         if add and any("://" in s for s in srcs):
             raise BuildError(f"Dockerfile:{inst.line}: ADD from a URL is not supported here "
@@ -562,13 +571,16 @@ class Builder:
 
         if not state.layers:
             return ""
-        with _image_root(self.store, state) as root:
-            try:
-                fd = cp.open_in_root(root, path, os.O_RDONLY)
-            except OSError:
-                return ""
-            with os.fdopen(fd) as f:
-                return f.read()
+
+        def read() -> str:
+            with _image_root(self.store, state) as root:
+                try:
+                    fd = cp.open_in_root(root, path, os.O_RDONLY)
+                except OSError:
+                    return ""
+                with os.fdopen(fd) as f:
+                    return f.read()
+        return _as_root(read)
 
     # ---- layers --------------------------------------------------------------------------
 
@@ -583,13 +595,21 @@ class Builder:
                 d.mkdir()
             upper.chmod(0o755)
             lower = self.store.lowerdirs(state.image()) or [empty]
-            root = cp.mount_overlay(lower, upper, work, write=True)
+
+            def mount_and_fill() -> None:
+                root = cp.mount_overlay(lower, upper, work, write=True)
+                try:
+                    fill(root)
+                finally:
+                    os.close(root)
             try:
-                fill(root)
+                _as_root(mount_and_fill)
             except cp.CopyError as exc:
                 raise BuildError(str(exc)) from None
-            finally:
-                os.close(root)
+            except OSError as exc:
+                where = f" ({exc.filename})" if exc.filename else ""
+                raise BuildError(f"copying into the image failed: {exc.strerror or exc}"
+                                 f"{where}") from None
             return self._pack(upper, stage)
 
     def _run_container(self, state: State, argv: list[str], args_env: list[str]
@@ -638,8 +658,13 @@ class Builder:
         from . import layers
 
         blob = stage / "layer.tar.gz"
-        with open(blob, "wb") as out:
-            stats = layers.pack(upper, out, upper=True, compress=True, level=1)
+
+        def write() -> layers.PackStats:
+            with open(blob, "wb") as out:
+                return layers.pack(upper, out, upper=True, compress=True, level=1)
+        # Rootless, the upper dir's files are ours, which is root inside the namespace: read
+        # there, they are root's in the layer (as a rootful build would have them).
+        stats = _as_root(write)
         if stats.members == 0:
             return None  # nothing changed: Docker adds no layer either
         digest = self.store.put_blob_file(blob, stats.digest)
@@ -746,6 +771,20 @@ def _add_layer(state: State, layer, created_by: str) -> None:
     state.config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
     state.config["rootfs"]["diff_ids"] = [d for _, _, d in state.layers]
     _history(state, created_by, empty=False)
+
+
+def _rootless() -> bool:
+    from edu_runtime import kernel
+
+    return kernel.rootless()
+
+
+def _as_root(fn):
+    """``fn()`` where the build may mount and own files: here as root, else in a user
+    namespace of our own where we are root (``kernel.in_user_namespace``)."""
+    from edu_runtime import kernel
+
+    return kernel.in_user_namespace(fn) if _rootless() else fn()
 
 
 @contextlib.contextmanager
@@ -913,6 +952,10 @@ def _extract_into(store: Store, root: int, path: Path, dest: str) -> None:
 
     from edu_runtime import copy as cp
 
+    rootless = _rootless()
+    # Python 3.12+ (and 3.11.4+) filter members; the classic builder keeps everything (our
+    # checks below refuse what escapes). Older 3.11s, such as Debian 12's, have no filters.
+    trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
     with store.staging() as stage, tarfile.open(path) as tar:
         unpacked = stage / "add"
         unpacked.mkdir()
@@ -920,8 +963,11 @@ def _extract_into(store: Store, root: int, path: Path, dest: str) -> None:
             _check_member(member.name, path)
             if member.islnk():  # a hard link names a member, which must be inside too
                 _check_member(member.linkname, path)
-            tar.extract(member, unpacked, set_attrs=True, numeric_owner=True,
-                        filter="fully_trusted")
+            if rootless:  # only root exists; tarfile would skip mode and times with the owner
+                member = _copy.copy(member)
+                member.uid = member.gid = 0
+                member.uname = member.gname = ""
+            tar.extract(member, unpacked, set_attrs=True, numeric_owner=True, **trusted)
         made = _open_dir(root, dest)
         reader = os.open(unpacked, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:

@@ -118,7 +118,9 @@ def extract(src: str | Path | BinaryIO, dest: Path, *, limits: Limits = Limits()
     ``dest`` may hold part of the layer; the caller deletes it.
     """
     if rootless is None:
-        rootless = _running_rootless()
+        # trusted.* xattrs need CAP_SYS_ADMIN in the *initial* user namespace: uid 0 in a
+        # user namespace (rootless podman, our own rootless containers) is rootless here.
+        rootless = kernel.rootless()
     if isinstance(src, (str, Path)):
         with open(src, "rb") as f:
             return extract(f, dest, limits=limits, rootless=rootless)
@@ -147,14 +149,6 @@ def extract(src: str | Path | BinaryIO, dest: Path, *, limits: Limits = Limits()
     return ExtractStats(unpacker.members, unpacker.bytes, unpacker.whiteouts,
                         unpacker.opaque_dirs, diff_id=tar_stream.digest(), digest=raw.digest(),
                         skipped=unpacker.skipped)
-
-
-def _running_rootless() -> bool:
-    # trusted.* xattrs need CAP_SYS_ADMIN in the *initial* user namespace: uid 0 in a user
-    # namespace (rootless podman, our own rootless containers) is rootless for overlay.
-    if os.geteuid() != 0:
-        return True
-    return (kernel.read("/proc/self/uid_map", "") or "").split() != ["0", "0", "4294967295"]
 
 
 class _HashingReader:
