@@ -43,6 +43,8 @@ def compare_cmd(args) -> int:
     for name, row in result["startup"].items():
         print(f"  {name:28s} {row['median_s'] * 1e3:9.1f} ms  "
               f"[{row['min_s'] * 1e3:.1f} .. {row['max_s'] * 1e3:.1f}]")
+    for name, why in result.get("skipped", {}).items():
+        print(f"  {name:28s} left out: {why}")
     print(f"  libvirt's own overhead: {result['libvirt_overhead_ms']:.0f} ms")
     for name, kib in result["memory"]["pss_kib"].items():
         print(f"  memory, {name:24s} {kib / 1024:8.1f} MiB PSS")

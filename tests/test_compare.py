@@ -49,3 +49,33 @@ def test_quick_comparison(tmp_path):
         for title, xlabel, ylabel in plots.LABELS[os.path.basename(figure)]:
             assert title and xlabel and ylabel
     assert sorted(paths.state_dir().glob("containers/*")) == before  # all removed
+
+
+def test_quick_comparison_as_a_student(student, kernel):
+    """Rootless, as a real user: the container side, runc beside it (a rootless spec) and
+    qemu:///session guests, on the guest kernel root's set-up fetched (world-readable)."""
+    import shutil
+    import subprocess
+
+    out = student.home / "compare-results"
+    done = student.edu("compare", "--quick", "--out", str(out), timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    saved = json.loads((out / "compare.json").read_text())
+    accel = saved["machine"]["accel"]
+    rows = saved["startup"]
+    assert {"edu container", f"libvirt guest ({accel})", f"raw qemu ({accel})"} <= set(rows)
+    if shutil.which("runc"):
+        assert "runc" in rows, saved["skipped"]
+    for row in rows.values():
+        assert len(row["runs_s"]) == 3 and row["min_s"] <= row["median_s"] <= row["max_s"]
+    assert all(v > 0 for v in saved["memory"]["pss_kib"].values())
+    k = saved["kernel"]
+    assert k["container"]["boot_id"] == k["host"]["boot_id"] != k["guest"]["boot_id"]
+    assert k["guest"]["uname"] == kernel.release
+    assert not (student.home / ".cache/edu/guest/kernel").exists()  # root's, not a download
+    assert saved["sizes"]["container"]["unpacked"] > 0 and saved["sizes"]["vm"]["kernel"] > 0
+    assert len(saved["figures"]) == 5 and all(os.path.exists(f) for f in saved["figures"])
+    # Nothing of the comparison is left running: no container, no guest.
+    assert not list((student.runtime_dir / "edu/containers").glob("*"))
+    assert subprocess.run(["pgrep", "-u", str(student.uid), "qemu-system"],
+                          capture_output=True).returncode == 1

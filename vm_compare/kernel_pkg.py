@@ -64,9 +64,22 @@ def kernel_root() -> Path:
     return paths.cache_dir() / "guest" / "kernel"
 
 
+#: Root's cache (``make lab`` fills it), readable by everyone: a user boots its kernel too.
+SYSTEM_KERNEL_ROOT = Path("/var/cache/edu/guest/kernel")
+
+
 def installed_kernel() -> KernelInfo | None:
-    """The most recently fetched guest kernel whose files are all present, or None."""
-    manifests = sorted(kernel_root().glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime)
+    """The most recently fetched guest kernel whose files are all present, or None.
+
+    A plain user also looks in the system's cache: a classroom's students share the kernel
+    the set-up fetched as root (it is world-readable, as qemu:///session needs), instead of
+    each downloading 70 MB into their own cache.
+    """
+    roots = [kernel_root()]
+    if os.geteuid() != 0 and SYSTEM_KERNEL_ROOT not in roots:
+        roots.append(SYSTEM_KERNEL_ROOT)
+    found = [m for root in roots for m in root.glob(f"*/{MANIFEST}")]
+    manifests = sorted(found, key=lambda p: p.stat().st_mtime)
     for manifest in reversed(manifests):
         info = _read_manifest(manifest)
         if info is not None:
