@@ -581,7 +581,9 @@ class Driver:
         for attempt in range(3):
             for hierarchy, parent in self.parent_paths().items():
                 try:
-                    parent.mkdir(exist_ok=True)
+                    os.mkdir(parent)
+                except FileExistsError:
+                    pass  # another edu's; if its last container removes it now, _make retries
                 except OSError as exc:
                     raise CgroupError(f"could not make {parent}: {exc.strerror}. Cgroups need "
                                       "root, or a cgroup v2 subtree delegated to this user."

@@ -494,9 +494,15 @@ class Container:
             self.config.volumes = volumes_mod.resolve(self.config.volume_specs, self.id)
         except volumes_mod.VolumeError as exc:
             raise StepError("volumes", str(exc)) from None
+        from .images.store import StoreError
+
+        try:  # under the store's lock: GC may have taken the image since it was looked up
+            self.store.pin(self.id, self.image.diff_ids)
+        except StoreError as exc:
+            volumes_mod.remove_anonymous(self.config.volumes, self.id)
+            raise StepError("create", str(exc)) from None
         for d in (self.paths.upper, self.paths.work, self.paths.merged):
             d.mkdir(parents=True, exist_ok=True)
-        self.store.pin(self.id, self.image.diff_ids)
         # Subreaper only while PID 1 changes parents (the namespaces step): afterwards any
         # orphan of ours would be adopted by us and left a zombie, since we only reap the
         # container. A supervisor that is a subreaper anyway stays one.

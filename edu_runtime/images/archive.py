@@ -106,7 +106,12 @@ def save(store: Store, refs: list[str], out: Path, *, format: str = "docker",
     if format != "oci" and out.is_dir():
         raise ArchiveError(f"cannot save to {out}: it is a directory. Give a file name, or "
                            "use the format 'oci' to write an OCI layout directory.")
-    chosen = _choose(store, refs)
+    with store.lease():  # an image removed meanwhile stays whole until it is written out
+        return _save(store, _choose(store, refs), out, format, progress)
+
+
+def _save(store: Store, chosen: list[tuple[Image, list[Reference]]], out: Path, format: str,
+          progress: bool | None) -> Path:
     try:
         if format == "oci":
             with _dir_output(out) as root:
@@ -126,7 +131,7 @@ def _choose(store: Store, refs: list[str]) -> list[tuple[Image, list[Reference]]
     """The images ``refs`` name, each once, with the tags that named them (for RepoTags)."""
     chosen: dict[str, tuple[Image, list[Reference]]] = {}
     for ref in refs:
-        image = store.get(ref)
+        image = store.use(ref)
         _, tags = chosen.setdefault(image.id, (image, []))
         tag = _tag_named_by(ref, image)
         if tag is not None and tag not in tags:

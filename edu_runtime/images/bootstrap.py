@@ -85,12 +85,13 @@ def bootstrap(store: Store, name: str, *, progress: bool = True, refresh: bool =
     ``refresh=True`` rebuilds ``name`` even if an image with the same provenance exists (for
     python and node, the debian base is reused if it is current).
     """
-    if name == "busybox":
-        return _busybox(store, progress, refresh)
-    if name == "debian":
-        return _debian(store, progress, refresh)
-    if name in _APT_IMAGES:
-        return _apt_image(store, name, progress, refresh)
+    with store.lease():  # the base of python and node stays while apt-get runs over it
+        if name == "busybox":
+            return _busybox(store, progress, refresh)
+        if name == "debian":
+            return _debian(store, progress, refresh)
+        if name in _APT_IMAGES:
+            return _apt_image(store, name, progress, refresh)
     raise BootstrapError(f"cannot bootstrap {name!r}: edu builds only its own base images "
                          f"(known: {', '.join(NAMES)})")
 
@@ -98,7 +99,7 @@ def bootstrap(store: Store, name: str, *, progress: bool = True, refresh: bool =
 def _existing(store: Store, tag: str, want: dict[str, str]) -> Image | None:
     """The image tagged ``tag`` if its labels include ``want`` and its layers are unpacked."""
     try:
-        image = store.get(tag)
+        image = store.use(tag)
     except StoreError:
         return None
     labels = image.config.get("config", {}).get("Labels") or {}

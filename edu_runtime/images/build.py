@@ -27,6 +27,11 @@ a container a student made by hand: an image is a frozen container.
 Nothing half-built is tagged: the tag moves only after the last step succeeded, and a failed
 build leaves only its cached steps (and no container, mount or temporary directory).
 
+A build runs beside other ``edu`` commands, ``rmi`` and ``image prune`` among them. What it
+uses (its base images, its cache hits, the layers it has made so far) belongs to no image
+until it ends, so the build holds all of it in a store *lease* (see store.py), which garbage
+collection respects for as long as the building process lives.
+
 Introduced in notebooks/04-dockerfile.
 """
 
@@ -46,7 +51,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import dockerfile as df
-from .store import Image, Store, StoreError, canonical_json
+from .store import Image, Store, StoreError, canonical_json, write_atomic
 
 LAYER_MEDIA = "application/vnd.oci.image.layer.v1.tar+gzip"
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -139,6 +144,10 @@ class Builder:
 
     def build(self) -> Image:
         """Build every stage up to the target; tag and return the last one."""
+        with self.store.lease():
+            return self._build()
+
+    def _build(self) -> Image:
         text = self._read_dockerfile()
         try:
             instructions = df.parse(text)
@@ -237,7 +246,7 @@ class Builder:
         if ref.lower() in self.stages:
             return _copy.deepcopy(self.stages[ref.lower()])
         try:
-            return state_of(self.store.get(ref))
+            return state_of(self.store.use(ref))
         except StoreError:
             raise BuildError(f"pull access denied for {ref}: no such image here, and edu "
                              "pulls only with edu pull. 'edu images' lists what is here; "
@@ -272,35 +281,33 @@ class Builder:
         if self.opts.no_cache:
             return None
         path = self.store.root / "build-cache" / f"{key}.json"
-        try:
-            entry = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        state = State(entry["config"], [tuple(x) for x in entry["layers"]])
-        for blob, _, diff_id in state.layers:
-            if not self.store.has_blob(blob) or not self.store.layer_dir(diff_id).is_dir():
+        with self.store.lock():  # found and held in one go: GC cannot come in between
+            try:
+                entry = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return None
+            state = State(entry["config"], [tuple(x) for x in entry["layers"]])
+            if not self.store.hold([b for b, _, _ in state.layers],
+                                   [d for _, _, d in state.layers]):
                 return None  # pruned since: build it again
         return state
 
     def _remember(self, key: str, state: State) -> None:
+        """Keep a step's result in the cache, and its layers (and their blobs) through
+        ``rmi`` with a pin, as a container holds its image's layers. ``edu image prune``
+        drops the cache and the pin, under the same lock."""
         where = self.store.root / "build-cache"
-        where.mkdir(exist_ok=True)
-        tmp = where / f".{key}.{os.getpid()}"
-        tmp.write_text(json.dumps({"config": state.config,
-                                   "layers": [list(x) for x in state.layers]}))
-        os.replace(tmp, where / f"{key}.json")
-        self._pin_cache(state)
-
-    def _pin_cache(self, state: State) -> None:
-        """Keep the cache's layers (and their blobs) through ``rmi``: a pin, as a container
-        holds its image's layers. ``edu image prune`` drops the cache and the pin."""
-        pin = self.store.pins / "build-cache.json"
-        try:
-            held = set(json.loads(pin.read_text()))
-        except (OSError, ValueError):
-            held = set()
-        if not {d for _, _, d in state.layers} <= held:
-            self.store.pin("build-cache", sorted(held | {d for _, _, d in state.layers}))
+        layers = {d for _, _, d in state.layers}
+        with self.store.lock():
+            where.mkdir(exist_ok=True)
+            write_atomic(where / f"{key}.json", json.dumps(
+                {"config": state.config, "layers": [list(x) for x in state.layers]}).encode())
+            try:
+                held = set(json.loads((self.store.pins / "build-cache.json").read_text()))
+            except (OSError, ValueError):
+                held = set()
+            if not layers <= held:
+                self.store.pin("build-cache", sorted(held | layers))
 
     def _key(self, state: State, *parts: Any) -> str:
         return hashlib.sha256(json.dumps([CACHE_VERSION, state.id, *parts], sort_keys=True)
@@ -997,12 +1004,18 @@ def commit(record: dict[str, Any], repository: str | None = None, *, message: st
     """``docker commit``: a container's upper dir (its changes) as a new layer on its image,
     with the container's command and environment in the config. A running container is
     frozen while its files are read (``pause``), so the layer is one moment's state."""
+    store = store or Store()
+    with store.lease():
+        return _commit(store, record, repository, message, author, changes, pause)
+
+
+def _commit(store: Store, record: dict[str, Any], repository: str | None, message: str,
+            author: str, changes: list[str], pause: bool) -> Image:
     from edu_runtime import cgroups, lifecycle, paths
 
-    store = store or Store()
     name = record.get("name") or record["id"][:12]
     try:
-        base = store.get(record["image_id"])
+        base = store.use(record["image_id"])
     except StoreError:
         raise BuildError(f"the image of container {name} is no longer in the store, so there "
                          "is nothing to put its changes on") from None

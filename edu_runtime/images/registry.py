@@ -65,6 +65,7 @@ from .store import (
     Store,
     StoreError,
     sha256_bytes,
+    write_atomic,
 )
 
 DOCKER_INDEX = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -715,10 +716,7 @@ def remember(store: Store, registry: str, repo: str, digests: list[str]) -> None
         for reg in record.values():  # forget blobs the store no longer has
             for digest in [d for d in reg if not store.has_blob(d)]:
                 del reg[digest]
-        path = store.root / RECORD
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        write_atomic(store.root / RECORD, json.dumps(record, indent=1, sort_keys=True).encode())
 
 
 # ---- pull ---------------------------------------------------------------------------------
@@ -764,8 +762,9 @@ def pull(store: Store, ref: str | Reference, *, progress: Progress | None = None
             remember(store, ref.registry, ref.repository, blobs)
             return Pulled(store.get(existing.manifest_digest), top_digest, bool(moved))
         try:
-            image = _fetch(store, reg, ref.repository, name, manifest, config, diff_ids, tags,
-                           say)
+            with store.lease():  # what it reuses stays while it downloads the rest
+                image = _fetch(store, reg, ref.repository, name, manifest, config, diff_ids,
+                               tags, say)
         except OSError as exc:
             raise RegistryError(f"Cannot pull {name}: writing to the store at {store.root} "
                                 f"failed ({exc.strerror or exc}). Nothing was stored; free "
@@ -907,11 +906,12 @@ def _fetch(store: Store, reg: Client, repo: str, name: str, manifest: dict[str, 
 
 
 def _local_blob(store: Store, layer: _Layer) -> str | None:
-    """The store's blob for this layer: the same blob, or another with the same content."""
-    if store.has_blob(layer.desc["digest"]):
+    """The store's blob for this layer: the same blob, or another with the same content
+    (held in the pull's lease, so that GC leaves it until the image is added)."""
+    if store.hold([layer.desc["digest"]]):
         return layer.desc["digest"]
     info = store.layer_info(layer.diff_id)
-    if info and store.has_blob(info["blob"]) and store.layer_dir(layer.diff_id).is_dir():
+    if info and store.hold([info["blob"]], [layer.diff_id]):
         with open(store.blob_path(info["blob"]), "rb") as f:
             layer.media = OCI_LAYER_GZIP if f.read(2) == b"\x1f\x8b" else OCI_LAYER
         return info["blob"]
@@ -937,8 +937,13 @@ def push(store: Store, ref: str | Reference, *, progress: Progress | None = None
     if ref.digest or not ref.tag:
         raise RegistryError(f"cannot push {ref.familiar()}: push NAME:TAG; a digest is what "
                             "the registry computes from what is pushed.")
-    say = progress or Progress(None)
-    image = store.get(str(ref))
+    with store.lease():  # an image removed meanwhile stays whole until it is pushed
+        return _push(store, ref, progress or Progress(None), insecure, client, chunk_size)
+
+
+def _push(store: Store, ref: Reference, say: Progress, insecure: bool, client: Client | None,
+          chunk_size: int) -> Pushed:
+    image = store.use(str(ref))
     manifest = store.read_blob(image.manifest_digest)
     if sha256_bytes(manifest) != image.manifest_digest:
         raise RegistryError(f"the manifest of {ref.familiar()} in the store at {store.root} is "

@@ -13,12 +13,22 @@ On disk (``/var/lib/edu/store`` for root, ``~/.local/share/edu/store`` otherwise
     layers/sha256/<hex>.json    the layer's size and member count
     index.json                  tags -> manifest digests, and the images' configs
     pins/<owner>.json           layers that containers are using (kept by garbage collection)
+    pins/lease-<pid>-<r>.json   what a running build or pull is using (kept while it lives)
     tmp/<pid>-<random>/         staging; renamed into place when complete, else deleted
     lock                        flock: one writer at a time
 
 Concurrent ``edu`` processes are safe: writers hold ``lock``; everything becomes visible by
 ``rename(2)``, which is atomic, so a reader sees the old state or the new one, never half.
 A process killed mid-write leaves only a staging dir, which the next writer deletes.
+
+Garbage collection (``rmi``, ``image prune``) deletes what no image, pin or lease names, and
+runs under ``lock``. A build uses blobs and layers that no image names yet (its base may be
+untagged and pruned meanwhile, the layers it makes belong to no image until it ends), so it
+takes a *lease*, as containerd's clients do: a pin owned by a live process. Everything it
+puts in the store or reuses is added to the lease under ``lock``, in the same hold as it is
+found or renamed into place, so there is no moment at which GC could take it away. The lease
+names its process by pid *and* start time: a SIGKILLed builder's lease is recognised as
+stale (and deleted) by the next GC, even once its pid has been given to another process.
 
 Introduced in notebooks/03-images.
 """
@@ -79,8 +89,13 @@ def _hex(digest: str) -> str:
     return hexpart
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` in one rename, so readers see the old or the new file.
+
+    The temp file's name is unique to this writer (pid and a random part: two threads of one
+    process never share it); writers of one file in the store still hold the store's lock,
+    so that the last rename is the last write."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -148,6 +163,8 @@ class Store:
         self.index_path = self.root / "index.json"
         self._lock_depth = 0
         self._added: list[Path] | None = None
+        self._lease: dict[str, Any] | None = None  # this process's lease, while it has one
+        self._lease_path: Path | None = None
 
     # ---- locking and staging --------------------------------------------------------------
 
@@ -190,7 +207,7 @@ class Store:
                     if index_before is None:
                         self.index_path.unlink(missing_ok=True)
                     else:
-                        _write_atomic(self.index_path, index_before)
+                        write_atomic(self.index_path, index_before)
                     for path in reversed(self._added):
                         if path.is_dir():
                             shutil.rmtree(path, ignore_errors=True)
@@ -219,11 +236,70 @@ class Store:
         """Delete staging dirs of processes that no longer exist; return how many."""
         removed = 0
         for d in self.tmp.iterdir():
-            pid = d.name.split("-", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            if _gone(d.name.split("-", 1)[0]):
                 shutil.rmtree(d, ignore_errors=True)
                 removed += 1
         return removed
+
+    # ---- leases: what a live process is using ---------------------------------------------
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[None]:
+        """Until the block ends, GC keeps every blob and layer this process puts in the
+        store (``put_blob_*``, ``ensure_layer``) or takes from it (``use``, ``hold``).
+
+        For a build or a pull: what they make or reuse belongs to no image until they end.
+        A lease inside a lease is the outer one."""
+        if self._lease is not None:
+            yield
+            return
+        pid = os.getpid()
+        self._lease = {"pid": pid, "process": _process(pid), "blobs": [], "layers": []}
+        self._lease_path = self.pins / f"lease-{pid}-{secrets.token_hex(4)}.json"
+        try:
+            with self.lock():
+                self._write_lease()
+            yield
+        finally:
+            if os.getpid() == pid:  # (not in a forked child that unwinds: the lease is ours)
+                with self.lock():
+                    self._lease_path.unlink(missing_ok=True)
+            self._lease = self._lease_path = None
+
+    def _write_lease(self) -> None:
+        write_atomic(self._lease_path, json.dumps(self._lease, sort_keys=True).encode())
+
+    def _held(self, blobs=(), layers=()) -> None:
+        """Add blobs and layers to this process's lease, if it has one (lock held)."""
+        if self._lease is None:
+            return
+        new_blobs = [b for b in blobs if b not in self._lease["blobs"]]
+        new_layers = [d for d in layers if d not in self._lease["layers"]]
+        if new_blobs or new_layers:
+            self._lease["blobs"] += new_blobs
+            self._lease["layers"] += new_layers
+            self._write_lease()
+
+    def hold(self, blobs=(), layers=()) -> bool:
+        """If these blobs and (unpacked) layers are all in the store, add them to this
+        process's lease and return True; else False, and nothing is held."""
+        with self.lock():
+            if not all(self.has_blob(b) for b in blobs):
+                return False
+            if not all(self.layer_info(d) is not None and self.layer_dir(d).is_dir()
+                       for d in layers):
+                return False
+            self._held(blobs, layers)
+            return True
+
+    def use(self, ref: str) -> Image:
+        """``get``, and hold the image's manifest, config and layers in this process's
+        lease: a build's base stays whole even if the image is removed meanwhile."""
+        with self.lock():
+            image = self.get(ref)
+            self._held([image.manifest_digest, image.config_digest,
+                        *(d["digest"] for d in image.manifest["layers"])], image.diff_ids)
+            return image
 
     # ---- blobs ----------------------------------------------------------------------------
 
@@ -248,9 +324,11 @@ class Store:
         digest = sha256_bytes(data)
         self._verify(digest, expected, "blob")
         target = self.blob_path(digest)
-        if not target.exists():
-            _write_atomic(target, data)
-            self._created(target)
+        with self.lock():
+            if not target.exists():
+                write_atomic(target, data)
+                self._created(target)
+            self._held(blobs=[digest])
         return digest
 
     def put_blob_file(self, path: Path, expected: str | None = None) -> str:
@@ -258,15 +336,16 @@ class Store:
         digest = sha256_file(path)
         self._verify(digest, expected, f"blob {path.name}")
         target = self.blob_path(digest)
-        if target.exists():
-            return digest
-        if Path(path).is_relative_to(self.tmp):
-            os.replace(path, target)
-        else:
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, target)
-        self._created(target)
+        with contextlib.ExitStack() as stack:
+            if not Path(path).is_relative_to(self.tmp):  # copied first, outside the lock
+                copy = stack.enter_context(self.staging()) / "blob"
+                shutil.copyfile(path, copy)
+                path = copy
+            with self.lock():
+                if not target.exists():
+                    os.replace(path, target)
+                    self._created(target)
+                self._held(blobs=[digest])
         return digest
 
     @staticmethod
@@ -289,12 +368,14 @@ class Store:
             return None
 
     def ensure_layer(self, blob_digest: str, diff_id: str, limits=None) -> dict[str, Any]:
-        """Unpack the blob into its layer dir, once; check it really has ``diff_id``."""
+        """Unpack the blob into its layer dir, once; check it really has ``diff_id``.
+
+        The blob must be safe from GC while it is read: held in a lease, or inside a
+        transaction (which holds the lock throughout)."""
         from . import layers  # tarfile and friends: only loads and builds pay for them
 
-        info = self.layer_info(diff_id)
-        if info is not None and self.layer_dir(diff_id).is_dir():
-            return info
+        if self.hold(layers=[diff_id]):
+            return self.layer_info(diff_id)
         with self.staging() as stage:
             dest = stage / "layer"
             dest.mkdir()
@@ -306,13 +387,22 @@ class Store:
                     f"config says {diff_id}: the image is corrupt. Nothing was stored.")
             info = {"diff_id": diff_id, "blob": blob_digest, "size": stats.bytes,
                     "members": stats.members}
-            target = self.layer_dir(diff_id)
-            os.rename(dest, target)
+            with self.lock():
+                # Another process may have unpacked the same layer meanwhile: keep theirs.
+                if self.layer_info(diff_id) is None or not self.layer_dir(diff_id).is_dir():
+                    self._install_layer(dest, info)
+                self._held(layers=[diff_id])
+        return self.layer_info(diff_id)
+
+    def _install_layer(self, unpacked: Path, info: dict[str, Any]) -> None:
+        """Rename an unpacked layer into place, then its info file (lock held)."""
+        target = self.layer_dir(info["diff_id"])
+        if not target.is_dir():  # (a dir without info: its writer was killed in between)
+            os.rename(unpacked, target)
             self._created(target)
-            meta = self.layers / f"{_hex(diff_id)}.json"
-            _write_atomic(meta, canonical_json(info))
-            self._created(meta)
-        return info
+        meta = self.layers / f"{_hex(info['diff_id'])}.json"
+        write_atomic(meta, canonical_json(info))
+        self._created(meta)
 
     # ---- images and tags ------------------------------------------------------------------
 
@@ -330,7 +420,7 @@ class Store:
         return index
 
     def _write_index(self, index: dict[str, Any]) -> None:
-        _write_atomic(self.index_path, json.dumps(index, indent=1, sort_keys=True).encode())
+        write_atomic(self.index_path, json.dumps(index, indent=1, sort_keys=True).encode())
 
     def add_image(self, config: bytes, layer_blobs: list[tuple[str, str]],
                   tags: list[str] | tuple[str, ...] = (), config_digest: str | None = None
@@ -386,20 +476,25 @@ class Store:
                  for d in config.get("rootfs", {}).get("diff_ids", [])]
         return Image(manifest_digest, manifest, cfg_digest, config, tags, sizes)
 
+    # Readers hold the lock too, briefly: an image read from the index while another process
+    # removes it and collects its blobs would otherwise be found, then be missing.
+
     def images(self) -> list[Image]:
         """Every image, newest first (as ``docker images`` lists them)."""
-        index = self._read_index()
-        out = [self._image(index, m) for m in index["images"]]
+        with self.lock():
+            index = self._read_index()
+            out = [self._image(index, m) for m in index["images"]]
         return sorted(out, key=lambda i: (i.created, i.id), reverse=True)
 
     def get(self, ref: str) -> Image:
         """Find an image by tag, ``name@digest``, manifest digest, or (a prefix of) its ID."""
-        index = self._read_index()
-        found = self._resolve(index, ref)
-        if found is None:
-            raise StoreError(f"No such image: {ref}. 'edu images' lists what is here; "
-                             f"'edu bootstrap busybox' or 'edu load -i FILE' adds images.")
-        return self._image(index, found)
+        with self.lock():
+            index = self._read_index()
+            found = self._resolve(index, ref)
+            if found is None:
+                raise StoreError(f"No such image: {ref}. 'edu images' lists what is here; "
+                                 f"'edu bootstrap busybox' or 'edu load -i FILE' adds images.")
+            return self._image(index, found)
 
     def _resolve(self, index: dict[str, Any], ref: str) -> str | None:
         if ref.startswith("sha256:") and ref in index["images"]:
@@ -474,12 +569,21 @@ class Store:
     # ---- pins and garbage collection ------------------------------------------------------
 
     def pin(self, owner: str, diff_ids: list[str]) -> None:
-        """Keep these layers while ``owner`` (a container) uses them, even if untagged."""
-        _write_atomic(self.pins / f"{owner}.json", json.dumps(diff_ids).encode())
+        """Keep these layers while ``owner`` (a container) uses them, even if untagged.
+
+        Under the lock, and only if they are all still here: a layer that GC has deleted
+        cannot be pinned back to life (StoreError: the image was removed meanwhile)."""
+        with self.lock():
+            missing = [d for d in diff_ids if not self.layer_dir(d).is_dir()]
+            if missing:
+                raise StoreError(f"layer {missing[0]} is no longer in the store (its image "
+                                 "was removed meanwhile): pull, load or build it again")
+            write_atomic(self.pins / f"{owner}.json", json.dumps(diff_ids).encode())
 
     def unpin(self, owner: str) -> None:
         """Release ``owner``'s layers."""
-        (self.pins / f"{owner}.json").unlink(missing_ok=True)
+        with self.lock():
+            (self.pins / f"{owner}.json").unlink(missing_ok=True)
 
     def prune(self, dangling: bool = True) -> dict[str, int]:
         """``edu image prune``: drop untagged images and the build cache, then every
@@ -508,24 +612,28 @@ class Store:
             keep_blobs |= {_hex(d["digest"]) for d in manifest["layers"]}
             config = json.loads(self.read_blob(rec["config"]))
             keep_layers |= {_hex(d) for d in config.get("rootfs", {}).get("diff_ids", [])}
-        for pin in self.pins.glob("*.json"):
-            try:
-                pinned = {_hex(d) for d in json.loads(pin.read_text())}
-            except (ValueError, StoreError):
+        for pin in self.pins.iterdir():
+            if _temp_file(pin) or pin.suffix != ".json":
                 continue
+            pinned, leased = self._pinned(pin)
             keep_layers |= pinned
+            keep_blobs |= leased
             for layer in pinned:  # a pinned layer keeps its blob too (commit, build cache)
                 info = self.layer_info(f"sha256:{layer}")
                 if info and info.get("blob"):
                     keep_blobs.add(_hex(info["blob"]))
         freed = blobs = lays = 0
         for blob in self.blobs.iterdir():
-            if blob.name not in keep_blobs and not blob.name.startswith("."):
+            if _temp_file(blob):
+                continue
+            if blob.name not in keep_blobs:
                 freed += blob.stat().st_size
                 blob.unlink()
                 blobs += 1
         for layer in self.layers.iterdir():
             name = layer.name.removesuffix(".json")
+            if _temp_file(layer):
+                continue
             if name not in keep_layers:
                 if layer.is_dir():
                     freed += _du(layer)
@@ -535,6 +643,26 @@ class Store:
                     layer.unlink()
         staging = self.clean_staging()
         return {"blobs": blobs, "layers": lays, "bytes": freed, "staging": staging}
+
+    def _pinned(self, pin: Path) -> tuple[set[str], set[str]]:
+        """The layers and blobs (hex) one pin file keeps: a container's pin is a list of
+        layers; a lease also names blobs, and keeps nothing once its process is gone (the
+        file is deleted then). Lock held."""
+        try:
+            held = json.loads(pin.read_text())
+        except (OSError, ValueError):
+            return set(), set()
+        if isinstance(held, dict):
+            if not _lease_alive(held):
+                pin.unlink(missing_ok=True)
+                return set(), set()
+            layers, blobs = held.get("layers", []), held.get("blobs", [])
+        else:
+            layers, blobs = held, []
+        try:
+            return {_hex(d) for d in layers}, {_hex(b) for b in blobs}
+        except StoreError:
+            return set(), set()
 
     # ---- reading images back out ----------------------------------------------------------
 
@@ -552,6 +680,39 @@ class Store:
     def disk_usage(self) -> int:
         """Bytes the store uses on disk (blocks actually allocated, hardlinks once)."""
         return _du(self.root)
+
+
+def _gone(pid: str) -> bool:
+    """True if ``pid`` (a number in a file name) names no process any more."""
+    return pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists()
+
+
+def _temp_file(path: Path) -> bool:
+    """A ``write_atomic`` temp file (``.NAME.PID.RANDOM.tmp``), not a blob or a layer; one a
+    killed writer left is deleted here, one a live writer is writing is left alone."""
+    if not path.name.startswith("."):
+        return False
+    parts = path.name.split(".")
+    if path.name.endswith(".tmp") and len(parts) > 3 and _gone(parts[-3]):
+        path.unlink(missing_ok=True)
+    return True
+
+
+def _process(pid: int) -> str:
+    """``BOOT_ID START``: with the pid, this names one process (a pid is given to another
+    process once its own has exited; its start time on this boot is not); '' once gone.
+    START is /proc/PID/stat's 22nd field, in clock ticks after boot."""
+    from .. import kernel
+
+    stat = (kernel.read(f"/proc/{pid}/stat", "") or "").rpartition(")")[2].split()
+    alive = len(stat) > 19 and stat[0] not in "ZX"  # a zombie has exited already
+    return f"{kernel.boot_id()} {stat[19]}" if alive else ""
+
+
+def _lease_alive(lease: dict[str, Any]) -> bool:
+    """True while the process that took ``lease`` runs."""
+    pid = lease.get("pid")
+    return isinstance(pid, int) and _process(pid) == lease.get("process") != ""
 
 
 def _du(path: Path) -> int:
