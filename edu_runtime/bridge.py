@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import kernel, networks, paths
+from . import kernel, networks, paths, usernet
 from .steps import HOST, Step, StepError
 
 _OURS = re.compile(r"^(veth|ceth)([0-9a-f]{8})$")
@@ -367,27 +367,53 @@ class Bridge(Step):
         "(10.77.0.1/16 by default), which also adds a route to the whole subnet through it, "
         "and the host turns on IP forwarding (net.ipv4.ip_forward=1) so it may route the "
         "containers' packets. This is `ip link add edu0 type bridge`, `ip addr add` and "
-        "`ip link set up`, sent as netlink messages. Undo: the bridge is shared by every "
-        "container on the network, so only the last one out removes it.")
+        "`ip link set up`, sent as netlink messages. Rootless, all of this happens in your "
+        "own network namespace, done by your network holder (see that step). Undo: the "
+        "bridge is shared by every container on the network, so only the last one out "
+        "removes it.")
 
     def enabled(self, ctx) -> bool:
         """Only for --network bridge or a user-defined network."""
         return networks.uses_bridge(ctx)
 
     def apply(self, ctx) -> None:
-        """Look the network up (the default one is made on first use) and ensure its bridge."""
+        """Look the network up (the default one is made on first use) and ensure its bridge
+        (rootless: the network holder does, in your own network namespace)."""
         try:
-            ensure_bridge(networks.get(ctx.config.network))
+            network = networks.get(ctx.config.network)
+            if _holder(ctx) is None:
+                ensure_bridge(network)
+            else:
+                usernet.call(ctx.holder, "bridge", network=network)
         except networks.NetworkError as exc:
             raise StepError(self.name, str(exc)) from None
 
     def undo(self, ctx) -> None:
         """The last container out removes the bridge (and edu's rules when none is left)."""
-        networks.retire_if_unused(ctx.config.network)
+        if _holder(ctx) is None:
+            networks.retire_if_unused(ctx.config.network)
+        else:
+            _quietly(ctx, "retire", network=networks.get(ctx.config.network))
 
     def observe(self, ctx) -> dict[str, Any]:
         """The bridge's state, address and ports, and the forwarding sysctl."""
-        return host_view(networks.get(ctx.config.network))
+        network = networks.get(ctx.config.network)
+        if _holder(ctx) is None:
+            return host_view(network)
+        return usernet.call(ctx.holder, "view", network=network)
+
+
+def _holder(ctx):
+    """The connection to the rootless network holder (``usernet``), or None as root."""
+    return getattr(ctx, "holder", None)
+
+
+def _quietly(ctx, op: str, **fields: Any) -> None:
+    """A request to the holder from an undo, which must never raise."""
+    try:
+        usernet.call(ctx.holder, op, **fields)
+    except networks.NetworkError:
+        pass  # the holder is gone, and its namespace with everything in it
 
 
 class Veth(Step):
@@ -403,8 +429,10 @@ class Veth(Step):
         "(by an open /proc/PID/ns/net), where it is renamed eth0, given the address, and "
         "brought up with lo. A default route via the gateway sends everything else to the "
         "host. edu also writes the container's /etc/hosts (itself and its neighbours by "
-        "name) and /etc/resolv.conf. Undo: deleting the host end deletes both ends, and the "
-        "address goes back to the pool.")
+        "name) and /etc/resolv.conf. Rootless, the holder makes the pair in your own network "
+        "namespace, where it may, since the container's namespaces belong to its user "
+        "namespace. Undo: deleting the host end deletes both ends, and the address goes back "
+        "to the pool.")
 
     def enabled(self, ctx) -> bool:
         """Only for --network bridge or a user-defined network."""
@@ -419,9 +447,13 @@ class Veth(Step):
                                 ctx.config.hostname)
             # With our lease held, no other container's undo can retire the bridge; if one
             # did just before we leased, this makes it again.
-            ensure_bridge(network)
             ctx.endpoint["ip"] = ip
-            ctx.endpoint.update(attach(network, ctx.pid, ctx.container_id, ip))
+            if _holder(ctx) is None:
+                ensure_bridge(network)
+                ctx.endpoint.update(attach(network, ctx.pid, ctx.container_id, ip))
+            else:  # the holder makes the pair in its namespace, and moves one end into ours
+                ctx.endpoint.update(usernet.call(ctx.holder, "attach", network=network,
+                                                 pid=ctx.pid, ip=ip))
             networks.update_endpoint(network["name"], ctx.container_id,
                                      veth=ctx.endpoint["veth"], mac=ctx.endpoint["mac"])
             files = networks.write_files(network["name"], ctx.container_id)
@@ -434,14 +466,20 @@ class Veth(Step):
         endpoint = getattr(ctx, "endpoint", None)
         if not endpoint:
             return
-        detach(ctx.container_id)
+        if _holder(ctx) is None:
+            detach(ctx.container_id)
+        else:
+            _quietly(ctx, "detach")
         networks.release(endpoint["network"], ctx.container_id)
         ctx.endpoint = None
 
     def observe(self, ctx) -> dict[str, Any]:
         """Links, addresses and routes inside the container, and the veth's host end."""
         host, _ = veth_names(ctx.container_id)
-        out = {"host": host_view(networks.get(ctx.config.network), host)}
+        network = networks.get(ctx.config.network)
+        if _holder(ctx) is not None:  # both sides are in namespaces only the holder may enter
+            return usernet.call(ctx.holder, "view", network=network, veth=host, pid=ctx.pid)
+        out = {"host": host_view(network, host)}
         if ctx.pid:
             out["container"] = container_view(ctx.pid)
         return out

@@ -40,6 +40,7 @@ from . import (
     mounts,
     namespaces,
     network,
+    networks,
     paths,
     process,
     rootfs,
@@ -123,6 +124,10 @@ class Context:
         self.cgroup = None
         self.cgroup_note = ""
         self.ns_flags = namespaces.flags_for(self.config.shared, self.rootless)
+        # Rootless on a bridge network: the namespaces belong to the user's network holder.
+        self.joins_holder = self.rootless and networks.uses_bridge(self)
+        self.holder = None  # the connection to it (network.NetworkHolder)
+        self.userns_fd = -1  # its user namespace, for the child to join
         self.caps = capabilities.effective_set(self.config.cap_add, self.config.cap_drop,
                                                capabilities.host_bounding())
         self.argv = self.config.argv
@@ -275,6 +280,7 @@ def plan() -> list[Step]:
 
     return [
         nat.ReservePorts(),  # first: a port in use fails before anything exists
+        network.NetworkHolder(),  # rootless: before the fork, whose child joins its userns
         Fork(),
         Cgroup(),
         JoinCgroup(),
@@ -283,7 +289,6 @@ def plan() -> list[Step]:
         bridge.Bridge(),
         bridge.Veth(),
         nat.Nat(),
-        network.Pasta(),  # rootless instead of bridge, veth and nat
         mounts.Propagation(),
         rootfs.RootFS(),
         mounts.SpecialFilesystems(),
@@ -437,7 +442,7 @@ class Container:
         self.stdio = stdio
         shared = {ns for ns, mode in (("pid", pid), ("ipc", ipc), ("uts", uts),
                                       ("net", network)) if mode == "host"}
-        # Docker's default is the bridge (for rootless containers, pasta stands in for it).
+        # Docker's default is the bridge (rootless, in the user's own network namespace).
         network = network or "bridge"
         mappings = []
         if network not in ("none", "host"):
@@ -769,12 +774,6 @@ def cleanup_stale(store=None) -> list[str]:
             cg.remove()
         except cgroups.CgroupError:
             pass
-        pasta = rec_path.parent / "pasta.pid"  # rootless networking outlives the netns
-        if pasta.exists() and rec["boot_id"] == boot:
-            try:
-                os.kill(int(pasta.read_text()), signal.SIGTERM)
-            except (ValueError, ProcessLookupError):
-                pass
         if rec.get("pid") and rec["boot_id"] == boot:
             try:
                 os.kill(rec["pid"], signal.SIGKILL)

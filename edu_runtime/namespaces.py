@@ -55,7 +55,8 @@ class Namespaces(Step):
     lesson = "notebooks/02-namespaces"
     explain = (
         "The child calls unshare() to get new mount, UTS, IPC, network, cgroup and pid "
-        "namespaces (and a user namespace when rootless). From now on it sees its own mount "
+        "namespaces (and, rootless, a user namespace: a new one, or on a network the one your "
+        "network holder made, joined with setns()). From now on it sees its own mount "
         "table, hostname and network devices, while still running on the same kernel. The "
         "pid namespace applies to the child's children, so it forks once more: the grandchild "
         "is PID 1 inside and carries on with the next steps. Undo: a namespace dies with its "
@@ -63,7 +64,13 @@ class Namespaces(Step):
 
     def apply(self, ctx) -> None:
         """Unshare, fork PID 1, hand its pid to the host, and let the middle process exit."""
-        kernel.unshare(ctx.ns_flags)
+        flags = ctx.ns_flags
+        if getattr(ctx, "userns_fd", -1) >= 0:
+            # Rootless on a network: the user namespace of your network holder instead of a
+            # new one, so the namespaces made here belong to it and the holder may cable ours.
+            kernel.setns(ctx.userns_fd, kernel.CLONE_NEWUSER)
+            flags &= ~kernel.CLONE_NEWUSER
+        kernel.unshare(flags)
         pid = os.fork()
         if pid:
             send(ctx.sock, handoff=pid)
@@ -99,8 +106,9 @@ class IdMaps(Step):
         "to the kernel it is still you. Undo: the maps die with the user namespace.")
 
     def enabled(self, ctx) -> bool:
-        """Only rootless containers get a user namespace."""
-        return ctx.rootless
+        """Only rootless containers get a user namespace (on a network, the holder's, which is
+        mapped already)."""
+        return ctx.rootless and not getattr(ctx, "joins_holder", False)
 
     def apply(self, ctx) -> None:
         """Write setgroups, uid_map and gid_map for the container's PID 1."""

@@ -208,6 +208,12 @@ def _port_error(m: PortMapping, exc: OSError) -> PortError:
     if exc.errno == errno.EADDRNOTAVAIL:
         return PortError(f"{where}: {m.host_ip} is not an address of this host: publish on "
                          "one of its addresses (ip -4 addr), or leave the IP out for all")
+    if exc.errno == errno.EACCES:
+        start = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text().strip()
+        return PortError(f"{where}: ports below {start} are privileged and edu runs without "
+                         f"root here: publish on a higher port (-p 8080:{m.container_port}), "
+                         "or let users bind it (as root: sysctl "
+                         f"net.ipv4.ip_unprivileged_port_start={m.host_port})")
     if exc.errno != errno.EADDRINUSE:
         return PortError(f"{where}: {exc.strerror}")
     for cid, (network, ep) in sorted(networks.endpoints().items()):
@@ -593,33 +599,60 @@ class Nat(Step):
         "drop towards other edu networks. dockerd's FORWARD policy is DROP, so when its "
         "DOCKER-USER chain exists edu adds accepts for the bridge there too. Then, for each "
         "-p HOSTPORT:PORT, one DNAT rule: a packet for HOSTPORT on a host address (127.0.0.1 "
-        "included) is rewritten to go to the container's address and PORT. Undo: delete "
-        "this container's DNAT rules, found by their comment; the network's rules stay.")
+        "included) is rewritten to go to the container's address and PORT. Rootless, the "
+        "rules live in your own network namespace, and no host packet can be rewritten: the "
+        "held host ports are handed to your network holder, which accepts each connection "
+        "and opens another to the container from inside (as docker-proxy and RootlessKit "
+        "do). Undo: delete this container's DNAT rules, found by their comment (rootless: "
+        "the holder closes the ports it relays); the network's rules stay.")
 
     def enabled(self, ctx) -> bool:
         """Only for --network bridge or a user-defined network."""
         return networks.uses_bridge(ctx)
 
     def apply(self, ctx) -> None:
-        """Ensure the network's rules; add the container's DNAT rules and record its ports."""
+        """Ensure the network's rules; add the container's DNAT rules and record its ports
+        (rootless: hand the held ports to the network holder, which relays them)."""
         try:
             network = networks.get(ctx.config.network)
-            ensure_network(network)
             ports = getattr(ctx, "ports", None) or []
+            holder = getattr(ctx, "holder", None)
+            if holder is None:
+                ensure_network(network)
+                if ports:
+                    publish(ctx.container_id, ctx.endpoint["ip"], ports)
+            elif ports:  # the rules came with the bridge step; no DNAT crosses the holder
+                from . import usernet
+
+                usernet.call(holder, "publish", fds=[s.fileno() for s in ctx.port_holds],
+                             ports=[p.to_dict() for p in ports])
             if ports:
-                publish(ctx.container_id, ctx.endpoint["ip"], ports)
                 networks.update_endpoint(network["name"], ctx.container_id,
                                          ports=[p.to_dict() for p in ports])
         except networks.NetworkError as exc:
             raise StepError(self.name, str(exc)) from None
 
     def undo(self, ctx) -> None:
-        """Delete the rules tagged with this container's id."""
-        unpublish(ctx.container_id)
+        """Delete the rules tagged with this container's id (rootless: stop relaying)."""
+        holder = getattr(ctx, "holder", None)
+        if holder is None:
+            unpublish(ctx.container_id)
+            return
+        from . import usernet
+
+        try:
+            usernet.call(holder, "unpublish")
+        except networks.NetworkError:
+            pass  # the holder is gone, and its relays with it
 
     def observe(self, ctx) -> dict[str, Any]:
         """The network's and the container's rules, as nft and iptables print them."""
         network = networks.get(ctx.config.network)
+        holder = getattr(ctx, "holder", None)
+        if holder is not None:
+            from . import usernet
+
+            return usernet.call(holder, "view", network=network, nat=True)
         return {"network rules": rule_lines(f"edu-net:{network['bridge']}"),
                 "container rules": rule_lines(f"edu:{ctx.container_id}"),
                 "DOCKER-USER": docker_user_lines()}

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from . import kernel
-from .steps import CHILD, HOST, Step
+from .steps import CHILD, HOST, Step, StepError
 
 
 def links(pid: int | str) -> list[str]:
@@ -113,59 +113,57 @@ class NameFiles(Step):
         return {"hosts": (kernel.read(f"/proc/{ctx.pid}/root/etc/hosts", "") or "").splitlines()}
 
 
-class Pasta(Step):
-    """Rootless: connect the container's network namespace to the host with pasta."""
+class NetworkHolder(Step):
+    """Rootless: register with your network holder (started with its pasta if none runs)."""
 
-    name = "pasta"
+    name = "network holder"
     side = HOST
-    lesson = "notebooks/06-web-app"
+    lesson = "notebooks/08-web-app"
     explain = (
-        "Without root there is no bridge, veth or NAT rule to make: those need "
-        "CAP_NET_ADMIN on the host. pasta (from the passt project) does it in user space: it "
-        "opens a tap device inside the container's network namespace, copies the host's "
-        "address and routes onto it, and relays the container's TCP and UDP through ordinary "
-        "host sockets, which is also how -p works (pasta listens on the host port). Undo: "
-        "pasta is stopped.")
+        "Without root, edu may not add a bridge, a veth or a NAT rule to the host's network: "
+        "that needs CAP_NET_ADMIN there. But you may be root of a user namespace of your "
+        "own, and of a network namespace it owns. So, as Docker's rootless mode does, one "
+        "small process of yours, the network holder, keeps such a pair, with pasta (from "
+        "the passt project) attached as its way out: a tap device with the host's address, "
+        "relayed through ordinary host sockets. Your bridges, veths and NAT rules live in "
+        "there, made by the same steps root uses on the host, and containers on one network "
+        "reach each other through them. This step starts the holder if none runs and "
+        "registers the container with it; the container then joins the holder's user "
+        "namespace, so the holder is root over its network namespace too. Undo: the "
+        "container unregisters; the last one out stops the holder and pasta, and the "
+        "namespace goes with its bridges and rules.")
 
     def enabled(self, ctx) -> bool:
-        """Rootless containers on a network (root ones get a bridge)."""
-        return ctx.rootless and ctx.config.network not in ("none", "host")
+        """Rootless containers on a bridge network (root ones use the host's own)."""
+        return getattr(ctx, "joins_holder", False)
 
     def apply(self, ctx) -> None:
-        """Start pasta against the container's PID 1 (it joins its user and net namespaces)."""
-        import shutil
-        import subprocess
+        """Start the holder if needed; keep a connection to it and its user namespace."""
+        from . import networks, usernet
 
-        if not shutil.which("pasta"):
-            raise OSError(2, "rootless networking needs pasta: apt-get install passt "
-                             "(or run with --network none)")
-        pidfile = ctx.paths.dir / "pasta.pid"
-        cmd = ["pasta", "--config-net", "--quiet", "-P", str(pidfile)]
-        for m in ctx.config.publish:
-            where = "" if m.host_ip == "0.0.0.0" else f"{m.host_ip}/"
-            cmd += ["-t" if m.proto == "tcp" else "-u",
-                    f"{where}{m.host_port}:{m.container_port}"]
-        out = subprocess.run(cmd + [str(ctx.pid)], capture_output=True, text=True)
-        if out.returncode != 0:
-            why = " ".join(line for line in out.stderr.splitlines()
-                           if "syslog" not in line) or f"exit {out.returncode}"
-            raise OSError(5, f"pasta could not connect the container: {why} (is /dev/net/tun "
-                             "usable by this user? Debian's default mode is 0666)")
-        ctx.pasta_pid = int(pidfile.read_text())
-        ctx.ports = list(ctx.config.publish)
+        try:
+            ctx.holder, ctx.userns_fd = usernet.hold(ctx.container_id)
+        except networks.NetworkError as exc:
+            raise StepError(self.name, str(exc)) from None
 
     def undo(self, ctx) -> None:
-        """Stop pasta (it would outlive the namespace)."""
-        import signal
+        """Unregister; wait for the holder to go if this was its last container."""
+        from . import usernet
 
-        pid = getattr(ctx, "pasta_pid", 0)
-        if pid:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            ctx.pasta_pid = 0
+        if ctx.userns_fd >= 0:
+            os.close(ctx.userns_fd)
+            ctx.userns_fd = -1
+        usernet.release(ctx.holder)
+        ctx.holder = None
 
     def observe(self, ctx) -> dict[str, Any]:
-        """Devices inside (pasta's tap appears as eth0)."""
-        return {"container": links(ctx.pid)} if ctx.pid else {}
+        """The holder and its pasta, its namespaces and the devices in its network."""
+        from . import usernet
+
+        rec = usernet.running()
+        if rec is None:
+            return {"holder": "not running"}
+        pid = rec["pid"]
+        return {"holder": pid, "pasta": rec["pasta"],
+                "namespaces": {ns: os.readlink(f"/proc/{pid}/ns/{ns}") for ns in ("user", "net")},
+                "devices": links(pid)}

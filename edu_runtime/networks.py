@@ -27,6 +27,7 @@ a hosts file is the smallest thing that works and a student can read it with ``c
 
 This module only reads and writes files: the kernel side lives in ``bridge`` (links,
 addresses, routes) and ``nat`` (nftables), which import this module for the registry.
+Rootless, the same two run inside the user's own network namespace (``usernet``).
 
 Introduced in notebooks/06-web-app.
 """
@@ -39,6 +40,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -71,9 +73,10 @@ class NetworkError(Exception):
 
 
 def uses_bridge(ctx) -> bool:
-    """Whether a container's plan needs bridge networking (--network bridge or a user one)."""
+    """Whether a container's plan needs bridge networking (--network bridge or a user one).
+    Rootless too: then the bridges live in the user's own network namespace (``usernet``)."""
     return (getattr(ctx.config, "network", "none") not in PREDEFINED
-            and "net" not in ctx.config.shared and not getattr(ctx, "rootless", False))
+            and "net" not in ctx.config.shared)
 
 
 # ---- the files ------------------------------------------------------------------------------
@@ -81,6 +84,13 @@ def uses_bridge(ctx) -> bool:
 def base() -> Path:
     """The directory holding one JSON file per network."""
     return paths.state_dir() / "networks"
+
+
+def assume_locked() -> None:
+    """For the rootless network holder (``usernet``), which works for ``edu`` processes that
+    may hold the lock while they wait for it, and touches no registry file: from now on,
+    this thread takes the lock as already held."""
+    _held.depth = 1
 
 
 @contextmanager
@@ -218,6 +228,10 @@ def create(name: str, subnet: str | None = None) -> dict[str, Any]:
                            "(starting with a letter or digit), up to 64 characters")
     if name in PREDEFINED or name == DEFAULT:
         raise NetworkError(f"network with name {name} already exists: {name} is predefined")
+    if not paths.is_root() and not shutil.which("pasta"):
+        raise NetworkError("rootless networks need pasta (from the passt package) to reach "
+                           "the host, and it is not installed: apt-get install passt, or run "
+                           "edu as root")
     with locked():
         if _read(name) is not None:
             raise NetworkError(f"network with name {name} already exists: pick another name, "
@@ -283,11 +297,16 @@ def rm(name: str) -> None:
                                      for cid, c in record["containers"].items()))
             raise NetworkError(f"network {record['name']} has active endpoints (containers: "
                                f"{names}): stop or remove them first")
-        # Imported here: those two modules import this one for the registry.
-        from . import bridge, nat
+        if paths.is_root():
+            # Imported here: those two modules import this one for the registry.
+            from . import bridge, nat
 
-        nat.remove_network(record)
-        bridge.remove_bridge(record)
+            nat.remove_network(record)
+            bridge.remove_bridge(record)
+        else:  # rootless: the bridge, if there is one, is in the user's own namespace
+            from . import usernet
+
+            usernet.remove_network(record)
         _path(record["name"]).unlink(missing_ok=True)
 
 
@@ -501,8 +520,12 @@ def cleanup_stale(alive: set[str] | None = None) -> dict[str, list[str]]:
 
     alive = alive_ids() if alive is None else set(alive)
     with locked():
-        if not paths.is_root():  # rootless: no bridge, veth or rule can be ours
-            return {"leases": release_stale(alive), "rules": [], "links": []}
+        if not paths.is_root():  # rootless: the holder of our namespace does the rest
+            from . import usernet
+
+            done = {"leases": release_stale(alive), "rules": [], "links": []}
+            usernet.cleanup_stale()
+            return done
         done = {"leases": release_stale(alive), "rules": nat.cleanup_stale(alive),
                 "links": bridge.cleanup_stale(alive)}
         # A bridge whose containers all died without their undo (a killed supervisor) is
@@ -527,7 +550,7 @@ def _warm_file() -> Path:
     return base() / "warm"
 
 
-def _start_time(pid: int) -> str:
+def start_time(pid: int) -> str:
     """When ``pid`` started (clock ticks after boot); '' if it is gone or a zombie."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -542,7 +565,7 @@ def hold_warm() -> None:
     pid = os.getpid()
     with locked():
         paths.ensure(base())
-        _warm_file().write_text(f"{pid} {_start_time(pid)}\n")
+        _warm_file().write_text(f"{pid} {start_time(pid)}\n")
 
 
 def warm_holder() -> int:
@@ -551,7 +574,7 @@ def warm_holder() -> int:
         pid, started = _warm_file().read_text().split()
     except (OSError, ValueError):
         return 0
-    return int(pid) if _start_time(int(pid)) == started else 0
+    return int(pid) if start_time(int(pid)) == started else 0
 
 
 def release_warm() -> list[str]:

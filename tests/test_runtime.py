@@ -191,9 +191,9 @@ def test_stepper_pauses_and_host_sees_namespaces(busybox, no_leaks):
     assert c.wait() == 0
 
 
-# Every step of a root container's plan ("id maps" and "pasta" run only rootless: see the
-# rootless test).
-ROOT_PLAN = [s.name for s in plan() if s.name not in ("id maps", "pasta")]
+# Every step of a root container's plan ("id maps" and "network holder" run only rootless: see
+# the rootless tests).
+ROOT_PLAN = [s.name for s in plan() if s.name not in ("id maps", "network holder")]
 
 
 @pytest.mark.parametrize("victim", ROOT_PLAN)
