@@ -186,8 +186,10 @@ def test_the_default_bridge_connects_containers(learner, n1):
 
 def test_publish_answers_on_the_hosts_loopback(learner, n1):
     port = _free_port()
-    ok(learner.edu("run", "-d", "--name", "web", "--network", n1, "-p", f"{port}:80",
-                   "busybox", "sh", "-c", SERVE.format(text="hello-from-web")))
+    web = ok(learner.edu("run", "-d", "--name", "web", "--network", n1, "-p", f"{port}:80",
+                         "busybox", "sh", "-c", SERVE.format(text="hello-from-web"))).strip()
+    assert leases(learner, n1)[web]["ports"] == [  # as network inspect shows it for root
+        {"container_port": 80, "host_ip": "0.0.0.0", "host_port": port, "proto": "tcp"}]
 
     def body():
         try:
