@@ -248,8 +248,7 @@ def _spawn() -> dict[str, Any]:
     try:
         with open(log_path(), "ab") as out:
             subprocess.run([sys.executable, "-m", "edu_runtime.usernet", str(w)], env=env,
-                           stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=[w],
-                           check=True)
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=[w])
     finally:
         os.close(w)
         if subreaper:
@@ -262,8 +261,8 @@ def _spawn() -> dict[str, Any]:
     rec = running()
     if answer.strip() != "ready" or rec is None:
         raise networks.NetworkError(
-            answer.strip() or f"the network holder did not start within {READY_TIMEOUT:.0f} s "
-            f"(see {log_path()})")
+            answer.strip() or f"your network holder did not start (in {READY_TIMEOUT:.0f} s): "
+            f"its log, {log_path()}, says why")
     return rec
 
 
@@ -575,7 +574,13 @@ def _make_namespace() -> dict[str, Any]:
     os.close(go_r)
     os.close(why_w)
     try:
-        kernel.enter_user_namespace()  # a user and a mount namespace, our ids mapped to 0
+        try:
+            kernel.enter_user_namespace()  # a user and a mount namespace, our ids mapped to 0
+        except OSError as exc:
+            raise networks.NetworkError(
+                f"could not make your own network namespace ({exc.strerror}): this host does "
+                "not let users make user namespaces; edu doctor says how to allow them, or "
+                "run the container with --network none") from None
         kernel.unshare(kernel.CLONE_NEWNET)
         # Our own /sys, which shows our namespace's devices (bridge.py reads them there):
         # a sysfs shows the devices of the network namespace it was mounted in.

@@ -28,6 +28,10 @@ from conftest import need
 SERVE = "mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 80 -h /www"
 #: Where the test's "host" server listens: an address on the host's lo, reached through pasta.
 HOST_IP = "10.79.254.1"
+#: A UDP echo server on port 9999.
+UDP_ECHO = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.bind(('0.0.0.0', 9999))\nwhile True:\n    d, a = s.recvfrom(100)\n"
+            "    s.sendto(b'echo:' + d, a)\n")
 
 
 def fetch(url: str) -> str:
@@ -187,9 +191,11 @@ def test_the_default_bridge_connects_containers(learner, n1):
 def test_publish_answers_on_the_hosts_loopback(learner, n1):
     port = _free_port()
     web = ok(learner.edu("run", "-d", "--name", "web", "--network", n1, "-p", f"{port}:80",
-                         "busybox", "sh", "-c", SERVE.format(text="hello-from-web"))).strip()
+                         "-p", f"{port}:9999/udp", "busybox", "sh", "-c",
+                         SERVE.format(text="hello-from-web"))).strip()
     assert leases(learner, n1)[web]["ports"] == [  # as network inspect shows it for root
-        {"container_port": 80, "host_ip": "0.0.0.0", "host_port": port, "proto": "tcp"}]
+        {"container_port": 80, "host_ip": "0.0.0.0", "host_port": port, "proto": "tcp"},
+        {"container_port": 9999, "host_ip": "0.0.0.0", "host_port": port, "proto": "udp"}]
 
     def body():
         try:
@@ -199,6 +205,26 @@ def test_publish_answers_on_the_hosts_loopback(learner, n1):
 
     assert wait_for(body) == b"hello-from-web\n"
     assert f"0.0.0.0:{port}->80/tcp" in ok(learner.edu("ps"))
+    # UDP both ways: busybox has no UDP server, so an echo runs in the container's network
+    # namespace, started by root (nsenter).
+    record = learner.home / ".local/share/edu/containers" / web / "state.json"
+    echo = subprocess.Popen(["nsenter", "-t", str(json.loads(record.read_text())["pid"]), "-n",
+                             "python3", "-c", UDP_ECHO])
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.2)
+
+            def echoed():
+                s.sendto(b"ping", ("127.0.0.1", port))  # again until the echo is bound
+                try:
+                    return s.recv(100)
+                except OSError:
+                    return b""
+
+            assert wait_for(echoed) == b"echo:ping"
+    finally:
+        echo.kill()
+        echo.wait()
     assert not bindable(port)  # held while the container runs
     ok(learner.edu("rm", "-f", "web"))
     wait_for(lambda: bindable(port))  # and let go with it
