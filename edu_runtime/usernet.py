@@ -98,19 +98,20 @@ def running() -> dict[str, Any] | None:
 
 
 def _stop(pid: int, started: str) -> None:
-    """SIGTERM ``pid`` if it is still the process that started then; wait until it is gone."""
-    if not _alive(pid, started):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + GONE_TIMEOUT
-    while _alive(pid, started):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            deadline += GONE_TIMEOUT
-        time.sleep(0.01)
+    """End ``pid`` if it is still the process that started then: SIGTERM, and SIGKILL if it
+    is not gone in GONE_TIMEOUT."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not _alive(pid, started):
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        _wait_gone(pid, started)
 
 
 def _wait_gone(pid: int, started: str) -> None:
+    """Wait (at most GONE_TIMEOUT) until ``pid`` has exited."""
     deadline = time.monotonic() + GONE_TIMEOUT
     while _alive(pid, started) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -152,7 +153,11 @@ def hold(container_id: str) -> tuple[socket.socket, int]:
         if rec is None:
             _forget_dead()
             rec = _spawn()
-        conn = _connect()
+        try:
+            conn = _connect()
+        except OSError as exc:
+            raise networks.NetworkError(f"could not reach your network holder ({exc.strerror}):"
+                                        f" its log, {log_path()}, may say why") from None
         try:
             call(conn, "hold", id=container_id)
             userns = os.open(f"/proc/{rec['pid']}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
@@ -606,6 +611,7 @@ def _main(ready_fd: int) -> None:
     os.setsid()  # out of the terminal's process group: Ctrl-C on a run must not reach us
     if os.fork():
         os._exit(0)  # our parent returns; init adopts us
+    os.chdir("/")  # hold no directory of the caller's (it could not be unmounted)
     try:
         record = _make_namespace()
         # Requests come from edu processes that may hold the network registry's lock, and
