@@ -218,8 +218,8 @@ def run_cmd(args) -> int:
     """``edu run``: start the container in the foreground and return its exit code.
 
     As root, the supervisor starts it (``fastrun`` hands it the command line when it is
-    already up; otherwise this starts one). Rootless, the container is this process's child:
-    no supervisor keeps netlink warm for a user, and pasta is a plain subprocess."""
+    already up; otherwise this starts one). Rootless, the container is this process's child,
+    and the user's network holder (edu_runtime.usernet) does the netlink work."""
     import os
 
     if args.detach or args.tty:

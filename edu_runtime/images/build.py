@@ -118,7 +118,7 @@ class Options:
     build_args: dict[str, str] = field(default_factory=dict)
     target: str | None = None
     no_cache: bool = False
-    network: str | None = None  # None: the default bridge (root) or pasta (rootless)
+    network: str | None = None  # None: the default bridge (rootless: the user's own)
     quiet: bool = False
 
 
