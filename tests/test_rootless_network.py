@@ -255,9 +255,11 @@ def test_nothing_is_left_after_the_last_container(learner, n1):
 
 
 def _container_sleeping(learner):
+    """Wait for the test's container to run; its holder and pasta run then too."""
     def sleeping():
         return [pid for pid, cmd in processes(learner.uid) if cmd == "sleep 300"]
-    return wait_for(sleeping)
+    wait_for(sleeping)
+    assert len(networking(learner.uid)) == 2
 
 
 @pytest.mark.parametrize("victim", ["edu run", "supervisor", "network holder"])
