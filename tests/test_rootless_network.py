@@ -248,6 +248,10 @@ def test_nothing_is_left_after_the_last_container(learner, n1):
     ok(learner.edu("run", "--rm", "--network", n1, "-p", f"{port}:80", "busybox", "true"))
     assert processes(learner.uid) == []
     assert holder_files(learner) == [] and leases(learner, n1) == {}
+    # A start that fails at its last step (exec) is undone as far: the holder goes too.
+    failed = learner.edu("run", "--rm", "--network", n1, "busybox", "no-such-command")
+    assert failed.returncode == 127 and "no-such-command" in failed.stderr
+    assert processes(learner.uid) == [] and holder_files(learner) == []
     # And the next one starts it all again.
     assert "inet 10.77." in ok(learner.edu("run", "--rm", "busybox", "ip", "-4", "addr", "show",
                                            "eth0"))
