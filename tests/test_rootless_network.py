@@ -19,9 +19,9 @@ import subprocess
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from accounts import processes
 from conftest import need
 
 #: A busybox web server that answers with TEXT.
@@ -50,25 +50,6 @@ def wait_for(what, timeout: float = 20.0):
             assert value, f"gave up after {timeout} s waiting for {what.__name__}"
             return value
         time.sleep(0.05)
-
-
-def processes(uid: int) -> list[tuple[int, str]]:
-    """The student's live processes (zombies waiting for init to reap them are gone) as
-    (pid, command line)."""
-    out = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            if p.stat().st_uid != uid:
-                continue
-            state = (p / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            cmdline = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except (OSError, IndexError):
-            continue
-        if state not in "ZX":
-            out.append((int(p.name), cmdline))
-    return sorted(out)
 
 
 def networking(uid: int) -> list[tuple[int, str]]:
