@@ -59,13 +59,13 @@ def build_cmd(args) -> int:
 
 def commit_cmd(args) -> int:
     """``edu commit CONTAINER [REPOSITORY[:TAG]]``: the container's changes as a new image."""
-    from edu_runtime import lifecycle
     from edu_runtime.images import build
     from edu_runtime.images.store import StoreError
+    from edu_runtime.life import states
 
     try:
-        rec = lifecycle.find(args.container)
-    except lifecycle.NoSuchContainer as exc:
+        rec = states.find(args.container)
+    except states.NoSuchContainer as exc:
         raise UserError(f"Error: {exc}", 1) from None
     try:
         image = build.commit(rec, args.repository, message=args.message, author=args.author,

@@ -1,6 +1,6 @@
 """``edu ps``, ``logs``, ``stop``, ``kill``, ``rm``, ``attach``, ``pause`` and ``unpause``.
 
-They read and change container records directly (``edu_runtime.lifecycle``); only
+They read and change container records directly (``edu_runtime.life.states``); only
 ``attach`` needs the supervisor, which holds the container's terminal.
 """
 
@@ -16,11 +16,11 @@ from .errors import UserError
 
 
 def _find(ref: str) -> dict:
-    from edu_runtime import lifecycle
+    from edu_runtime.life import states
 
     try:
-        return lifecycle.find(ref)
-    except lifecycle.NoSuchContainer as exc:
+        return states.find(ref)
+    except states.NoSuchContainer as exc:
         raise UserError(f"Error: {exc}", 1) from None
 
 
@@ -31,15 +31,15 @@ def _alive(rec: dict) -> bool:
 
 
 def _wait_exited(ref: str, timeout: float) -> bool:
-    from edu_runtime import lifecycle
+    from edu_runtime.life import states
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            rec = lifecycle.find(ref)
-        except lifecycle.NoSuchContainer:
+            rec = states.find(ref)
+        except states.NoSuchContainer:
             return True  # removed (--rm) after it exited
-        if rec.get("status") == lifecycle.EXITED:
+        if rec.get("status") == states.EXITED:
             return True
         time.sleep(0.02)
     return False
@@ -47,12 +47,12 @@ def _wait_exited(ref: str, timeout: float) -> bool:
 
 def ps_cmd(args) -> int:
     """``edu ps [-a] [-q]``."""
-    from edu_runtime import lifecycle
     from edu_runtime.container import cleanup_stale
+    from edu_runtime.life import states
 
     cleanup_stale()
-    recs = [r for r in lifecycle.records() if args.all or r.get("status") in
-            (lifecycle.RUNNING, lifecycle.PAUSED)]
+    recs = [r for r in states.records() if args.all or r.get("status") in
+            (states.RUNNING, states.PAUSED)]
     if args.quiet:
         print("\n".join(r["id"][:12] for r in recs))
         return 0
@@ -61,9 +61,9 @@ def ps_cmd(args) -> int:
     for r in recs:
         cmd = " ".join(r.get("command", []))
         cmd = f'"{cmd[:19] + "…" if len(cmd) > 20 else cmd}"'
-        created = lifecycle._ago(now - r.get("created", now)) + " ago"
+        created = states._ago(now - r.get("created", now)) + " ago"
         rows.append([r["id"][:12], r.get("image", ""), cmd, created,
-                     lifecycle.human_status(r, now), ", ".join(r.get("ports", [])),
+                     states.human_status(r, now), ", ".join(r.get("ports", [])),
                      r.get("name", "")])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -73,10 +73,10 @@ def ps_cmd(args) -> int:
 
 def logs_cmd(args) -> int:
     """``edu logs [-f] [--tail N]``: what the container printed, from its log file."""
-    from edu_runtime import lifecycle
+    from edu_runtime.life import states
 
     rec = _find(args.container)
-    path = lifecycle.base() / rec["id"] / "container.log"
+    path = states.base() / rec["id"] / "container.log"
     offset = 0
     lines = path.read_text().splitlines() if path.exists() else []
     if args.tail is not None and args.tail != "all":
@@ -93,10 +93,10 @@ def logs_cmd(args) -> int:
             _print_log_lines(chunk.splitlines())
             continue
         try:
-            current = lifecycle.find(rec["id"])
-        except lifecycle.NoSuchContainer:
+            current = states.find(rec["id"])
+        except states.NoSuchContainer:
             break
-        if current.get("status") == lifecycle.EXITED:
+        if current.get("status") == states.EXITED:
             break
     return 0
 
@@ -114,17 +114,17 @@ def _print_log_lines(lines: list[str]) -> None:
 
 def stop_cmd(args) -> int:
     """``edu stop [-t N]``: SIGTERM, then SIGKILL after N seconds (Docker's default 10)."""
-    from edu_runtime import lifecycle
+    from edu_runtime.life import states
 
     code = 0
     for ref in args.containers:
         rec = _find(ref)
         # First, so --restart does not bring it back: also when it is between two runs.
-        rec = lifecycle.update(rec["id"], stopping=True)
-        if rec.get("status") == lifecycle.EXITED or not _alive(rec):
+        rec = states.update(rec["id"], stopping=True)
+        if rec.get("status") == states.EXITED or not _alive(rec):
             print(rec["name"])
             continue
-        if rec.get("status") == lifecycle.PAUSED:
+        if rec.get("status") == states.PAUSED:
             _freeze(rec, False)
         stopped = False
         for _ in range(3):  # a restart already under way when we said stop gets stopped too
@@ -135,11 +135,11 @@ def stop_cmd(args) -> int:
                     break
             time.sleep(0.3)  # longer than the supervisor's first restart delay
             try:
-                rec = lifecycle.find(rec["id"])
-            except lifecycle.NoSuchContainer:
+                rec = states.find(rec["id"])
+            except states.NoSuchContainer:
                 stopped = True
                 break
-            if rec.get("status") == lifecycle.EXITED:
+            if rec.get("status") == states.EXITED:
                 stopped = True
                 break
         if not stopped:
@@ -152,16 +152,16 @@ def stop_cmd(args) -> int:
 
 def kill_cmd(args) -> int:
     """``edu kill [-s SIGNAL]``."""
-    from edu_runtime import lifecycle
+    from edu_runtime.life import states
 
     sig = _parse_signal(args.signal)
     for ref in args.containers:
         rec = _find(ref)
-        if rec.get("status") not in (lifecycle.RUNNING, lifecycle.PAUSED) or not _alive(rec):
+        if rec.get("status") not in (states.RUNNING, states.PAUSED) or not _alive(rec):
             raise UserError(f"Error response: cannot kill container {rec['name']}: it is not "
                             "running", 1)
         if sig in (signal.SIGKILL, signal.SIGTERM):
-            lifecycle.update(rec["id"], stopping=True)
+            states.update(rec["id"], stopping=True)
         _signal(rec, sig)
         print(rec["name"])
     return 0
@@ -169,9 +169,9 @@ def kill_cmd(args) -> int:
 
 def rm_cmd(args) -> int:
     """``edu rm [-f]``: remove exited containers (running ones only with -f)."""
-    from edu_runtime import lifecycle
     from edu_runtime.container import remove_dir
     from edu_runtime.images.store import Store
+    from edu_runtime.life import states
 
     code = 0
     for ref in args.containers:
@@ -181,15 +181,15 @@ def rm_cmd(args) -> int:
             print(exc, file=sys.stderr)
             code = 1
             continue
-        if rec.get("status") != lifecycle.EXITED and _alive(rec):
+        if rec.get("status") != states.EXITED and _alive(rec):
             if not args.force:
                 print(f"Error: you cannot remove a running container {rec['id'][:12]}. Stop "
                       "the container before attempting removal or force remove (-f)",
                       file=sys.stderr)
                 code = 1
                 continue
-            lifecycle.update(rec["id"], stopping=True)
-            if rec.get("status") == lifecycle.PAUSED:
+            states.update(rec["id"], stopping=True)
+            if rec.get("status") == states.PAUSED:
                 _freeze(rec, False)
             _signal(rec, signal.SIGKILL)
             _wait_exited(rec["id"], 10)
@@ -197,7 +197,7 @@ def rm_cmd(args) -> int:
             from edu_runtime import volumes
 
             volumes.remove_anonymous_of(rec)
-        remove_dir(lifecycle.base() / rec["id"])
+        remove_dir(states.base() / rec["id"])
         Store().unpin(rec["id"])
         print(rec["name"])
     return code
@@ -205,18 +205,18 @@ def rm_cmd(args) -> int:
 
 def pause_cmd(args, freeze: bool = True) -> int:
     """``edu pause``: freeze every process of the container (the cgroup freezer)."""
-    from edu_runtime import lifecycle
+    from edu_runtime.life import states
 
     for ref in args.containers:
         rec = _find(ref)
         try:
-            lifecycle.check(rec, lifecycle.PAUSED if freeze else lifecycle.RUNNING)
-            if not freeze and rec.get("status") != lifecycle.PAUSED:
-                raise lifecycle.InvalidTransition(f"container {rec['name']} is not paused")
-        except lifecycle.InvalidTransition as exc:
+            states.check(rec, states.PAUSED if freeze else states.RUNNING)
+            if not freeze and rec.get("status") != states.PAUSED:
+                raise states.InvalidTransition(f"container {rec['name']} is not paused")
+        except states.InvalidTransition as exc:
             raise UserError(f"Error: {exc}", 1) from None
         _freeze(rec, freeze)
-        lifecycle.update(rec["id"], status=lifecycle.PAUSED if freeze else lifecycle.RUNNING)
+        states.update(rec["id"], status=states.PAUSED if freeze else states.RUNNING)
         print(rec["name"])
     return 0
 
@@ -228,12 +228,12 @@ def unpause_cmd(args) -> int:
 
 def attach_cmd(args) -> int:
     """``edu attach``: back to a container's terminal (Ctrl-P Ctrl-Q leaves again)."""
-    from edu_runtime import client, lifecycle
+    from edu_runtime.life import client, states
 
     from . import attach
 
     rec = _find(args.container)
-    if rec.get("status") != lifecycle.RUNNING:
+    if rec.get("status") != states.RUNNING:
         raise UserError(f"Error: you cannot attach to a container that is "
                         f"{rec.get('status')}", 1)
     try:
@@ -252,7 +252,7 @@ def attach_cmd(args) -> int:
 
 def exec_cmd(args) -> int:
     """``edu exec``: run a command in a running container, with the container's security."""
-    from edu_runtime.enter import ExecError, exec_in
+    from edu_runtime.life.enter import ExecError, exec_in
 
     from .run import _env
 
@@ -270,7 +270,7 @@ def exec_cmd(args) -> int:
 
 def cp_cmd(args) -> int:
     """``edu cp``: copy files between a container and the host, in either direction."""
-    from edu_runtime.copy import CopyError, copy_from, copy_to, split_arg
+    from edu_runtime.life.cp import CopyError, copy_from, copy_to, split_arg
 
     (src_c, src_p), (dst_c, dst_p) = split_arg(args.src), split_arg(args.dest)
     if bool(src_c) == bool(dst_c):

@@ -31,7 +31,7 @@ import sys
 
 
 def socket_path() -> str:
-    """``edu_runtime.client.socket_path()`` for root, without importing pathlib."""
+    """``edu_runtime.life.client.socket_path()`` for root, without importing pathlib."""
     import zlib
 
     state = os.environ["EDU_STATE_DIR"] if "EDU_STATE_DIR" in os.environ else "/var/lib/edu"

@@ -79,7 +79,7 @@ def make_container(args):
     """Build a Container from parsed ``run`` flags; errors become sentences."""
     from edu_runtime.container import Container, cleanup_stale
     from edu_runtime.images.store import StoreError
-    from edu_runtime.lifecycle import InvalidTransition
+    from edu_runtime.life.states import InvalidTransition
     from edu_runtime.steps import StepError
 
     cleanup_stale()  # whatever a SIGKILLed `edu run` left behind, networking included
@@ -93,8 +93,9 @@ def make_container(args):
 
 def run_supervised(args) -> int:
     """``-d`` and ``-t``: the supervisor owns the container; attach unless detached."""
-    from edu_runtime import client
     from edu_runtime.container import cleanup_stale
+
+    client = supervisor_client()
 
     from . import attach
 
@@ -127,7 +128,9 @@ def run_foreground_supervised(args) -> int:
     stays thin: it imports no more than a socket and JSON."""
     import os
 
-    from edu_runtime import client
+    from edu_runtime.container import image_hint, oom_note
+
+    client = supervisor_client()
 
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # as Ctrl-C: the container goes
     reply, conn = client.request({"op": "run", "spec": container_spec(args),
@@ -198,16 +201,13 @@ def restart_policy(value: str) -> str:
                     "of retries) or always")
 
 
-def oom_note(memory) -> str:
-    """What ``edu run`` says when the OOM killer ended its container."""
-    return (f"edu: the container was OOMKilled: it used more than its --memory {memory} "
-            "limit")
+def supervisor_client():
+    """The runtime's supervisor client, set to start supervisors with the CLI's front
+    (``edu_cli.supervise``), so the thin ``edu run`` clients that follow are served."""
+    from edu_runtime.life import client
 
-
-def image_hint(message: str, image: str) -> str:
-    """Docker's words for a missing image."""
-    return f"Unable to find image '{image}' locally: {message}" \
-        if message.startswith("No such image") else message
+    client.use_program("edu_cli.supervise")
+    return client
 
 
 def _raise_on_sigterm(signum, frame):
@@ -219,13 +219,14 @@ def run_cmd(args) -> int:
 
     As root, the supervisor starts it (``fastrun`` hands it the command line when it is
     already up; otherwise this starts one). Rootless, the container is this process's child,
-    and the user's network holder (edu_runtime.usernet) does the netlink work."""
+    and the user's network holder (edu_runtime.networks.holder) does the netlink work."""
     import os
 
     if args.detach or args.tty:
         return run_supervised(args)
     if os.geteuid() == 0:
         return run_foreground_supervised(args)
+    from edu_runtime.container import oom_note
     from edu_runtime.steps import StepError
 
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # teardown runs, as on Ctrl-C

@@ -48,8 +48,10 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import kernel
+from .steps import CHILD, HOST, Step
 
 #: The controllers a container's limits need, and what each one limits.
 NEEDED = {"memory": "--memory", "pids": "--pids-limit", "cpu": "--cpus"}
@@ -760,3 +762,82 @@ def driver(found: list[Hierarchy] | None = None, root: Path = Path("/"),
                                  "controller for children only in a cgroup without processes; "
                                  "start edu from a child cgroup of the delegated one")
     return V2Driver(where, parent, missing)
+
+
+# ---- the steps of a container's start --------------------------------------------------------
+
+def driver_for(limits_asked: bool):
+    """This host's cgroup driver and a note for the user when limits cannot apply."""
+    try:
+        found = driver()
+    except CgroupUnavailable as exc:
+        return None, f"running without a cgroup, so no limits apply: {exc}"
+    missing = "; ".join(f"{k}: {v}" for k, v in sorted(found.missing.items()))
+    return found, (f"some limits cannot apply here ({missing})" if missing and limits_asked
+                    else "")
+
+
+class CgroupStep(Step):
+    """Create the container's cgroup, set its limits, and move the child into it."""
+
+    name = "cgroup"
+    side = HOST
+    lesson = "notebooks/04-cgroups"
+    explain = (
+        "The host makes a cgroup for the container (a directory in the cgroup filesystem), "
+        "writes the limits into its files (memory, pids, cpu quota) and, on cgroup v2, moves "
+        "the child into it by writing its pid to cgroup.procs (on v1 the child moves itself "
+        "in the next step, which is faster). Everything the child starts inherits the "
+        "cgroup, so the limits hold for the whole container. This comes before the cgroup "
+        "namespace, so that the container sees its own cgroup as the root. Undo: kill what "
+        "is left in it, then rmdir it.")
+
+    def enabled(self, ctx) -> bool:
+        """Skipped (with a note) where no usable controller exists, e.g. rootless on v1."""
+        return ctx.cgroup_driver is not None
+
+    def apply(self, ctx) -> None:
+        """mkdir, write the limits; on v2, write the pid to cgroup.procs."""
+        ctx.cgroup = ctx.cgroup_driver.create(ctx.container_id)
+        if ctx.config.limits is not None:
+            ctx.cgroup.set_limits(ctx.config.limits)
+        if ctx.cgroup.version != 1:
+            ctx.cgroup.add(ctx.middle)
+
+    def undo(self, ctx) -> None:
+        """Kill what is left, then remove the cgroup directories."""
+        if ctx.cgroup is not None:
+            ctx.cgroup.kill()
+            ctx.cgroup.remove()
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """The cgroup's limit files and the pids in it."""
+        return ctx.cgroup.observe() if ctx.cgroup is not None else {}
+
+
+class JoinCgroup(Step):
+    """On cgroup v1, the child moves itself into the container's cgroup."""
+
+    name = "cgroup join"
+    side = CHILD
+    lesson = "notebooks/04-cgroups"
+    explain = (
+        "The child moves itself into the cgroup the host just made: `echo 0 > tasks` in "
+        "each v1 hierarchy (0 means 'me'). Moving *another* process (writing its pid) takes "
+        "a lock across the whole kernel that waits for every CPU to pass a quiet point, "
+        "5 to 20 ms; a process moving itself needs no such lock. Only cgroup v1 has this "
+        "shortcut; on v2 the host moved the child in the step before. Undo: the cgroup "
+        "step's undo removes the cgroup.")
+
+    def enabled(self, ctx) -> bool:
+        """Only on cgroup v1 (there the host step did not move the child)."""
+        return ctx.cgroup_driver is not None and ctx.cgroup_driver.version == 1
+
+    def apply(self, ctx) -> None:
+        """Write 0 to each hierarchy's tasks file (in the child, before any thread exists)."""
+        ctx.cgroup_driver.open(ctx.container_id).join()
+
+    def observe(self, ctx) -> dict[str, Any]:
+        """The child's /proc/PID/cgroup: which cgroup it is in, per hierarchy."""
+        text = kernel.read(f"/proc/{ctx.middle}/cgroup", "") if ctx.middle else ""
+        return {"/proc/PID/cgroup": text.splitlines()}

@@ -36,18 +36,18 @@ from . import (
     cgroups,
     hostname,
     kernel,
-    lifecycle,
     mounts,
     namespaces,
-    network,
-    networks,
     paths,
     process,
     rootfs,
     seccomp,
 )
 from . import volumes as volumes_mod
-from .steps import CHILD, HOST, Step, StepError, StepRecord, Trace, channel, now, recv, send
+from .life import states
+from .networks import registry as net_registry
+from .networks import steps as net
+from .steps import HOST, Step, StepError, StepRecord, Trace, channel, now, recv, send
 
 #: Exit code and Docker's words for a container the kernel's OOM killer ended.
 EXIT_OOM = 137
@@ -125,13 +125,13 @@ class Context:
         self.cgroup_note = ""
         self.ns_flags = namespaces.flags_for(self.config.shared, self.rootless)
         # Rootless on a bridge network: the namespaces belong to the user's network holder.
-        self.joins_holder = self.rootless and networks.uses_bridge(self)
-        self.holder = None  # the connection to it (network.NetworkHolder)
+        self.joins_holder = self.rootless and net_registry.uses_bridge(self)
+        self.holder = None  # the connection to it (networks.steps.NetworkHolder)
         self.userns_fd = -1  # its user namespace, for the child to join
         self.caps = capabilities.effective_set(self.config.cap_add, self.config.cap_drop,
                                                capabilities.host_bounding())
         self.argv = self.config.argv
-        self.endpoint = None  # the container's address on its network (bridge.Veth)
+        self.endpoint = None  # the container's address on its network (networks.steps.Veth)
         self.ports: list = []
         self.port_holds: list = []
         # Compiled (or read from cache) here on the host, so the child only loads it.
@@ -190,72 +190,6 @@ class Fork(Step):
         return {"pid": pid, "same namespaces as host": mine == host}
 
 
-class Cgroup(Step):
-    """Create the container's cgroup, set its limits, and move the child into it."""
-
-    name = "cgroup"
-    side = HOST
-    lesson = "notebooks/04-cgroups"
-    explain = (
-        "The host makes a cgroup for the container (a directory in the cgroup filesystem), "
-        "writes the limits into its files (memory, pids, cpu quota) and, on cgroup v2, moves "
-        "the child into it by writing its pid to cgroup.procs (on v1 the child moves itself "
-        "in the next step, which is faster). Everything the child starts inherits the "
-        "cgroup, so the limits hold for the whole container. This comes before the cgroup "
-        "namespace, so that the container sees its own cgroup as the root. Undo: kill what "
-        "is left in it, then rmdir it.")
-
-    def enabled(self, ctx) -> bool:
-        """Skipped (with a note) where no usable controller exists, e.g. rootless on v1."""
-        return ctx.cgroup_driver is not None
-
-    def apply(self, ctx) -> None:
-        """mkdir, write the limits; on v2, write the pid to cgroup.procs."""
-        ctx.cgroup = ctx.cgroup_driver.create(ctx.container_id)
-        if ctx.config.limits is not None:
-            ctx.cgroup.set_limits(ctx.config.limits)
-        if ctx.cgroup.version != 1:
-            ctx.cgroup.add(ctx.middle)
-
-    def undo(self, ctx) -> None:
-        """Kill what is left, then remove the cgroup directories."""
-        if ctx.cgroup is not None:
-            ctx.cgroup.kill()
-            ctx.cgroup.remove()
-
-    def observe(self, ctx) -> dict[str, Any]:
-        """The cgroup's limit files and the pids in it."""
-        return ctx.cgroup.observe() if ctx.cgroup is not None else {}
-
-
-class JoinCgroup(Step):
-    """On cgroup v1, the child moves itself into the container's cgroup."""
-
-    name = "cgroup join"
-    side = CHILD
-    lesson = "notebooks/04-cgroups"
-    explain = (
-        "The child moves itself into the cgroup the host just made: `echo 0 > tasks` in "
-        "each v1 hierarchy (0 means 'me'). Moving *another* process (writing its pid) takes "
-        "a lock across the whole kernel that waits for every CPU to pass a quiet point, "
-        "5 to 20 ms; a process moving itself needs no such lock. Only cgroup v1 has this "
-        "shortcut; on v2 the host moved the child in the step before. Undo: the cgroup "
-        "step's undo removes the cgroup.")
-
-    def enabled(self, ctx) -> bool:
-        """Only on cgroup v1 (there the host step did not move the child)."""
-        return ctx.cgroup_driver is not None and ctx.cgroup_driver.version == 1
-
-    def apply(self, ctx) -> None:
-        """Write 0 to each hierarchy's tasks file (in the child, before any thread exists)."""
-        ctx.cgroup_driver.open(ctx.container_id).join()
-
-    def observe(self, ctx) -> dict[str, Any]:
-        """The child's /proc/PID/cgroup: which cgroup it is in, per hierarchy."""
-        text = kernel.read(f"/proc/{ctx.middle}/cgroup", "") if ctx.middle else ""
-        return {"/proc/PID/cgroup": text.splitlines()}
-
-
 def _with_image_volumes(specs: list[str] | None, cfg: dict[str, Any]) -> list[str]:
     """The -v specs, plus an anonymous volume for each VOLUME of the image that no -v covers,
     as ``docker run`` makes them (a database image keeps its data out of the container)."""
@@ -276,28 +210,26 @@ def _with_image_volumes(specs: list[str] | None, cfg: dict[str, Any]) -> list[st
 
 def plan() -> list[Step]:
     """The steps of a container's start, in order."""
-    from . import bridge, nat  # pyroute2 itself is imported only when a bridge is used
-
     return [
-        nat.ReservePorts(),  # first: a port in use fails before anything exists
-        network.NetworkHolder(),  # rootless: before the fork, whose child joins its userns
+        net.ReservePorts(),  # first: a port in use fails before anything exists
+        net.NetworkHolder(),  # rootless: before the fork, whose child joins its userns
         Fork(),
-        Cgroup(),
-        JoinCgroup(),
+        cgroups.CgroupStep(),
+        cgroups.JoinCgroup(),
         namespaces.Namespaces(),
         namespaces.IdMaps(),
-        bridge.Bridge(),
-        bridge.Veth(),
-        nat.Nat(),
+        net.Bridge(),
+        net.Veth(),
+        net.Nat(),
         mounts.Propagation(),
         rootfs.RootFS(),
         mounts.SpecialFilesystems(),
         volumes_mod.Volumes(),
-        network.NameFiles(),  # after volumes: on top of a volume at /etc, as in Docker
+        net.NameFiles(),  # after volumes: on top of a volume at /etc, as in Docker
         process.Init(),
         rootfs.PivotRoot(),
         hostname.Hostname(),
-        network.Loopback(),
+        net.Loopback(),
         seccomp.Seccomp(),
         capabilities.Capabilities(),
         process.Exec(),
@@ -430,11 +362,21 @@ class Container:
                  tty: bool = False, init: bool = False, volumes: list[str] | None = None):
         from .images.store import Store
 
+        # What this container was made with, JSON-ready: kept in its record, so that
+        # `edu start` can start it again and a helper process can make it on our behalf.
+        self.spec = {k: v for k, v in dict(
+            image=image if isinstance(image, str) else image.id, command=command, name=name,
+            hostname=hostname, env=env, workdir=workdir, user=user, entrypoint=entrypoint,
+            memory=memory, pids_limit=pids_limit, cpus=cpus, network=network,
+            publish=publish, publish_all=publish_all, cap_add=cap_add, cap_drop=cap_drop,
+            seccomp=seccomp, no_new_privs=no_new_privs, read_only=read_only, pid=pid,
+            ipc=ipc, uts=uts, remove=remove, tty=tty, init=init, volumes=volumes).items()
+            if v is not None}
         self.store = store or Store()
         img = image if hasattr(image, "config") else self.store.get(image)
         self.image = img
         cfg = img.config.get("config") or {}
-        argv = _command(cfg, command, entrypoint)
+        argv = command_for(cfg, command, entrypoint)
         if not argv:
             raise StepError("create", "no command specified: the image has no Cmd or "
                             "Entrypoint, so give one (edu run IMAGE COMMAND)")
@@ -446,13 +388,13 @@ class Container:
         network = network or "bridge"
         mappings = []
         if network not in ("none", "host"):
-            from . import nat, networks
+            from .networks import nat
 
             try:
-                networks.get(network)
+                net_registry.get(network)
                 mappings = nat.parse_publish(list(publish or []), publish_all,
                                              cfg.get("ExposedPorts"))
-            except (networks.NetworkError, ValueError) as exc:
+            except (net_registry.NetworkError, ValueError) as exc:
                 raise StepError("create", str(exc)) from None
         limits = None
         if memory is not None or pids_limit is not None or cpus is not None:
@@ -461,18 +403,18 @@ class Container:
         # Checked before anything is made: a refused name, hostname or directory leaves
         # nothing behind (and these values end up in files other containers read).
         if name:
-            name = lifecycle.check_name(name, own_id=self.id)
+            name = states.check_name(name, own_id=self.id)
         if hostname:
-            lifecycle.valid_hostname(hostname)
+            states.valid_hostname(hostname)
         if workdir:
-            lifecycle.valid_workdir(workdir)
+            states.valid_workdir(workdir)
         self.config = Config(
             image_name=image if isinstance(image, str) else (img.familiar_tags()
                                                              or [img.short_id])[0],
             argv=argv,
             image_env=list(cfg.get("Env") or []), env=dict(env or {}),
             workdir=workdir or cfg.get("WorkingDir") or "", user=user or cfg.get("User") or "",
-            hostname=hostname or self.id[:12], name=name or lifecycle.generate_name(),
+            hostname=hostname or self.id[:12], name=name or states.generate_name(),
             limits=limits,
             cap_add=list(cap_add or []), cap_drop=list(cap_drop or []), seccomp=seccomp,
             no_new_privs=no_new_privs, read_only=read_only, shared=shared, remove=remove,
@@ -514,9 +456,9 @@ class Container:
         self._was_subreaper = kernel.get_child_subreaper()
         kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
         ctx = Context(self)
-        ctx.cgroup_driver, ctx.cgroup_note = _cgroup_driver(self.config.limits is not None)
+        ctx.cgroup_driver, ctx.cgroup_note = cgroups.driver_for(self.config.limits is not None)
         ctx.steps = [s for s in plan() if s.enabled(ctx)]
-        network.write_name_files(ctx)
+        net.write_name_files(ctx)
         self._write_record("creating", ctx)
         self._ctx = ctx
         return ctx
@@ -641,6 +583,22 @@ class Container:
         return self._ctx.pid if self._ctx else 0
 
     @property
+    def cgroup(self):
+        """The container's cgroup (``cgroups.Cgroup``), or None where it has none."""
+        return self._ctx.cgroup if self._ctx else None
+
+    def processes(self) -> list[int]:
+        """Host pids of the container's processes: its cgroup's, else its PID 1's pid
+        namespace's (a rootless container on cgroup v1 has no cgroup of its own)."""
+        if not self.pid:
+            return []
+        if self.cgroup is not None:
+            return sorted(self.cgroup.pids())
+        from . import sharing
+
+        return sorted(p["host_pid"] for p in sharing.host_pids_of(self.pid))
+
+    @property
     def cgroup_note(self) -> str:
         """Why limits are not applied here, if they are not."""
         return self._ctx.cgroup_note if self._ctx else ""
@@ -667,9 +625,10 @@ class Container:
                   "security": {"caps": sorted(ctx.caps),
                                "seccomp": self.config.seccomp,
                                "no_new_privs": self.config.no_new_privs,
-                               "shared_namespaces": sorted(self.config.shared)}}
+                               "shared_namespaces": sorted(self.config.shared)},
+                  "spec": self.spec}
         # Keeps what others added (the supervisor's restart policy, `edu stop`'s mark).
-        lifecycle.write(self.id, record)
+        states.write(self.id, record)
 
     def _finish(self, exit_code: int | None) -> None:
         self.exit_code = exit_code
@@ -686,20 +645,22 @@ class Container:
             self._write_record("exited", self._ctx)
 
 
-def _cgroup_driver(limits_asked: bool):
-    """This host's cgroup driver and a note for the user when limits cannot apply."""
-    try:
-        driver = cgroups.driver()
-    except cgroups.CgroupUnavailable as exc:
-        return None, f"running without a cgroup, so no limits apply: {exc}"
-    missing = "; ".join(f"{k}: {v}" for k, v in sorted(driver.missing.items()))
-    return driver, (f"some limits cannot apply here ({missing})" if missing and limits_asked
-                    else "")
+def oom_note(memory) -> str:
+    """What ``edu run`` says when the OOM killer ended its container."""
+    return (f"edu: the container was OOMKilled: it used more than its --memory {memory} "
+            "limit")
 
 
-def _command(cfg: dict[str, Any], command: list[str] | None,
-             entrypoint: list[str] | None) -> list[str]:
-    """Docker's rule: Entrypoint + (command or Cmd); --entrypoint resets the image's Cmd."""
+def image_hint(message: str, image: str) -> str:
+    """Docker's words for a missing image."""
+    return f"Unable to find image '{image}' locally: {message}" \
+        if message.startswith("No such image") else message
+
+
+def command_for(cfg: dict[str, Any], command: list[str] | None,
+                entrypoint: list[str] | None) -> list[str]:
+    """What a container of image config ``cfg`` runs, by Docker's rule: Entrypoint +
+    (command or Cmd); --entrypoint resets the image's Cmd."""
     ep = entrypoint if entrypoint is not None else list(cfg.get("Entrypoint") or [])
     if command:
         return ep + list(command)
@@ -763,7 +724,7 @@ def cleanup_stale(store=None) -> list[str]:
             continue
         if rec["status"] not in ("creating", "running"):
             continue
-        owner_alive = rec["boot_id"] == boot and _alive(rec["owner"])
+        owner_alive = rec["boot_id"] == boot and kernel.pid_alive(rec["owner"])
         if owner_alive:
             continue
         # By id, not by the record's paths: an `edu` killed mid-start may have made the
@@ -821,17 +782,6 @@ def _orphan_cgroups(known: set[str], min_age: float = 60.0) -> list[str]:
             except cgroups.CgroupError:
                 pass
     return gone
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return Path(f"/proc/{pid}").exists() and \
-        (kernel.read(f"/proc/{pid}/stat", "") or "").rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def prune(store=None) -> list[str]:

@@ -362,6 +362,24 @@ def boot_id() -> str:
     return read("/proc/sys/kernel/random/boot_id", "") or ""
 
 
+def start_time(pid: int) -> str:
+    """When ``pid`` started, in clock ticks after boot (/proc/PID/stat's 22nd field); ''
+    if it is gone or a zombie. With the pid it names one process: a pid is handed to
+    another process once its own has exited, but that one started later."""
+    fields = (read(f"/proc/{pid}/stat", "") or "").rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 and fields[0] not in "ZX" else ""
+
+
+def pid_alive(pid: int, started: str | None = None) -> bool:
+    """True if ``pid`` runs (a zombie has exited already) and, when ``started`` is given,
+    is still the process that started then, not a later one given the same pid. The one
+    liveness check of the runtime: records, leases, holders and owners all use it."""
+    if not pid or pid < 0:
+        return False
+    now = start_time(pid)
+    return now != "" and (started is None or now == started)
+
+
 # ---- openat2: path resolution that cannot leave a directory --------------------------------
 # Used by images/layers.py to unpack untrusted layer tars. Python 3.11's ``os`` has no
 # openat2(2) (Linux 5.6), so it is called by number: 437, on x86_64, arm64 and every other

@@ -205,7 +205,7 @@ class Init(Step):
 
     def apply(self, ctx) -> None:
         """Bind the host's static tini over an empty file in the container's /sbin."""
-        from .copy import ensure_in_root
+        from .safepath import ensure_in_root
 
         # Resolve the target inside the image (openat2 RESOLVE_IN_ROOT): the host's root is
         # still ours here, and an image's /sbin -> / link must not lead to the host's files.

@@ -76,6 +76,18 @@ class StepRecord:
         """How long the step took, in milliseconds."""
         return (self.end - self.start) * 1e3
 
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data (a trace's step; a helper's answer to "step")."""
+        return {"name": self.name, "side": self.side, "start": self.start, "end": self.end,
+                "syscalls": self.syscalls, "before": self.before, "after": self.after,
+                "error": self.error}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepRecord:
+        """A record from ``to_dict``'s data."""
+        return cls(data["name"], data["side"], data["start"], data["end"], data["syscalls"],
+                   data["before"], data["after"], data.get("error", ""))
+
 
 @dataclass
 class Trace:
@@ -92,10 +104,7 @@ class Trace:
         """The trace in its versioned JSON schema (``edu.trace/1``)."""
         return {"schema": TRACE_SCHEMA, "container": self.container, "image": self.image,
                 "command": self.command, "started": self.started, "exit": self.exit,
-                "steps": [{"name": s.name, "side": s.side, "start": s.start, "end": s.end,
-                           "syscalls": s.syscalls, "before": s.before, "after": s.after,
-                           "error": s.error}
-                          for s in self.steps]}
+                "steps": [s.to_dict() for s in self.steps]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Trace:
@@ -105,9 +114,7 @@ class Trace:
                              f"expected {TRACE_SCHEMA})")
         t = cls(data["container"], data["image"], data["command"], exit=data["exit"],
                 started=data["started"])
-        t.steps = [StepRecord(s["name"], s["side"], s["start"], s["end"], s["syscalls"],
-                              s["before"], s["after"], s.get("error", ""))
-                   for s in data["steps"]]
+        t.steps = [StepRecord.from_dict(s) for s in data["steps"]]
         return t
 
     def timeline(self) -> str:
@@ -146,14 +153,3 @@ def recv(sock: socket.socket, timeout: float | None = None) -> dict[str, Any] | 
 def now() -> float:
     """The clock every step is timed with: CLOCK_MONOTONIC, the same in host and child."""
     return time.monotonic()
-
-
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
-
-

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import copy, kernel, paths
+from . import kernel, paths, safepath
 from .steps import CHILD, Step
 
 #: Docker's rule for a local volume's name.
@@ -384,8 +384,8 @@ def _mount_one(root: int, m: Mount) -> None:
     if m.type == "volume" and m.copy_image and not os.listdir(m.source):
         _fill_from_image(root, m)
     try:
-        target = copy.ensure_in_root(root, m.destination, directory=is_dir)
-    except copy.CopyError as exc:  # the child reports OSErrors as sentences
+        target = safepath.ensure_in_root(root, m.destination, directory=is_dir)
+    except safepath.CopyError as exc:  # the child reports OSErrors as sentences
         raise OSError(errno.ELOOP, str(exc)) from None
     except OSError as exc:
         raise OSError(exc.errno, f"cannot make the mount point {m.destination} in the "
@@ -400,7 +400,7 @@ def _mount_one(root: int, m: Mount) -> None:
     finally:
         os.close(target)
     if m.read_only:
-        mounted = copy.open_in_root(root, m.destination)  # now the new mount's root
+        mounted = safepath.open_in_root(root, m.destination)  # now the new mount's root
         try:
             _remount_ro_recursive(os.readlink(f"/proc/self/fd/{mounted}"))
         finally:
@@ -410,7 +410,7 @@ def _mount_one(root: int, m: Mount) -> None:
 def _fill_from_image(root: int, m: Mount) -> None:
     """Copy what the image has at ``m.destination`` into the empty volume (owners kept)."""
     try:
-        src = copy.open_in_root(root, m.destination)
+        src = safepath.open_in_root(root, m.destination)
     except (FileNotFoundError, NotADirectoryError):
         return
     try:
@@ -419,7 +419,7 @@ def _fill_from_image(root: int, m: Mount) -> None:
             return
         dst = os.open(m.source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            copy.copy_tree(src, dst, owners=True)
+            safepath.copy_tree(src, dst, owners=True)
             try:
                 os.fchown(dst, st.st_uid, st.st_gid)
             except PermissionError:

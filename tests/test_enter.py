@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import running
 
-from edu_runtime import enter, kernel, namespaces
+from edu_runtime import kernel, namespaces
+from edu_runtime.life import enter
 
 SECURITY = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "Seccomp", "NoNewPrivs")
 

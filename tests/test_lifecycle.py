@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import need
 
-from edu_runtime import lifecycle, paths
-from edu_runtime.steps import pid_alive
+from edu_runtime import paths
+from edu_runtime.kernel import pid_alive
+from edu_runtime.life import states
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +46,7 @@ def edu(python):
 
 
 def status(name: str) -> dict:
-    return lifecycle.find(name)
+    return states.find(name)
 
 
 def wait_for(pred, timeout=10.0):
@@ -208,12 +209,12 @@ def test_killed_supervisor_leaves_nothing_the_next_command_does_not_clean(edu):
 def test_restart_policy_is_checked(edu):
     """A policy Docker would refuse is refused with the choices, before anything runs;
     unless-stopped is taken (as always: edu has no daemon to restart)."""
-    before = {r["id"] for r in lifecycle.records()}
+    before = {r["id"] for r in states.records()}
     for bad in ("bogus", "on-failure:x", "always:3"):
         out = edu("run", "-d", "--restart", bad, "busybox", "true", check=False)
         assert out.returncode == 125 and "invalid restart policy" in out.stderr
         assert "on-failure[:N]" in out.stderr
-    assert {r["id"] for r in lifecycle.records()} == before
+    assert {r["id"] for r in states.records()} == before
     name = edu.name()
     edu("run", "-d", "--restart", "unless-stopped", "--name", name, "busybox", "sleep", "30")
     assert status(name)["restart"] == "always"

@@ -16,7 +16,8 @@ import docker_reference as ref
 import pytest
 from conftest import need, snapshot
 
-from edu_runtime import client, lifecycle, networks, volumes
+from edu_runtime import networks, volumes
+from edu_runtime.life import client, states
 
 BAD_NAMES = ["a", "a b", ".hidden", "a/b", "../../x", "ok\n6.6.6.6 victim", "_x", "x\n",
              "-x", "x" * 3 + "\t", "café"]
@@ -44,20 +45,20 @@ def made() -> set[tuple[str, str]]:
     things = ({("container", c) for c in state["containers"]}
               | {("cgroup", c) for c in state["cgroups"]}
               | {("mount", line.split()[4]) for line in mounts})
-    owned = {r["id"] for r in lifecycle.records() if r.get("name") not in BAD_NAMES}
+    owned = {r["id"] for r in states.records() if r.get("name") not in BAD_NAMES}
     return {t for t in things if not any(cid in t[1] for cid in owned)}
 
 
 @pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
 def test_lifecycle_refuses_what_docker_refuses(name):
-    with pytest.raises(lifecycle.InvalidName, match=r"Invalid container name \(.*\), " +
+    with pytest.raises(states.InvalidName, match=r"Invalid container name \(.*\), " +
                        SENTENCE.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
-        lifecycle.valid_name(name)
+        states.valid_name(name)
 
 
 @pytest.mark.parametrize("name", GOOD_NAMES)
 def test_lifecycle_accepts_what_docker_accepts(name):
-    assert lifecycle.valid_name(name) == name.lstrip("/")
+    assert states.valid_name(name) == name.lstrip("/")
 
 
 @pytest.mark.parametrize("mode", ["--rm", "-d", "thin"])

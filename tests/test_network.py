@@ -29,7 +29,8 @@ from types import SimpleNamespace
 import pytest
 from conftest import REPO, need
 
-from edu_runtime import bridge, kernel, nat, networks
+from edu_runtime import kernel, networks
+from edu_runtime.networks import bridge, nat, registry
 from edu_runtime.steps import StepError
 
 OUT_HOST, OUT_PEER, OUT_NET = "10.79.255.1", "10.79.255.2", "10.79.255.0/30"
@@ -61,7 +62,7 @@ class Fake:
 
     def record(self, status: str) -> None:
         """Write (or update) the container record that networks.alive_ids() reads."""
-        d = networks.container_dir(self.id)
+        d = registry.container_dir(self.id)
         d.mkdir(parents=True, exist_ok=True)
         (d / "state.json").write_text(json.dumps(
             {"id": self.id, "name": self.name, "status": status, "pid": self.pid}))
@@ -387,7 +388,7 @@ def test_registry_create_ls_inspect_rm(state):
 def test_subnet_clashes_with_host_routes_are_refused(state):
     # Not edu's own bridges: their routes belong to edu's networks, which are compared
     # with each other separately.
-    routes = [r for r in networks.host_routes() if not r[0].startswith("edu")]
+    routes = [r for r in registry.host_routes() if not r[0].startswith("edu")]
     need(bool(routes), "the host has no non-default route to clash with")
     dev, taken = routes[0]
     with pytest.raises(networks.NetworkError, match=f"overlaps the host's route to {taken}"):
@@ -402,7 +403,7 @@ def test_subnet_clashes_with_host_routes_are_refused(state):
 def test_leases_hosts_and_stale_release(state):
     a, b, c = (secrets.token_hex(32) for _ in range(3))
     for cid, name in ((a, "web"), (b, "db")):
-        d = networks.container_dir(cid)
+        d = registry.container_dir(cid)
         d.mkdir(parents=True)
         (d / "state.json").write_text(json.dumps({"id": cid, "name": name,
                                                   "status": "running"}))
@@ -410,7 +411,7 @@ def test_leases_hosts_and_stale_release(state):
     assert networks.lease("bridge", b, "db", "dbhost") == "10.77.0.3"
     assert networks.lease("bridge", a, "web") == "10.77.0.2"  # the same lease again
     assert networks.lease("bridge", c, "gone") == "10.77.0.4"  # no record: stale
-    text = networks.hosts("bridge", b)
+    text = registry.hosts("bridge", b)
     assert "127.0.0.1\tlocalhost\n" in text
     assert f"10.77.0.3\tdbhost db {b[:12]}\n" in text
     assert f"10.77.0.2\tweb {a[:12]}\n" in text
@@ -430,15 +431,15 @@ def test_rm_names_the_attached_containers(state):
     for name in ("b-api", "a-web"):
         cid = secrets.token_hex(32)
         ids.append(cid)
-        networks.container_dir(cid).mkdir(parents=True)
-        (networks.container_dir(cid) / "state.json").write_text(
+        registry.container_dir(cid).mkdir(parents=True)
+        (registry.container_dir(cid) / "state.json").write_text(
             json.dumps({"id": cid, "name": name, "status": "running"}))
         networks.lease("shop", cid, name)
     with pytest.raises(networks.NetworkError) as err:
         networks.rm("shop")
     assert str(err.value) == ("network shop has active endpoints (containers: a-web, b-api): "
                               "stop or remove them first")
-    (networks.container_dir(ids[0]) / "state.json").unlink()  # gone without releasing
+    (registry.container_dir(ids[0]) / "state.json").unlink()  # gone without releasing
     with pytest.raises(networks.NetworkError, match=r"\(containers: a-web\)"):
         networks.rm("shop")
 
@@ -447,24 +448,24 @@ def test_resolv_conf(tmp_path, monkeypatch):
     plain = tmp_path / "plain"
     plain.write_text("# comment\nnameserver 10.1.2.3\nnameserver ::1\nsearch lab\n"
                      "options ndots:2\n")
-    text = networks.resolv_conf(str(plain))
+    text = registry.resolv_conf(str(plain))
     assert "nameserver 10.1.2.3\n" in text and "search lab\noptions ndots:2\n" in text
     assert "nameserver ::1" not in text and "Left out" in text
     stub = tmp_path / "stub"
     stub.write_text("nameserver 127.0.0.53\noptions edns0\n")
     upstream = tmp_path / "upstream"
     upstream.write_text("nameserver 10.9.9.9\n")
-    monkeypatch.setattr(networks, "RESOLVED_UPSTREAM", str(upstream))
-    assert "nameserver 10.9.9.9\n" in networks.resolv_conf(str(stub))
-    monkeypatch.setattr(networks, "RESOLVED_UPSTREAM", str(tmp_path / "missing"))
-    text = networks.resolv_conf(str(stub))
+    monkeypatch.setattr(registry, "RESOLVED_UPSTREAM", str(upstream))
+    assert "nameserver 10.9.9.9\n" in registry.resolv_conf(str(stub))
+    monkeypatch.setattr(registry, "RESOLVED_UPSTREAM", str(tmp_path / "missing"))
+    text = registry.resolv_conf(str(stub))
     assert "nameserver" not in text.replace("# ", "").split("\n", 2)[-1]
     assert "No resolver is reachable" in text
 
 
 def test_importing_the_modules_does_not_import_pyroute2():
-    code = ("import sys, edu_runtime.bridge, edu_runtime.nat, edu_runtime.networks; "
-            "print('pyroute2' in sys.modules)")
+    code = ("import sys, edu_runtime.networks.bridge, edu_runtime.networks.nat, "
+            "edu_runtime.networks.steps; print('pyroute2' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, check=True).stdout
     assert out.strip() == "False"
@@ -495,15 +496,15 @@ def test_bridge_veth_address_route_and_names(host, docker):
         gw.stop()
         srv.stop()
     # Names: each hosts file lists itself and the other, by name and short id.
-    hosts_a = (networks.container_dir(a.id) / "hosts").read_text()
+    hosts_a = (registry.container_dir(a.id) / "hosts").read_text()
     assert f"10.77.0.3\tdb {b.id[:12]}\n" in hosts_a
     assert f"10.77.0.2\tweb {a.id[:12]}\n" in hosts_a
-    assert (networks.container_dir(a.id) / "resolv.conf").read_text().startswith("# Generated")
-    inode = (networks.container_dir(a.id) / "hosts").stat().st_ino
+    assert (registry.container_dir(a.id) / "resolv.conf").read_text().startswith("# Generated")
+    inode = (registry.container_dir(a.id) / "hosts").stat().st_ino
     sb.stop()  # db leaves: web's hosts file is rewritten in place (a bind mount keeps inodes)
-    hosts_a = (networks.container_dir(a.id) / "hosts").read_text()
+    hosts_a = (registry.container_dir(a.id) / "hosts").read_text()
     assert "\tdb " not in hosts_a and b.id[:12] not in hosts_a
-    assert (networks.container_dir(a.id) / "hosts").stat().st_ino == inode
+    assert (registry.container_dir(a.id) / "hosts").stat().st_ino == inode
     assert f"veth{b.id[:8]}" not in bridge.host_links()
     sa.stop()
 
@@ -652,7 +653,7 @@ def test_cleanup_stale_after_a_sigkilled_edu(host):
     nothing = {"leases": [], "rules": [], "links": []}
     assert networks.cleanup_stale() == nothing  # both records still say running
     c.kill()
-    (networks.container_dir(c.id) / "state.json").write_text(json.dumps(
+    (registry.container_dir(c.id) / "state.json").write_text(json.dumps(
         {"id": c.id, "name": "killed", "status": "exited"}))
     assert vanishes(veth)  # the pair dies with the namespace (the kernel does it async)
     # A pair left half made by another killed edu: both ends still on the host.

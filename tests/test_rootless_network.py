@@ -55,7 +55,7 @@ def wait_for(what, timeout: float = 20.0):
 def networking(uid: int) -> list[tuple[int, str]]:
     """The student's network holder and pasta processes."""
     return [(pid, cmd) for pid, cmd in processes(uid)
-            if "edu_runtime.usernet" in cmd or cmd.split(" ")[0].endswith("pasta")]
+            if "edu_runtime.networks.holder" in cmd or cmd.split(" ")[0].endswith("pasta")]
 
 
 def holder_files(student) -> list[str]:
@@ -262,8 +262,8 @@ def test_sigkill_of_any_edu_process_is_cleaned_by_the_next_command(learner, n1, 
                        "sleep", "300"))
         _container_sleeping(learner)
         pid = next(p for p, cmd in processes(learner.uid)
-                   if ("edu_runtime.supervisor" if victim == "supervisor"
-                       else "edu_runtime.usernet") in cmd)
+                   if ("edu_runtime.life.supervisor" if victim == "supervisor"
+                       else "edu_runtime.networks.holder") in cmd)
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: pid not in dict(processes(learner.uid)))  # the kill is done
         if victim == "network holder":  # the container ends with a holder that is gone

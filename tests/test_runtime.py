@@ -18,7 +18,8 @@ from conftest import need
 
 from edu_runtime import capabilities, kernel, namespaces, paths
 from edu_runtime.container import Container, diff, plan
-from edu_runtime.steps import StepError, pid_alive
+from edu_runtime.kernel import pid_alive
+from edu_runtime.steps import StepError
 
 
 def run(image, command, **kw) -> tuple[int, str]:
@@ -429,7 +430,7 @@ def test_run_without_network_never_imports_pyroute2_or_libvirt(busybox, python):
     """`edu run --network none` pays for no netlink library and no hypervisor binding: not
     in the CLI, which is a thin client of the supervisor, nor in a supervisor that has only
     started such containers."""
-    from edu_runtime import client
+    from edu_runtime.life import client
 
     def imports(*argv):
         out = subprocess.run([python, "-X", "importtime", "-m", "edu_cli.main", *argv],
@@ -452,7 +453,7 @@ def test_run_without_network_never_imports_pyroute2_or_libvirt(busybox, python):
 def test_thin_client_finds_the_supervisor_where_the_runtime_puts_it(monkeypatch, tmp_path):
     """fastrun computes the socket's path without pathlib; it must be the runtime's path."""
     from edu_cli import fastrun
-    from edu_runtime import client
+    from edu_runtime.life import client
 
     assert fastrun.socket_path() == client.socket_path()
     (tmp_path / "real").mkdir()

@@ -166,7 +166,7 @@ def private_store(tmp_path, root, python):
     if ids:
         subprocess.run([python, "-m", "edu_cli.main", "rm", "-f", *ids], env=env,
                        capture_output=True)
-    subprocess.run([python, "-c", "from edu_runtime import client; client.shutdown()"],
+    subprocess.run([python, "-c", "from edu_runtime.life import client; client.shutdown()"],
                    env=env, capture_output=True, timeout=60)
     subprocess.run([python, "-m", "edu_cli.main", "prune"], env=env, capture_output=True)
     mounts = Path("/proc/self/mountinfo").read_text()

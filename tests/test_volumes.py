@@ -15,16 +15,11 @@ from pathlib import Path
 import pytest
 from conftest import need, running
 
-from edu_runtime import container, enter, mounts, paths, volumes
+from edu_runtime import container, mounts, paths, volumes
 from edu_runtime.container import Container, remove_dir
-from edu_runtime.copy import (
-    CopyError,
-    copy_from,
-    copy_to,
-    ensure_in_root,
-    open_in_root,
-    split_arg,
-)
+from edu_runtime.life import enter
+from edu_runtime.life.cp import CopyError, copy_from, copy_to, split_arg
+from edu_runtime.safepath import ensure_in_root, open_in_root
 from edu_runtime.volumes import VolumeError, parse
 
 WIRED = "volumes" in pyinspect.signature(Container.__init__).parameters

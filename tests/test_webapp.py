@@ -14,7 +14,7 @@ import pytest
 from conftest import need
 from test_network import docker  # noqa: F401 - the fixture: dockerd running, then stopped
 
-from edu_runtime import lifecycle
+from edu_runtime.life import states
 
 HTTPD = ("mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && "
          "exec httpd -f -p 80 -h /www")
@@ -74,7 +74,7 @@ def test_published_web_app_and_names_between_containers(edu, docker):  # noqa: F
     edu("network", "create", net)
     edu("run", "-d", "--name", name, "--network", net, "-p", f"{port}:80", "busybox", "sh",
         "-c", HTTPD)
-    rec = lifecycle.find(name)
+    rec = states.find(name)
     ip = rec["network"]["ip"]
     assert get(f"http://127.0.0.1:{port}/").startswith("hello-from-")
     assert get(f"http://{ip}:80/").startswith("hello-from-")
@@ -137,7 +137,7 @@ def test_kill_9_mid_start_on_the_bridge_is_cleaned_by_the_next_command(edu, pyth
     script = tmp_path / "killed.py"
     script.write_text(
         "import os, signal\n"
-        "from edu_runtime import nat\n"
+        "from edu_runtime.networks import nat\n"
         "from edu_runtime.container import Container\n"
         "real = nat.Nat.apply\n"
         "def apply(self, ctx):\n"
@@ -161,7 +161,7 @@ def test_kill_9_mid_start_on_the_bridge_is_cleaned_by_the_next_command(edu, pyth
     assert cid not in rules
     leases = json.loads(edu("network", "inspect", "bridge").stdout)[0]["containers"]
     assert cid not in leases
-    assert not (lifecycle.base() / cid).exists()
+    assert not (states.base() / cid).exists()
     from pathlib import Path
 
     assert not list(Path("/sys/fs/cgroup").glob(f"*/edu/{cid}"))  # its cgroup went too
@@ -175,7 +175,9 @@ def test_supervisor_keeps_the_bridge_warm_and_takes_it_along(edu, python):
     import signal
     import time
 
-    from edu_runtime import client, nat, networks
+    from edu_runtime import networks
+    from edu_runtime.life import client
+    from edu_runtime.networks import nat
 
     client.shutdown()  # nothing warm from earlier tests
     edu("run", "--rm", "busybox", "true")
@@ -226,18 +228,18 @@ def test_sigterm_to_a_thin_run_stops_its_container(edu, python):
     rec = None
     while time.monotonic() < deadline:
         try:
-            rec = lifecycle.find(name)
+            rec = states.find(name)
             if rec.get("status") == "running":
                 break
-        except lifecycle.NoSuchContainer:
+        except states.NoSuchContainer:
             pass
         time.sleep(0.02)
     assert rec and rec["status"] == "running"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 137, proc.stderr.read()
     edu("ps", "-a")  # answered after the supervisor's teardown
-    with pytest.raises(lifecycle.NoSuchContainer):
-        lifecycle.find(name)
+    with pytest.raises(states.NoSuchContainer):
+        states.find(name)
     assert f"veth{rec['id'][:8]}" not in kernel_state()["veths"]
     leases = json.loads(edu("network", "inspect", "bridge").stdout)[0]["containers"]
     assert rec["id"] not in leases

@@ -133,7 +133,7 @@ def container_boot(image: str, keep: bool = False, store=None):
         os.close(devnull)
         raise
     os.close(devnull)
-    c._edu_pipe = r
+    os.close(r)  # the marker is read; `exec sleep` prints nothing more
     if not keep:
         stop_container(c)
     return seconds, c
@@ -145,13 +145,11 @@ def stop_container(c) -> None:
 
     c.kill(signal.SIGKILL)
     c.wait()
-    os.close(c._edu_pipe)
 
 
 def container_pss(c) -> int:
     """PSS (KiB) of every process in the container's cgroup."""
-    return sum(pss_kib(pid) for pid in c._ctx.cgroup.pids()) if c._ctx.cgroup else \
-        pss_kib(c.pid)
+    return sum(pss_kib(pid) for pid in c.processes())
 
 
 def _timed_marker(cmd: list[str], env=None) -> float:

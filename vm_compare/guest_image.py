@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from edu_runtime import paths
-from edu_runtime.copy import mount_overlay, open_in_root
+from edu_runtime.safepath import mount_overlay, open_in_root
 from vm_compare import initramfs, kernel_pkg, probe_guest
 
 RECIPE = 2  # part of every cache key: raise it when a guest would now be built differently
@@ -442,10 +442,10 @@ def _image(store, ref: str, *, bootstrap_missing: bool = False, progress: Progre
 
 def _argv(img, command: list[str] | None, progress: Progress) -> list[str]:
     """Docker's rule, as ``edu run`` applies it: Entrypoint + (command or Cmd)."""
-    from edu_runtime.container import _command
+    from edu_runtime.container import command_for
 
     cfg = img.config.get("config") or {}
-    argv = _command(cfg, command, None)
+    argv = command_for(cfg, command, None)
     if not argv:
         raise GuestImageError(f"{img.short_id} has no Cmd or Entrypoint: give a command")
     if cfg.get("User") not in (None, "", "0", "root", "0:0"):

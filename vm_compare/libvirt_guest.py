@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edu_runtime import paths
+from edu_runtime import kernel, paths
 from vm_compare import probe_guest, probes
 
 if TYPE_CHECKING:
@@ -646,22 +646,13 @@ def _kill_stale_raw_qemus() -> list[str]:
 
 def owner_tag() -> str:
     """This process as ``pid:starttime``: a pid alone could be reused by another process."""
-    return f"{os.getpid()}:{_starttime(os.getpid())}"
-
-
-def _starttime(pid: int) -> str:
-    """Field 22 of /proc/PID/stat (clock ticks after boot), or "" if there is no such pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
+    return f"{os.getpid()}:{kernel.start_time(os.getpid())}"
 
 
 def _alive(owner: str) -> bool:
     """Whether the process ``pid:starttime`` still runs."""
     pid, _, started = owner.partition(":")
-    return pid.isdigit() and started != "" and _starttime(int(pid)) == started
+    return pid.isdigit() and started != "" and kernel.pid_alive(int(pid), started)
 
 
 def _still_there(pid: int) -> str:

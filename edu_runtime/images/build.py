@@ -516,7 +516,7 @@ class Builder:
         return self._step(state, [inst.cmd, srcs, dest, digest, owner], make)
 
     def _copy_from(self, state, inst, source, srcs, dest, owner) -> State:
-        from edu_runtime import copy as cp
+        from edu_runtime import safepath as cp
 
         src_state = self._base_state(source) if not source.isdigit() else \
             self.stages.get(source)
@@ -574,7 +574,7 @@ class Builder:
         return uid, gid
 
     def _read_in_image(self, state: State, path: str) -> str:
-        from edu_runtime import copy as cp
+        from edu_runtime import safepath as cp
 
         if not state.layers:
             return ""
@@ -594,7 +594,7 @@ class Builder:
     def _layer_from_copy(self, state: State, fill) -> tuple[str, str, str] | None:
         """Mount the image so far with an empty upper dir, ``fill(root_fd)``, and make the
         upper dir a layer (None if it stayed empty)."""
-        from edu_runtime import copy as cp
+        from edu_runtime import safepath as cp
 
         with self.store.staging() as stage:
             upper, work, empty = stage / "upper", stage / "work", stage / "empty"
@@ -797,7 +797,7 @@ def _as_root(fn):
 @contextlib.contextmanager
 def _image_root(store: Store, state: State) -> Iterator[int]:
     """An O_PATH fd of an image's merged files (a detached overlay of its layers)."""
-    from edu_runtime import copy as cp
+    from edu_runtime import safepath as cp
 
     dirs = store.lowerdirs(state.image())
     if not dirs:
@@ -813,13 +813,13 @@ def _copy_one(root: int, src: int, name: str, dest: str, many: bool, owner) -> N
     """Docker's COPY rules for one source ``src`` (an O_PATH fd) called ``name``: a
     directory's contents go into ``dest``; a file goes into ``dest`` if that ends in / (or
     is a directory, or there are several sources), else it becomes ``dest``."""
-    from edu_runtime import copy as cp
+    from edu_runtime import safepath as cp
 
     st = os.fstat(src)
     if stat.S_ISDIR(st.st_mode):
         made = _open_dir(root, dest, owner)
         try:
-            reader = cp._reopen(src, os.O_RDONLY | os.O_DIRECTORY)
+            reader = cp.reopen(src, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 cp.copy_tree(reader, made, owners=False, owner=owner or (0, 0))
             finally:
@@ -851,18 +851,18 @@ def _copy_one(root: int, src: int, name: str, dest: str, many: bool, owner) -> N
 def _open_dir(root: int, path: str, owner=None) -> int:
     """``mkdir -p`` a directory inside the image (what it makes is owned by ``owner``, else
     root, as COPY --chown does), then a readable fd of it."""
-    from edu_runtime import copy as cp
+    from edu_runtime import safepath as cp
 
     target = cp.ensure_in_root(root, path, owner=owner or (0, 0))
     try:
-        return cp._reopen(target, os.O_RDONLY | os.O_DIRECTORY)
+        return cp.reopen(target, os.O_RDONLY | os.O_DIRECTORY)
     finally:
         os.close(target)
 
 
 def _copy_context_dir(root: int, context: Path, rel: str, entries, dest: str, owner) -> None:
     """A directory of the context: its contents (what .dockerignore left) into ``dest``."""
-    from edu_runtime import copy as cp
+    from edu_runtime import safepath as cp
 
     prefix = f"{rel}/" if rel else ""
     top = entries.get(rel) if rel else None
@@ -957,7 +957,7 @@ def _extract_into(store: Store, root: int, path: Path, dest: str) -> None:
     extractor (which refuses .. and absolute names), then copied in."""
     import tarfile
 
-    from edu_runtime import copy as cp
+    from edu_runtime import safepath as cp
 
     rootless = _rootless()
     # Python 3.12+ (and 3.11.4+) filter members; the classic builder keeps everything (our
@@ -1011,7 +1011,8 @@ def commit(record: dict[str, Any], repository: str | None = None, *, message: st
 
 def _commit(store: Store, record: dict[str, Any], repository: str | None, message: str,
             author: str, changes: list[str], pause: bool) -> Image:
-    from edu_runtime import cgroups, lifecycle, paths
+    from edu_runtime import cgroups, paths
+    from edu_runtime.life import states
 
     name = record.get("name") or record["id"][:12]
     try:
@@ -1049,7 +1050,7 @@ def _commit(store: Store, record: dict[str, Any], repository: str | None, messag
             state = builder._do(state, inst)
     frozen = False
     cg = None
-    if pause and record.get("status") == lifecycle.RUNNING:
+    if pause and record.get("status") == states.RUNNING:
         try:
             cg = cgroups.driver().open(record["id"])
             cg.freeze()

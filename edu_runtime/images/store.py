@@ -699,14 +699,11 @@ def _temp_file(path: Path) -> bool:
 
 
 def _process(pid: int) -> str:
-    """``BOOT_ID START``: with the pid, this names one process (a pid is given to another
-    process once its own has exited; its start time on this boot is not); '' once gone.
-    START is /proc/PID/stat's 22nd field, in clock ticks after boot."""
+    """``BOOT_ID START``: with the pid, this names one process on this boot; '' once gone."""
     from .. import kernel
 
-    stat = (kernel.read(f"/proc/{pid}/stat", "") or "").rpartition(")")[2].split()
-    alive = len(stat) > 19 and stat[0] not in "ZX"  # a zombie has exited already
-    return f"{kernel.boot_id()} {stat[19]}" if alive else ""
+    started = kernel.start_time(pid)
+    return f"{kernel.boot_id()} {started}" if started else ""
 
 
 def _lease_alive(lease: dict[str, Any]) -> bool:

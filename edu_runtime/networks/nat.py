@@ -57,8 +57,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import networks
-from .steps import HOST, Step, StepError
+from . import registry
 
 FAMILY, TABLE = "ip", "edu"
 
@@ -86,7 +85,7 @@ _TABLE = f"""table {FAMILY} {TABLE} {{
 """
 
 
-class PortError(networks.NetworkError):
+class PortError(registry.NetworkError):
     """A port that cannot be published: bad syntax, or in use."""
 
 
@@ -216,7 +215,7 @@ def _port_error(m: PortMapping, exc: OSError) -> PortError:
                          f"net.ipv4.ip_unprivileged_port_start={m.host_port})")
     if exc.errno != errno.EADDRINUSE:
         return PortError(f"{where}: {exc.strerror}")
-    for cid, (network, ep) in sorted(networks.endpoints().items()):
+    for cid, (network, ep) in sorted(registry.endpoints().items()):
         for p in ep.get("ports", []):
             if (p["proto"], p["host_port"]) == (m.proto, m.host_port) and \
                     _overlap(p["host_ip"], m.host_ip):
@@ -294,7 +293,7 @@ class _Nft:
         try:
             lib = ctypes.CDLL("libnftables.so.1")
         except OSError:
-            raise networks.NetworkError(
+            raise registry.NetworkError(
                 "nftables is not installed, and bridge networking needs it for NAT: "
                 "apt-get install nftables") from None
         lib.nft_ctx_new.restype = ctypes.c_void_p
@@ -322,7 +321,7 @@ class _Nft:
             out = self.lib.nft_ctx_get_output_buffer(ctx).decode()
             err = self.lib.nft_ctx_get_error_buffer(ctx).decode()
         if rc:
-            raise networks.NetworkError(err.strip() or f"nft failed: {command.strip()}")
+            raise registry.NetworkError(err.strip() or f"nft failed: {command.strip()}")
         return out
 
 
@@ -343,8 +342,8 @@ def nft(*args: str, script: str | None = None) -> str:
         command = " ".join(words)
     try:
         return _nft.run(command, flags)
-    except networks.NetworkError as exc:
-        raise networks.NetworkError(f"nft {' '.join(args)} failed: {exc}") from None
+    except registry.NetworkError as exc:
+        raise registry.NetworkError(f"nft {' '.join(args)} failed: {exc}") from None
 
 
 def table_exists() -> bool:
@@ -352,7 +351,7 @@ def table_exists() -> bool:
     try:
         nft("list", "table", FAMILY, TABLE)
         return True
-    except networks.NetworkError:
+    except registry.NetworkError:
         return False
 
 
@@ -391,7 +390,7 @@ def _delete_tagged(keep) -> list[str]:
 
 def ensure_table() -> None:
     """Create edu's table and its chains, unless it is there."""
-    with networks.locked():
+    with registry.locked():
         if not table_exists():
             nft("-f", "-", script=_TABLE)
 
@@ -414,7 +413,7 @@ def network_rules(network: dict[str, Any]) -> str:
 
 def ensure_network(network: dict[str, Any]) -> None:
     """Add a network's rules unless they are there, and its DOCKER-USER accepts if needed."""
-    with networks.locked():
+    with registry.locked():
         ensure_table()
         tag = f"edu-net:{network['bridge']}"
         if not any(r["comment"] == tag for r in rules()):
@@ -424,7 +423,7 @@ def ensure_network(network: dict[str, Any]) -> None:
 
 def remove_network(network: dict[str, Any]) -> None:
     """Remove a network's rules and its DOCKER-USER accepts."""
-    with networks.locked():
+    with registry.locked():
         tag = f"edu-net:{network['bridge']}"
         _delete_tagged(lambda comment: comment != tag)
         docker_user_remove(network["bridge"])
@@ -438,27 +437,27 @@ def publish(container_id: str, ip: str, mappings: list[PortMapping]) -> None:
         lines.append(f"add rule {FAMILY} {TABLE} publish {daddr}{m.proto} dport {m.host_port} "
                      f'dnat to {ip}:{m.container_port} comment "edu:{container_id}"\n')
     if lines:
-        with networks.locked():
+        with registry.locked():
             ensure_table()
             nft("-f", "-", script="".join(lines))
 
 
 def unpublish(container_id: str) -> None:
     """Delete the container's rules (found by their ``edu:ID`` comment)."""
-    with networks.locked():
+    with registry.locked():
         _delete_tagged(lambda comment: comment != f"edu:{container_id}")
 
 
 def cleanup_stale(alive: set[str]) -> list[str]:
     """Delete the rules of containers not in ``alive``; the ids whose rules went."""
-    with networks.locked():
+    with registry.locked():
         gone = _delete_tagged(lambda c: not c.startswith("edu:") or c[4:] in alive)
     return [c[4:] for c in gone]
 
 
 def teardown_all() -> None:
     """Delete edu's table and every DOCKER-USER rule edu added."""
-    with networks.locked():
+    with registry.locked():
         if table_exists():
             nft("delete", "table", FAMILY, TABLE)
         docker_user_remove(None)
@@ -496,7 +495,7 @@ def _docker_user_nft() -> str | None:
     """DOCKER-USER as ``nft -s list chain ip filter DOCKER-USER`` prints it; None if absent."""
     try:
         return nft("-s", "list", "chain", "ip", "filter", "DOCKER-USER")
-    except networks.NetworkError:
+    except registry.NetworkError:
         return None
 
 
@@ -517,7 +516,7 @@ def docker_user_ensure(bridge: str) -> None:
         if _iptables("-C", "DOCKER-USER", *spec).returncode:
             done = _iptables("-I", "DOCKER-USER", *spec)
             if done.returncode:
-                raise networks.NetworkError(
+                raise registry.NetworkError(
                     f"iptables -I DOCKER-USER failed ({done.stderr.strip()}): dockerd's "
                     f"FORWARD policy would drop {bridge}'s packets; check iptables -S")
     if fast and (seen := _docker_user_nft()) is not None:
@@ -541,118 +540,3 @@ def docker_user_remove(bridge: str | None) -> None:
     for line in docker_user_lines():
         if bridge is None or f"edu-net:{bridge}" in line.replace('"', "").split():
             _iptables("-D", *shlex.split(line)[1:])
-
-
-# ---- the steps -------------------------------------------------------------------------------
-
-class ReservePorts(Step):
-    """Hold every published host port with a socket, before anything else is made."""
-
-    name = "ports"
-    side = HOST
-    lesson = "notebooks/06-web-app"
-    explain = (
-        "For each -p HOSTPORT:PORT the host binds a socket to HOSTPORT and keeps it open "
-        "while the container runs, as Docker's docker-proxy does. The NAT rule added later "
-        "carries the traffic; the socket is there so the port is really ours: if a program "
-        "already uses it, bind() fails now, before anything is made ('address already in "
-        "use'), and a program started later cannot take it and be silently bypassed. "
-        "-p 80 (no host port) lets the kernel pick a free one. Undo: close the sockets.")
-
-    def enabled(self, ctx) -> bool:
-        """Only when ports are published on a bridge network."""
-        return networks.uses_bridge(ctx) and bool(getattr(ctx.config, "publish", None))
-
-    def apply(self, ctx) -> None:
-        """bind() (and listen() for TCP) each host port; remember the real port numbers."""
-        try:
-            ctx.ports, ctx.port_holds = reserve(list(ctx.config.publish))
-        except networks.NetworkError as exc:
-            raise StepError(self.name, str(exc)) from None
-
-    def undo(self, ctx) -> None:
-        """Close the sockets: the ports are free again."""
-        for sock in getattr(ctx, "port_holds", None) or []:
-            sock.close()
-        ctx.port_holds = []
-
-    def observe(self, ctx) -> dict[str, Any]:
-        """The host ports this process holds."""
-        held = []
-        for sock in getattr(ctx, "port_holds", None) or []:
-            if sock.fileno() != -1:
-                ip, port = sock.getsockname()
-                proto = "tcp" if sock.type == socket.SOCK_STREAM else "udp"
-                held.append(f"{ip}:{port}/{proto}")
-        return {f"held by edu (pid {os.getpid()})": sorted(held)}
-
-
-class Nat(Step):
-    """Masquerade for the network, and DNAT for each published port of this container."""
-
-    name = "nat"
-    side = HOST
-    lesson = "notebooks/06-web-app"
-    explain = (
-        "The host makes sure edu's nftables table has this network's rules: masquerade, so "
-        "packets from the containers leave with the host's address; forward accepts; and a "
-        "drop towards other edu networks. dockerd's FORWARD policy is DROP, so when its "
-        "DOCKER-USER chain exists edu adds accepts for the bridge there too. Then, for each "
-        "-p HOSTPORT:PORT, one DNAT rule: a packet for HOSTPORT on a host address (127.0.0.1 "
-        "included) is rewritten to go to the container's address and PORT. Rootless, the "
-        "rules live in your own network namespace, and no host packet can be rewritten: the "
-        "held host ports are handed to your network holder, which accepts each connection "
-        "and opens another to the container from inside (as docker-proxy and RootlessKit "
-        "do). Undo: delete this container's DNAT rules, found by their comment (rootless: "
-        "the holder closes the ports it relays); the network's rules stay.")
-
-    def enabled(self, ctx) -> bool:
-        """Only for --network bridge or a user-defined network."""
-        return networks.uses_bridge(ctx)
-
-    def apply(self, ctx) -> None:
-        """Ensure the network's rules; add the container's DNAT rules and record its ports
-        (rootless: hand the held ports to the network holder, which relays them)."""
-        try:
-            network = networks.get(ctx.config.network)
-            ports = getattr(ctx, "ports", None) or []
-            holder = getattr(ctx, "holder", None)
-            if holder is None:
-                ensure_network(network)
-                if ports:
-                    publish(ctx.container_id, ctx.endpoint["ip"], ports)
-            elif ports:  # the rules came with the bridge step; no DNAT crosses the holder
-                from . import usernet
-
-                usernet.call(holder, "publish", fds=[s.fileno() for s in ctx.port_holds],
-                             ports=[p.to_dict() for p in ports])
-            if ports:
-                networks.update_endpoint(network["name"], ctx.container_id,
-                                         ports=[p.to_dict() for p in ports])
-        except networks.NetworkError as exc:
-            raise StepError(self.name, str(exc)) from None
-
-    def undo(self, ctx) -> None:
-        """Delete the rules tagged with this container's id (rootless: stop relaying)."""
-        holder = getattr(ctx, "holder", None)
-        if holder is None:
-            unpublish(ctx.container_id)
-            return
-        from . import usernet
-
-        try:
-            usernet.call(holder, "unpublish")
-        except networks.NetworkError:
-            pass  # the holder is gone, and its relays with it
-
-    def observe(self, ctx) -> dict[str, Any]:
-        """The network's and the container's rules, as nft and iptables print them."""
-        network = networks.get(ctx.config.network)
-        holder = getattr(ctx, "holder", None)
-        if holder is not None:
-            from . import usernet
-
-            return usernet.call(holder, "view", network=network, nat=True)
-        return {"network rules": rule_lines(f"edu-net:{network['bridge']}"),
-                "container rules": rule_lines(f"edu:{ctx.container_id}"),
-                "DOCKER-USER": docker_user_lines()}

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from .. import paths
 
 CREATED, RUNNING, PAUSED, EXITED = "created", "running", "paused", "exited"
 

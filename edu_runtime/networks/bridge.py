@@ -37,8 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import kernel, networks, paths, usernet
-from .steps import HOST, Step, StepError
+from .. import kernel, paths
+from . import registry
 
 _OURS = re.compile(r"^(veth|ceth)([0-9a-f]{8})$")
 
@@ -84,15 +84,15 @@ def netns_socket(netns_fd: int) -> socket.socket:
         os.close(own)
 
 
-def _netlink_error(exc: Exception, doing: str) -> networks.NetworkError:
+def _netlink_error(exc: Exception, doing: str) -> registry.NetworkError:
     code = getattr(exc, "code", None) or (exc.args[0] if exc.args else 0)
     why = os.strerror(code) if isinstance(code, int) and code > 0 else str(exc)
-    return networks.NetworkError(f"{doing} failed: {why}")
+    return registry.NetworkError(f"{doing} failed: {why}")
 
 
 def _need_root() -> None:
     if not paths.is_root():
-        raise networks.NetworkError(
+        raise registry.NetworkError(
             "--network bridge needs root: only root can add links and NAT rules on the host. "
             "Run edu as root, or use --network none (or host)")
 
@@ -154,11 +154,11 @@ def ensure_bridge(network: dict[str, Any]) -> None:
     name = network["bridge"]
     up = int(kernel.read(f"/sys/class/net/{name}/flags", "0x0"), 16) & 1  # IFF_UP
     if not (up and _ensured.get(name) == _ifindex(name)):
-        with networks.locked():  # two `edu run`s at once must not both add it
+        with registry.locked():  # two `edu run`s at once must not both add it
             _run(_ensure_bridge, network)
         _ensured[name] = _ifindex(name)
     # Global, and left on (Docker does the same). Unlike dockerd, edu does not then set
-    # iptables' FORWARD policy to DROP: that would cut off libvirt's and others' networks.
+    # iptables' FORWARD policy to DROP: that would cut off libvirt's and others' registry.
     sysctl("net/ipv4/ip_forward", "1")
     # Lets 127.0.0.1:PORT be DNATed to a container: without it the kernel refuses to route
     # a packet with a 127.x address out of a real device. This one device is enough
@@ -178,7 +178,7 @@ def _ensure_bridge(network: dict[str, Any]) -> None:
                 found = ipr.link_lookup(ifname=name)
             link = ipr.get_links(found[0])[0]
             if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge":
-                raise networks.NetworkError(
+                raise registry.NetworkError(
                     f"a network device named {name} exists and is not a bridge: rename or "
                     f"remove it (ip link del {name}), edu needs that name for network "
                     f"{network['name']}")
@@ -246,10 +246,10 @@ def _attach(network: dict[str, Any], netns_fd: int, container_id: str,
     prefixlen = int(network["subnet"].split("/")[1])
     bridge = _ifindex(network["bridge"])
     if not bridge:
-        raise networks.NetworkError(f"bridge {network['bridge']} is missing: the bridge "
+        raise registry.NetworkError(f"bridge {network['bridge']} is missing: the bridge "
                                     "step makes it, run it first")
     if os.path.exists(f"/sys/class/net/{host}"):
-        raise networks.NetworkError(
+        raise registry.NetworkError(
             f"a device named {host} exists already (left by a container with the same "
             "id prefix?): edu prune removes leftovers, then try again")
     mac = container_mac(ip)
@@ -285,7 +285,7 @@ def _is_ours(name: str) -> bool:
     if not match:
         return False
     master = _master(name)
-    return match.group(1) == "ceth" or not master or networks.is_edu_bridge(master)
+    return match.group(1) == "ceth" or not master or registry.is_edu_bridge(master)
 
 
 def cleanup_stale(alive: set[str]) -> list[str]:
@@ -304,7 +304,7 @@ def teardown_all(bridges: list[str]) -> None:
     """Delete every edu veth and bridge (``bridges``, plus any device named like one)."""
     names = [n for n in host_links() if _is_ours(n)]
     names += [n for n in host_links() if n in bridges or
-              (networks.is_edu_bridge(n) and os.path.isdir(f"/sys/class/net/{n}/bridge"))]
+              (registry.is_edu_bridge(n) and os.path.isdir(f"/sys/class/net/{n}/bridge"))]
     _delete_links(names)
 
 
@@ -351,135 +351,3 @@ def _container_view(netns_fd: int) -> dict[str, Any]:
             via = f" via {r.get('RTA_GATEWAY')}" if r.get("RTA_GATEWAY") else ""
             routes.append(f"{dst}{via} dev {names.get(r.get('RTA_OIF'))}")
     return {"links": links, "addresses": addrs, "routes": sorted(routes)}
-
-
-# ---- the steps -------------------------------------------------------------------------------
-
-class Bridge(Step):
-    """Make sure the network's bridge exists, has its gateway address, and is up."""
-
-    name = "bridge"
-    side = HOST
-    lesson = "notebooks/06-web-app"
-    explain = (
-        "The host makes sure the network's bridge exists: a virtual switch in the kernel, "
-        "edu0 for the default network (Docker's docker0). It gets the gateway address "
-        "(10.77.0.1/16 by default), which also adds a route to the whole subnet through it, "
-        "and the host turns on IP forwarding (net.ipv4.ip_forward=1) so it may route the "
-        "containers' packets. This is `ip link add edu0 type bridge`, `ip addr add` and "
-        "`ip link set up`, sent as netlink messages. Rootless, all of this happens in your "
-        "own network namespace, done by your network holder (see that step). Undo: the "
-        "bridge is shared by every container on the network, so only the last one out "
-        "removes it.")
-
-    def enabled(self, ctx) -> bool:
-        """Only for --network bridge or a user-defined network."""
-        return networks.uses_bridge(ctx)
-
-    def apply(self, ctx) -> None:
-        """Look the network up (the default one is made on first use) and ensure its bridge
-        (rootless: the network holder does, in your own network namespace)."""
-        try:
-            network = networks.get(ctx.config.network)
-            if _holder(ctx) is None:
-                ensure_bridge(network)
-            else:
-                usernet.call(ctx.holder, "bridge", network=network)
-        except networks.NetworkError as exc:
-            raise StepError(self.name, str(exc)) from None
-
-    def undo(self, ctx) -> None:
-        """The last container out removes the bridge (and edu's rules when none is left)."""
-        if _holder(ctx) is None:
-            networks.retire_if_unused(ctx.config.network)
-        else:
-            _quietly(ctx, "retire", network=networks.get(ctx.config.network))
-
-    def observe(self, ctx) -> dict[str, Any]:
-        """The bridge's state, address and ports, and the forwarding sysctl."""
-        network = networks.get(ctx.config.network)
-        if _holder(ctx) is None:
-            return host_view(network)
-        return usernet.call(ctx.holder, "view", network=network)
-
-
-def _holder(ctx):
-    """The connection to the rootless network holder (``usernet``), or None as root."""
-    return getattr(ctx, "holder", None)
-
-
-def _quietly(ctx, op: str, **fields: Any) -> None:
-    """A request to the holder from an undo, which must never raise."""
-    try:
-        usernet.call(ctx.holder, op, **fields)
-    except networks.NetworkError:
-        pass  # the holder is gone, and its namespace with everything in it
-
-
-class Veth(Step):
-    """Cable the container to the bridge: a veth pair, eth0 inside, address, default route."""
-
-    name = "veth"
-    side = HOST
-    lesson = "notebooks/06-web-app"
-    explain = (
-        "The host leases the container the network's lowest free address, then makes a veth "
-        "pair: two devices joined like the ends of a cable. One end (vethXXXXXXXX) is "
-        "plugged into the bridge; the other is moved into the container's network namespace "
-        "(by an open /proc/PID/ns/net), where it is renamed eth0, given the address, and "
-        "brought up with lo. A default route via the gateway sends everything else to the "
-        "host. edu also writes the container's /etc/hosts (itself and its neighbours by "
-        "name) and /etc/resolv.conf. Rootless, the holder makes the pair in your own network "
-        "namespace, where it may, since the container's namespaces belong to its user "
-        "namespace. Undo: deleting the host end deletes both ends, and the address goes back "
-        "to the pool.")
-
-    def enabled(self, ctx) -> bool:
-        """Only for --network bridge or a user-defined network."""
-        return networks.uses_bridge(ctx)
-
-    def apply(self, ctx) -> None:
-        """Lease, create the pair, move and configure the peer, write hosts and resolv.conf."""
-        try:
-            network = networks.get(ctx.config.network)
-            ctx.endpoint = {"network": network["name"], "ip": "", "veth": ""}
-            ip = networks.lease(network["name"], ctx.container_id, ctx.config.name,
-                                ctx.config.hostname)
-            # With our lease held, no other container's undo can retire the bridge; if one
-            # did just before we leased, this makes it again.
-            ctx.endpoint["ip"] = ip
-            if _holder(ctx) is None:
-                ensure_bridge(network)
-                ctx.endpoint.update(attach(network, ctx.pid, ctx.container_id, ip))
-            else:  # the holder makes the pair in its namespace, and moves one end into ours
-                ctx.endpoint.update(usernet.call(ctx.holder, "attach", network=network,
-                                                 pid=ctx.pid, ip=ip))
-            networks.update_endpoint(network["name"], ctx.container_id,
-                                     veth=ctx.endpoint["veth"], mac=ctx.endpoint["mac"])
-            files = networks.write_files(network["name"], ctx.container_id)
-            ctx.endpoint["files"] = {k: str(v) for k, v in files.items()}
-        except networks.NetworkError as exc:
-            raise StepError(self.name, str(exc)) from None
-
-    def undo(self, ctx) -> None:
-        """Delete the host end (the peer goes with it) and release the address."""
-        endpoint = getattr(ctx, "endpoint", None)
-        if not endpoint:
-            return
-        if _holder(ctx) is None:
-            detach(ctx.container_id)
-        else:
-            _quietly(ctx, "detach")
-        networks.release(endpoint["network"], ctx.container_id)
-        ctx.endpoint = None
-
-    def observe(self, ctx) -> dict[str, Any]:
-        """Links, addresses and routes inside the container, and the veth's host end."""
-        host, _ = veth_names(ctx.container_id)
-        network = networks.get(ctx.config.network)
-        if _holder(ctx) is not None:  # both sides are in namespaces only the holder may enter
-            return usernet.call(ctx.holder, "view", network=network, veth=host, pid=ctx.pid)
-        out = {"host": host_view(network, host)}
-        if ctx.pid:
-            out["container"] = container_view(ctx.pid)
-        return out

@@ -51,7 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import client, kernel, networks, paths
+from .. import kernel, paths
+from ..life import client
+from . import registry
 
 READY_TIMEOUT = 30.0  # seconds for a new holder to make its namespace and start pasta
 GONE_TIMEOUT = 10.0  # seconds for a leaving holder (or a stopped pasta) to be gone
@@ -87,21 +89,17 @@ def _record() -> dict[str, Any] | None:
         return None
 
 
-def _alive(pid: int, started: str) -> bool:
-    return bool(pid) and networks.start_time(pid) == started
-
-
 def running() -> dict[str, Any] | None:
     """The record of this user's live holder (pid, pasta's pid, start times), or None."""
     rec = _record()
-    return rec if rec and _alive(rec["pid"], rec["start"]) else None
+    return rec if rec and kernel.pid_alive(rec["pid"], rec["start"]) else None
 
 
 def _stop(pid: int, started: str) -> None:
     """End ``pid`` if it is still the process that started then: SIGTERM, and SIGKILL if it
     is not gone in GONE_TIMEOUT."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not _alive(pid, started):
+        if not kernel.pid_alive(pid, started):
             return
         try:
             os.kill(pid, sig)
@@ -113,7 +111,7 @@ def _stop(pid: int, started: str) -> None:
 def _wait_gone(pid: int, started: str) -> None:
     """Wait (at most GONE_TIMEOUT) until ``pid`` has exited."""
     deadline = time.monotonic() + GONE_TIMEOUT
-    while _alive(pid, started) and time.monotonic() < deadline:
+    while kernel.pid_alive(pid, started) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
@@ -136,11 +134,11 @@ def call(conn: socket.socket, op: str, fds: list[int] | None = None, **fields: A
         client.send(conn, {"op": op, **fields}, fds)
         reply = client.answer(conn)
     except OSError:
-        raise networks.NetworkError(
+        raise registry.NetworkError(
             f"the network holder went away during {op!r}: see {log_path()}, and run the "
             "container again (the next edu command cleans up after it)") from None
     if "error" in reply:
-        raise networks.NetworkError(reply["error"])
+        raise registry.NetworkError(reply["error"])
     return reply
 
 
@@ -156,7 +154,7 @@ def hold(container_id: str) -> tuple[socket.socket, int]:
         try:
             conn = _connect()
         except OSError as exc:
-            raise networks.NetworkError(f"could not reach your network holder ({exc.strerror}):"
+            raise registry.NetworkError(f"could not reach your network holder ({exc.strerror}):"
                                         f" its log, {log_path()}, may say why") from None
         try:
             call(conn, "hold", id=container_id)
@@ -176,7 +174,7 @@ def release(conn: socket.socket | None) -> None:
     try:
         with conn:
             reply = call(conn, "release")
-    except networks.NetworkError:
+    except registry.NetworkError:
         return
     if reply.get("exiting") and rec:
         _wait_gone(rec["pid"], rec["start"])
@@ -199,7 +197,7 @@ def remove_network(network: dict[str, Any]) -> None:
     them (with no holder running, there are none)."""
     try:
         ask("remove", network=network)
-    except networks.NetworkError:
+    except registry.NetworkError:
         if running() is not None:  # not a holder that was just leaving
             raise
 
@@ -211,10 +209,10 @@ def cleanup_stale() -> bool:
     rec = _record()
     if rec is None and not _file("lock").exists():
         return False  # never used here
-    if rec is not None and _alive(rec["pid"], rec["start"]):
+    if rec is not None and kernel.pid_alive(rec["pid"], rec["start"]):
         try:
             reply = ask("idle")
-        except networks.NetworkError:
+        except registry.NetworkError:
             reply = None
         if reply and reply.get("exiting"):
             _wait_gone(rec["pid"], rec["start"])
@@ -236,11 +234,11 @@ def _forget_dead() -> None:
 
 
 def _spawn() -> dict[str, Any]:
-    """Start a holder (``python -m edu_runtime.usernet``) and wait until it is ready."""
+    """Start a holder (``python -m edu_runtime.networks.holder``) and wait until it is ready."""
     import shutil
 
     if not shutil.which("pasta"):
-        raise networks.NetworkError(
+        raise registry.NetworkError(
             "rootless networks need pasta (from the passt package), which is not installed: "
             "apt-get install passt, or run the container with --network none")
     r, w = os.pipe()
@@ -252,7 +250,7 @@ def _spawn() -> dict[str, Any]:
            "EDU_RUN_DIR": str(paths.run_dir())}  # root in its namespace, but our paths
     try:
         with open(log_path(), "ab") as out:
-            subprocess.run([sys.executable, "-m", "edu_runtime.usernet", str(w)], env=env,
+            subprocess.run([sys.executable, "-m", "edu_runtime.networks.holder", str(w)], env=env,
                            stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=[w])
     finally:
         os.close(w)
@@ -265,7 +263,7 @@ def _spawn() -> dict[str, Any]:
         os.close(r)
     rec = running()
     if answer.strip() != "ready" or rec is None:
-        raise networks.NetworkError(
+        raise registry.NetworkError(
             answer.strip() or f"your network holder did not start (in {READY_TIMEOUT:.0f} s): "
             f"its log, {log_path()}, says why")
     return rec
@@ -333,7 +331,7 @@ class Holder:
         try:
             req = json.loads(data)
             reply = getattr(self, f"_op_{req['op']}")(conn, req, fds) or {}
-        except networks.NetworkError as exc:
+        except registry.NetworkError as exc:
             reply = {"error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - one bad request must not end the rest
             reply = {"error": f"the network holder could not do {data[:40]!r}: {exc}"}
@@ -582,7 +580,7 @@ def _make_namespace() -> dict[str, Any]:
         try:
             kernel.enter_user_namespace()  # a user and a mount namespace, our ids mapped to 0
         except OSError as exc:
-            raise networks.NetworkError(
+            raise registry.NetworkError(
                 f"could not make your own network namespace ({exc.strerror}): this host does "
                 "not let users make user namespaces; edu doctor says how to allow them, or "
                 "run the container with --network none") from None
@@ -599,12 +597,12 @@ def _make_namespace() -> dict[str, Any]:
     with os.fdopen(why_r) as f:
         why = f.read().strip()
     if kernel.wait_status(helper) != 0:
-        raise networks.NetworkError(
+        raise registry.NetworkError(
             f"pasta could not connect your network namespace: {why or 'it failed'} (is "
             "/dev/net/tun usable by this user? Debian's default mode is 0666)")
     pasta = int(_file("pasta.pid").read_text())
-    return {"pid": os.getpid(), "start": networks.start_time(os.getpid()),
-            "pasta": pasta, "pasta_start": networks.start_time(pasta)}
+    return {"pid": os.getpid(), "start": kernel.start_time(os.getpid()),
+            "pasta": pasta, "pasta_start": kernel.start_time(pasta)}
 
 
 def _main(ready_fd: int) -> None:
@@ -616,7 +614,7 @@ def _main(ready_fd: int) -> None:
         record = _make_namespace()
         # Requests come from edu processes that may hold the network registry's lock, and
         # this namespace is ours alone: the shared code must never wait for that lock here.
-        networks.assume_locked()
+        registry.assume_locked()
         from . import bridge, nat  # noqa: F401 - paid once, before the first request
 
         lock_fd = os.open(_file("lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

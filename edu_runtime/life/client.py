@@ -19,7 +19,7 @@ import time
 import zlib
 from typing import Any
 
-from . import paths
+from .. import paths
 
 
 def scope() -> str:
@@ -31,6 +31,18 @@ def scope() -> str:
 def socket_path() -> str:
     """Where the supervisor of this state directory listens."""
     return str(paths.run_dir() / f"supervisor-{scope()}.sock")
+
+
+#: The program a new supervisor runs (``python -m PROGRAM --daemonize``): the runtime's
+#: own, unless a face brings a front that also reads its own kind of request (the CLI's
+#: reads thin clients' command lines: ``edu_cli.supervise``).
+_program = "edu_runtime.life.supervisor"
+
+
+def use_program(module: str) -> None:
+    """Start supervisors as ``python -m MODULE``, a front that calls ``supervisor.main``."""
+    global _program
+    _program = module
 
 
 def connect(start: bool = True) -> socket.socket:
@@ -58,7 +70,7 @@ def _spawn() -> None:
 
     log = paths.ensure(paths.run_dir(), 0o700) / "supervisor.log"
     with open(log, "ab") as out:
-        subprocess.run([sys.executable, "-m", "edu_runtime.supervisor", "--daemonize"],
+        subprocess.run([sys.executable, "-m", _program, "--daemonize"],
                        stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=True)
 
 

@@ -40,7 +40,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import client, kernel, lifecycle, networks, paths
+from .. import kernel, networks, paths
+from . import client, states
 
 IDLE_EXIT = 30.0  # seconds idle before exiting: long enough to stay warm between runs
 
@@ -66,7 +67,8 @@ class Supervised:
 class Supervisor:
     """The event loop: requests, container output, SIGCHLD, idle exit."""
 
-    def __init__(self):
+    def __init__(self, front=None):
+        self.front = front
         self.sel = selectors.DefaultSelector()
         self.by_pid: dict[int, Supervised] = {}
         self.by_fd: dict[int, Supervised] = {}
@@ -167,7 +169,7 @@ class Supervisor:
             code = getattr(exc, "exit_code", None) or getattr(exc, "code", 125)
             try:
                 if req.get("plain"):
-                    from edu_cli.run import image_hint
+                    from ..container import image_hint
 
                     conn.sendall(f"error {code}\n{image_hint(str(exc), req['image'])}"
                                  .encode())
@@ -178,18 +180,19 @@ class Supervisor:
             conn.close()
 
     def _argv_request(self, conn, data: bytes, fds: list[int]) -> dict[str, Any] | None:
-        """A thin client's ``edu run`` command line (see edu_cli.fastrun), parsed here with
-        the CLI's own parser: the run request, or None once declined or refused."""
-        from edu_cli.errors import UserError
-        from edu_cli.run import supervised_request
-
+        """A thin client's ``edu run`` command line (see edu_cli.fastrun), read by the
+        program's front (the CLI's own parser, when the CLI started this supervisor): the
+        run request, or None once declined or refused. A front refuses by raising an
+        exception with a ``code`` (Docker's exit code) whose text is the sentence."""
         fields = [os.fsdecode(f) for f in data.split(b"\n", 1)[1].split(b"\0")]
         argc = int(fields[1])
         argv, environ = fields[2:2 + argc], dict(
             f.partition("=")[::2] for f in fields[2 + argc:] if f)
         try:
-            req = supervised_request(argv, environ, fields[0])
-        except UserError as exc:
+            req = self.front(argv, environ, fields[0]) if self.front else None
+        except Exception as exc:  # noqa: BLE001 - the front's refusal, said to the client
+            if not hasattr(exc, "code"):
+                raise
             conn.sendall(f"error {exc.code}\n{exc}".encode())
             req = None
         else:
@@ -209,7 +212,7 @@ class Supervisor:
                 **self.exit_info.get(container_id, {})}
 
     def _run(self, conn, req) -> None:
-        from .container import cleanup_stale
+        from ..container import cleanup_stale
 
         cleanup_stale()  # what killed `edu` processes left, before anything new is made
         sup = Supervised(req["spec"], req.get("tty", False), req.get("restart", "no"),
@@ -239,7 +242,7 @@ class Supervisor:
 
     def _start(self, sup: Supervised, interactive: bool, container_id: str | None = None,
                passed: list[int] | None = None):
-        from .container import Container
+        from ..container import Container
 
         if passed:  # a foreground `edu run`: the container writes straight to its terminal
             stdio = tuple(passed[:3])
@@ -278,7 +281,7 @@ class Supervisor:
                 except OSError:
                     pass
         sup.container = c
-        lifecycle.update(c.id, owner=os.getpid(), restart=sup.restart, tty=sup.tty,
+        states.update(c.id, owner=os.getpid(), restart=sup.restart, tty=sup.tty,
                          restart_count=sup.restarts)
         self.by_pid[c.pid] = sup
         for fd, stream in ours.items():
@@ -359,7 +362,7 @@ class Supervisor:
         """Shut down cleanly: every container is killed, reaped and torn down first."""
         self.stopping = True
         for sup in list(self.by_pid.values()):
-            lifecycle.update(sup.container.id, stopping=True)
+            states.update(sup.container.id, stopping=True)
             sup.container.kill(signal.SIGKILL)
 
     def _on_signal(self, fd, _):
@@ -398,7 +401,7 @@ class Supervisor:
                 self._start(sup, False, container_id=sup.container.id)
             except Exception as exc:  # noqa: BLE001
                 try:
-                    lifecycle.update(sup.container.id, status=lifecycle.EXITED,
+                    states.update(sup.container.id, status=states.EXITED,
                                      error=f"restart failed: {exc}")
                 except OSError:  # removed meanwhile (`edu rm`): nothing left to record
                     pass
@@ -422,8 +425,8 @@ class Supervisor:
 
     def _should_restart(self, sup: Supervised, code: int, again: bool = False) -> bool:
         try:
-            rec = lifecycle.find(sup.container.id)
-        except lifecycle.NoSuchContainer:
+            rec = states.find(sup.container.id)
+        except states.NoSuchContainer:
             return False
         if rec.get("stopping") or sup.spec.get("remove"):
             return False
@@ -466,7 +469,7 @@ def _reply_json(conn: socket.socket, info: dict[str, Any]) -> None:
 def _plain_exit(memory):
     """How a thin client is told its container's end: ``exit CODE``, then what to print."""
     def answer(conn: socket.socket, info: dict[str, Any]) -> None:
-        from edu_cli.run import oom_note
+        from ..container import oom_note
 
         text = f"exit {info.get('exit_code') or 0}\n"
         if info.get("oom_killed"):
@@ -477,7 +480,13 @@ def _plain_exit(memory):
     return answer
 
 
-def _main() -> None:
+def main(front=None) -> None:
+    """The supervisor's program: ``python -m edu_runtime.life.supervisor [--daemonize]``.
+
+    ``front(argv, environ, cwd)``, if given, reads a thin client's ``edu run`` command line
+    into a run request (None: the client runs its normal path). The CLI gives its parser
+    (``python -m edu_cli.supervise``); without one, thin clients are declined, and fall
+    back to sending a request they parsed themselves."""
     if "--daemonize" in sys.argv:
         if os.fork():
             os._exit(0)
@@ -497,8 +506,8 @@ def _main() -> None:
                 time.sleep(0.025)  # one is on its way out (retiring bridges): wait for it
     else:
         return
-    Supervisor().serve()
+    Supervisor(front).serve()
 
 
 if __name__ == "__main__":
-    _main()
+    main()

@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from . import capabilities, kernel, namespaces, process, seccomp
-from .steps import StepError
+from .. import capabilities, kernel, namespaces, process, seccomp
+from ..steps import StepError
 
 #: runc's order for joining namespaces (libcontainer/configs NamespaceTypes): user first.
 JOIN_ORDER = ["user", "ipc", "uts", "net", "pid", "mnt", "cgroup"]

@@ -27,7 +27,7 @@ a hosts file is the smallest thing that works and a student can read it with ``c
 
 This module only reads and writes files: the kernel side lives in ``bridge`` (links,
 addresses, routes) and ``nat`` (nftables), which import this module for the registry.
-Rootless, the same two run inside the user's own network namespace (``usernet``).
+Rootless, the same two run inside the user's own network namespace (``holder``).
 
 Introduced in notebooks/06-web-app.
 """
@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from .. import paths
 
 DEFAULT = "bridge"
 DEFAULT_BRIDGE = "edu0"
@@ -74,7 +74,7 @@ class NetworkError(Exception):
 
 def uses_bridge(ctx) -> bool:
     """Whether a container's plan needs bridge networking (--network bridge or a user one).
-    Rootless too: then the bridges live in the user's own network namespace (``usernet``)."""
+    Rootless too: then the bridges live in the user's own network namespace (``holder``)."""
     return (getattr(ctx.config, "network", "none") not in PREDEFINED
             and "net" not in ctx.config.shared)
 
@@ -87,7 +87,7 @@ def base() -> Path:
 
 
 def assume_locked() -> None:
-    """For the rootless network holder (``usernet``), which works for ``edu`` processes that
+    """For the rootless network holder (``holder``), which works for ``edu`` processes that
     may hold the lock while they wait for it, and touches no registry file: from now on,
     this thread takes the lock as already held."""
     _held.depth = 1
@@ -120,7 +120,7 @@ def _path(name: str) -> Path:
     return base() / f"{name}.json"
 
 
-def _write(record: dict[str, Any]) -> None:
+def write(record: dict[str, Any]) -> None:
     """Write a network's file atomically: a temporary file, fsync, rename."""
     path = _path(record["name"])
     tmp = path.with_name(f".{record['name']}.{os.getpid()}.tmp")
@@ -141,7 +141,7 @@ def _read(name: str) -> dict[str, Any] | None:
                            f"({exc}): remove that file and create the network again") from None
 
 
-def _all() -> list[dict[str, Any]]:
+def records() -> list[dict[str, Any]]:
     out = []
     for path in sorted(base().glob("*.json")) if base().is_dir() else []:
         record = _read(path.stem)
@@ -181,7 +181,7 @@ def _clash(subnet: ipaddress.IPv4Network, skip: str = "") -> str:
     for dev, net in host_routes():
         if not is_edu_bridge(dev) and net.overlaps(subnet):
             return f"the host's route to {net} on {dev}"
-    for n in _all():
+    for n in records():
         if n["name"] != skip and ipaddress.IPv4Network(n["subnet"]).overlaps(subnet):
             return f"edu network {n['name']} ({n['subnet']})"
     return ""
@@ -212,7 +212,7 @@ def _default() -> dict[str, Any]:
         why = _clash(candidate)
         if not why:
             record = _new_record(DEFAULT, candidate, DEFAULT_BRIDGE)
-            _write(record)
+            write(record)
             return record
         reasons.append(f"{candidate} meets {why}")
     raise NetworkError("no subnet is free for the default network (" + "; ".join(reasons)
@@ -251,7 +251,7 @@ def create(name: str, subnet: str | None = None) -> dict[str, Any]:
             if why:
                 raise NetworkError(f"subnet {subnet} overlaps {why}: pick another subnet")
         record = _new_record(name, net)
-        _write(record)
+        write(record)
         return record
 
 
@@ -263,7 +263,7 @@ def get(name: str) -> dict[str, Any]:
         record = _read(name) if _NAME.fullmatch(name) else None
         if record is not None:
             return record
-        hits = [n for n in _all() if len(name) >= 3 and n["id"].startswith(name)]
+        hits = [n for n in records() if len(name) >= 3 and n["id"].startswith(name)]
         if len(hits) == 1:
             return hits[0]
     raise NetworkError(f"network {name} not found: see edu network ls, or create it "
@@ -274,10 +274,10 @@ def ls() -> list[dict[str, Any]]:
     """``docker network ls``: every network, the predefined host and none included, by name."""
     with locked():
         _default()
-        records = _all()
-    records += [{"name": n, "id": "", "driver": d, "subnet": "", "gateway": "", "bridge": "",
-                 "containers": {}} for n, d in PREDEFINED.items()]
-    return sorted(records, key=lambda r: r["name"])
+        found = records()
+    found += [{"name": n, "id": "", "driver": d, "subnet": "", "gateway": "", "bridge": "",
+               "containers": {}} for n, d in PREDEFINED.items()]
+    return sorted(found, key=lambda r: r["name"])
 
 
 def inspect(name: str) -> dict[str, Any]:
@@ -285,8 +285,9 @@ def inspect(name: str) -> dict[str, Any]:
     return get(name)
 
 
-def rm(name: str) -> None:
-    """``docker network rm``: refuse while containers are attached, else remove it all."""
+def forget(name: str) -> dict[str, Any]:
+    """Drop a network's record once nothing is attached (``networks.rm`` removes its bridge
+    and rules first); returns the record it dropped."""
     if name in PREDEFINED or name in (DEFAULT, "default"):
         raise NetworkError(f"{name} is a pre-defined network and cannot be removed")
     with locked():
@@ -297,17 +298,8 @@ def rm(name: str) -> None:
                                      for cid, c in record["containers"].items()))
             raise NetworkError(f"network {record['name']} has active endpoints (containers: "
                                f"{names}): stop or remove them first")
-        if paths.is_root():
-            # Imported here: those two modules import this one for the registry.
-            from . import bridge, nat
-
-            nat.remove_network(record)
-            bridge.remove_bridge(record)
-        else:  # rootless: the bridge, if there is one, is in the user's own namespace
-            from . import usernet
-
-            usernet.remove_network(record)
         _path(record["name"]).unlink(missing_ok=True)
+        return record
 
 
 # ---- IPAM: leases ----------------------------------------------------------------------------
@@ -332,7 +324,7 @@ def lease(network: str, container_id: str, name: str = "", hostname: str = "") -
         record["containers"][container_id] = {
             "name": name or container_id[:12], "hostname": hostname or container_id[:12],
             "ip": str(host), "prefixlen": subnet.prefixlen, "veth": "", "mac": "", "ports": []}
-        _write(record)
+        write(record)
         return str(host)
 
 
@@ -345,7 +337,7 @@ def update_endpoint(network: str, container_id: str, **fields: Any) -> dict[str,
             raise NetworkError(f"container {container_id[:12]} has no address on network "
                                f"{record['name']}: lease one first")
         endpoint.update(fields)
-        _write(record)
+        write(record)
         return endpoint
 
 
@@ -356,7 +348,7 @@ def release(network: str, container_id: str) -> bool:
         if record is None or container_id not in record["containers"]:
             return False
         del record["containers"][container_id]
-        _write(record)
+        write(record)
         refresh_hosts(record["name"])
         return True
 
@@ -364,7 +356,7 @@ def release(network: str, container_id: str) -> bool:
 def endpoints() -> dict[str, tuple[str, dict[str, Any]]]:
     """Every leased container: ``{container_id: (network name, endpoint)}``."""
     with locked():
-        return {cid: (n["name"], ep) for n in _all() for cid, ep in n["containers"].items()}
+        return {cid: (n["name"], ep) for n in records() for cid, ep in n["containers"].items()}
 
 
 def alive_ids() -> set[str]:
@@ -503,125 +495,3 @@ def refresh_hosts(network: str, also: str = "") -> None:
             where = container_dir(cid)
             if where.is_dir() or cid == also:
                 _write_in_place(paths.ensure(where) / "hosts", hosts(record["name"], cid))
-
-
-# ---- leftovers -------------------------------------------------------------------------------
-
-def cleanup_stale(alive: set[str] | None = None) -> dict[str, list[str]]:
-    """Remove the leases, nft rules and veths of containers not in ``alive``.
-
-    ``alive`` defaults to ``alive_ids()``; run ``container.cleanup_stale()`` first, so a
-    container whose ``edu`` was SIGKILLed is already marked exited. Returns what went:
-    ``{"leases": [ids], "rules": [ids], "links": [names]}``.
-    """
-    if not base().is_dir():  # no network was ever used: nothing to look for, and fast
-        return {"leases": [], "rules": [], "links": []}
-    from . import bridge, nat  # they import this module; see rm()
-
-    alive = alive_ids() if alive is None else set(alive)
-    with locked():
-        if not paths.is_root():  # rootless: the holder of our namespace does the rest
-            from . import usernet
-
-            done = {"leases": release_stale(alive), "rules": [], "links": []}
-            usernet.cleanup_stale()
-            return done
-        done = {"leases": release_stale(alive), "rules": nat.cleanup_stale(alive),
-                "links": bridge.cleanup_stale(alive)}
-        # A bridge whose containers all died without their undo (a killed supervisor) is
-        # retired here, as the last container out would have done.
-        for network in _all():
-            if not network.get("containers") and network.get("bridge") and \
-                    os.path.exists(f"/sys/class/net/{network['bridge']}"):
-                retire_if_unused(network["name"])
-        return done
-
-
-# ---- keeping bridges warm --------------------------------------------------------------------
-#
-# Making a bridge and its rules, and removing them again, costs more than the rest of a
-# container start. So while a supervisor lives (it starts every bridged `edu run`), an
-# empty network keeps its bridge and rules, as docker0 stays while dockerd runs. The
-# supervisor names itself in ``networks/warm`` (pid and start time, so a recycled pid is
-# not mistaken for it) and retires every unused network when it exits. If it is killed,
-# the file names a dead process, and the next cleanup retires them as before.
-
-def _warm_file() -> Path:
-    return base() / "warm"
-
-
-def start_time(pid: int) -> str:
-    """When ``pid`` started (clock ticks after boot); '' if it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return ""
-    return "" if fields[0] in "ZX" else fields[19]
-
-
-def hold_warm() -> None:
-    """Keep empty networks' bridges and rules for as long as this process lives."""
-    pid = os.getpid()
-    with locked():
-        paths.ensure(base())
-        _warm_file().write_text(f"{pid} {start_time(pid)}\n")
-
-
-def warm_holder() -> int:
-    """The pid of the live process keeping bridges warm, or 0."""
-    try:
-        pid, started = _warm_file().read_text().split()
-    except (OSError, ValueError):
-        return 0
-    return int(pid) if start_time(int(pid)) == started else 0
-
-
-def release_warm() -> list[str]:
-    """This process stops keeping bridges warm: every unused network is retired now.
-    Returns the networks retired."""
-    with locked():
-        if warm_holder() == os.getpid():
-            _warm_file().unlink(missing_ok=True)
-        if warm_holder():
-            return []
-        return [n["name"] for n in _all() if n.get("bridge") and
-                os.path.exists(f"/sys/class/net/{n['bridge']}") and
-                retire_if_unused(n["name"])]
-
-
-def retire_if_unused(name: str) -> bool:
-    """The last container out of a network takes its bridge and rules with it; when no edu
-    network is in use, edu's nft table and DOCKER-USER rules go too. An idle host keeps no
-    trace of edu's networking; the next container makes it all again (about 40 ms).
-    While a supervisor keeps bridges warm (see ``hold_warm``), nothing goes.
-    Returns True if the bridge was removed."""
-    from . import bridge, nat  # they import this module; see rm()
-
-    with locked():
-        if warm_holder():
-            return False
-        try:
-            network = get(name)
-        except NetworkError:
-            return False
-        if network.get("containers") or network.get("driver") != "bridge":
-            return False
-        nat.remove_network(network)
-        bridge.remove_bridge(network)
-        if not any(n.get("containers") for n in _all()):
-            nat.teardown_all()
-        return True
-
-
-def teardown_all() -> None:
-    """Remove every kernel object edu's networking made: bridges, veths, the nft table,
-    the DOCKER-USER rules; forget all leases (network definitions stay). For tests."""
-    from . import bridge, nat  # they import this module; see rm()
-
-    with locked():
-        nat.teardown_all()
-        bridge.teardown_all([n["bridge"] for n in _all()])
-        for record in _all():
-            record["containers"] = {}
-            _write(record)

@@ -1,0 +1,150 @@
+"""Networks as the kernel sees them: what ``edu network rm`` removes, what a killed ``edu``
+left behind, and the bridges a live supervisor keeps warm.
+
+The records (networks, leases, hosts files) are ``registry``'s and need no kernel; the
+kernel objects are ``bridge``'s (links, addresses, routes) and ``nat``'s (nftables), and
+rootless, the network holder's (``holder``), which makes the same objects inside the user's
+own network namespace. This module is where they meet, so none of them imports another's
+way up: ``bridge`` and ``nat`` read the registry, and only this module calls all three.
+
+Introduced in notebooks/08-web-app.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .. import kernel, paths
+from . import registry
+
+
+def rm(name: str) -> None:
+    """``docker network rm``: refuse while containers are attached, else remove it all:
+    the nft rules, the bridge, then the record."""
+    with registry.locked():
+        registry.release_stale()
+        record = registry.get(name) if name not in registry.PREDEFINED else None
+        if record is not None and not record["containers"]:
+            if paths.is_root():
+                from . import bridge, nat
+
+                nat.remove_network(record)
+                bridge.remove_bridge(record)
+            else:  # rootless: the bridge, if there is one, is in the user's own namespace
+                from . import holder
+
+                holder.remove_network(record)
+        registry.forget(name)  # the checks and their sentences are the registry's
+
+
+# ---- leftovers -------------------------------------------------------------------------------
+
+def cleanup_stale(alive: set[str] | None = None) -> dict[str, list[str]]:
+    """Remove the leases, nft rules and veths of containers not in ``alive``.
+
+    ``alive`` defaults to ``registry.alive_ids()``; run ``container.cleanup_stale()`` first, so a
+    container whose ``edu`` was SIGKILLed is already marked exited. Returns what went:
+    ``{"leases": [ids], "rules": [ids], "links": [names]}``.
+    """
+    if not registry.base().is_dir():  # no network was ever used: nothing to look for, and fast
+        return {"leases": [], "rules": [], "links": []}
+    from . import bridge, nat
+
+    alive = registry.alive_ids() if alive is None else set(alive)
+    with registry.locked():
+        if not paths.is_root():  # rootless: the holder of our namespace does the rest
+            from . import holder
+
+            done = {"leases": registry.release_stale(alive), "rules": [], "links": []}
+            holder.cleanup_stale()
+            return done
+        done = {"leases": registry.release_stale(alive), "rules": nat.cleanup_stale(alive),
+                "links": bridge.cleanup_stale(alive)}
+        # A bridge whose containers all died without their undo (a killed supervisor) is
+        # retired here, as the last container out would have done.
+        for network in registry.records():
+            if not network.get("containers") and network.get("bridge") and \
+                    os.path.exists(f"/sys/class/net/{network['bridge']}"):
+                retire_if_unused(network["name"])
+        return done
+
+
+# ---- keeping bridges warm --------------------------------------------------------------------
+#
+# Making a bridge and its rules, and removing them again, costs more than the rest of a
+# container start. So while a supervisor lives (it starts every bridged `edu run`), an
+# empty network keeps its bridge and rules, as docker0 stays while dockerd runs. The
+# supervisor names itself in ``networks/warm`` (pid and start time, so a recycled pid is
+# not mistaken for it) and retires every unused network when it exits. If it is killed,
+# the file names a dead process, and the next cleanup retires them as before.
+
+def _warm_file() -> Path:
+    return registry.base() / "warm"
+
+
+def hold_warm() -> None:
+    """Keep empty networks' bridges and rules for as long as this process lives."""
+    pid = os.getpid()
+    with registry.locked():
+        paths.ensure(registry.base())
+        _warm_file().write_text(f"{pid} {kernel.start_time(pid)}\n")
+
+
+def warm_holder() -> int:
+    """The pid of the live process keeping bridges warm, or 0."""
+    try:
+        pid, started = _warm_file().read_text().split()
+    except (OSError, ValueError):
+        return 0
+    return int(pid) if kernel.pid_alive(int(pid), started) else 0
+
+
+def release_warm() -> list[str]:
+    """This process stops keeping bridges warm: every unused network is retired now.
+    Returns the networks retired."""
+    with registry.locked():
+        if warm_holder() == os.getpid():
+            _warm_file().unlink(missing_ok=True)
+        if warm_holder():
+            return []
+        return [n["name"] for n in registry.records() if n.get("bridge") and
+                os.path.exists(f"/sys/class/net/{n['bridge']}") and
+                retire_if_unused(n["name"])]
+
+
+def retire_if_unused(name: str) -> bool:
+    """The last container out of a network takes its bridge and rules with it; when no edu
+    network is in use, edu's nft table and DOCKER-USER rules go too. An idle host keeps no
+    trace of edu's networking; the next container makes it all again (about 40 ms).
+    While a supervisor keeps bridges warm (see ``hold_warm``), nothing goes.
+    Returns True if the bridge was removed."""
+    from . import bridge, nat
+
+    with registry.locked():
+        if warm_holder():
+            return False
+        try:
+            network = registry.get(name)
+        except registry.NetworkError:
+            return False
+        if network.get("containers") or network.get("driver") != "bridge":
+            return False
+        nat.remove_network(network)
+        bridge.remove_bridge(network)
+        if not any(n.get("containers") for n in registry.records()):
+            nat.teardown_all()
+        return True
+
+
+def teardown_all() -> None:
+    """Remove every kernel object edu's networking made: bridges, veths, the nft table,
+    the DOCKER-USER rules; forget all leases (network definitions stay). For tests."""
+    from . import bridge, nat
+
+    with registry.locked():
+        nat.teardown_all()
+        bridge.teardown_all([n["bridge"] for n in registry.records()])
+        for record in registry.records():
+            record["containers"] = {}
+            registry.write(record)
