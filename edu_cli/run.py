@@ -269,10 +269,13 @@ def step_cmd(args) -> int:
             if not args.yes:
                 input("Enter to apply ... ")
             rec = stepper.advance()
-            calls = ", ".join(rec.syscalls[:6]) or "-"
-            if len(rec.syscalls) > 6:
-                calls += f" (+{len(rec.syscalls) - 6} more)"
-            print(f"  took {rec.ms:.2f} ms; syscalls: {calls}")
+            calls = rec.lines()
+            print(f"  took {rec.ms:.2f} ms; {len(calls)} call{'' if len(calls) == 1 else 's'}"
+                  + (":" if calls else ""))
+            for line in calls[:12]:
+                print(f"    {line}")
+            if len(calls) > 12:
+                print(f"    (+{len(calls) - 12} more: edu run --trace shows them all)")
             for line in diff(rec):
                 print(f"  {line}")
         code = c.wait()

@@ -259,10 +259,11 @@ def _hint(path: Path, err: int) -> str:
     return _HINTS.get(err, os.strerror(err))
 
 
-def _write(path: Path, value: str) -> None:
+def _write(path: Path, value: str, shown: str | None = None) -> None:
     # No O_CREAT: cgroupfs makes its files itself, so a missing one means a missing
     # controller, and we want that error, not a stray regular file (or EACCES). O_TRUNC is
     # what the shell's ``echo 20 > pids.max`` does: cgroupfs ignores it, a temp dir needs it.
+    kernel.note("write", str(path), value if shown is None else shown)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
         try:
@@ -335,7 +336,7 @@ class Cgroup:
     def add(self, pid: int) -> None:
         """Move process ``pid`` (and its future children) into this cgroup, in every tree."""
         for where in self._dirs.values():
-            _write(where / "cgroup.procs", str(pid))
+            _write(where / "cgroup.procs", str(pid), "<pid>")
 
     def join(self) -> None:
         """Move the calling (single-threaded) process itself into this cgroup."""
@@ -584,6 +585,7 @@ class Driver:
             for hierarchy, parent in self.parent_paths().items():
                 try:
                     os.mkdir(parent)
+                    kernel.note("mkdir", str(parent))
                 except FileExistsError:
                     pass  # another edu's; if its last container removes it now, _make retries
                 except OSError as exc:
@@ -604,6 +606,7 @@ class Driver:
         try:
             for where in cg.paths().values():
                 where.mkdir()
+                kernel.note("mkdir", str(where))
                 made.append(where)
         except OSError as exc:
             for where in reversed(made):

@@ -465,7 +465,7 @@ class Container:
 
     def _advance(self, step: Step, ctx: Context) -> StepRecord:
         """Apply one step (on whichever side it runs) and record it."""
-        rec = StepRecord(step.name, step.side)
+        rec = StepRecord(step.name, step.side, names=self.trace.names)
         if self.observe:
             rec.before = _safe_observe(step, ctx)
         self._applied.append(step)

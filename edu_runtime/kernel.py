@@ -81,13 +81,16 @@ CAPS = [
 ]
 
 
-_recording: list[str] | None = None
+# What the step being recorded has asked of the kernel: one tuple per call, (name, *args),
+# appended as it happens and formatted only when a Trace is read (steps.StepRecord).
+_recording: list[tuple[str, ...]] | None = None
 
 
-def record_syscalls(on: bool) -> list[str]:
-    """Start (True) or stop (False) noting each syscall made through this module.
+def record_syscalls(on: bool) -> list[tuple[str, ...]]:
+    """Start (True) or stop (False) noting calls; what was noted since the last start.
 
-    Returns what was noted since the last start: the ``syscalls`` of a step in a Trace.
+    What is noted is every call made through this module, and each one other modules
+    ``note`` (cgroupfs writes, netlink requests, nft rules): a step's ``syscalls``.
     """
     global _recording
     noted = _recording or []
@@ -95,9 +98,23 @@ def record_syscalls(on: bool) -> list[str]:
     return noted
 
 
-def _note(call: str) -> None:
+def recording() -> bool:
+    """True while a step is recorded: a caller may skip describing a call otherwise."""
+    return _recording is not None
+
+
+def note(call: str, *args: str) -> None:
+    """Note a call made without this module (a cgroupfs write, netlink, nft) if recording."""
+    # Callers note a pid as <pid> and an fd as <fd>: they differ from run to run, and one
+    # run's trace is compared with another's.
     if _recording is not None:
-        _recording.append(call)
+        _recording.append((call, *args))
+
+
+def alias(value: str, shown: str) -> None:
+    """Show ``value`` (the container's address, say) as ``shown`` in all its trace's steps."""
+    if _recording is not None:
+        _recording.append(("=", value, shown))
 
 
 def _check(result: int, what: str, path: str | None = None) -> int:
@@ -109,21 +126,22 @@ def _check(result: int, what: str, path: str | None = None) -> int:
 
 def unshare(flags: int) -> None:
     """unshare(2): move this process into new namespaces (``CLONE_NEW*`` flags)."""
-    _note("unshare(" + "|".join(f"CLONE_NEW{n.upper()}" for n, f in NAMESPACES.items()
-                                if flags & f) + ")")
+    note("unshare", "|".join(f"CLONE_NEW{n.upper()}" for n, f in NAMESPACES.items()
+                              if flags & f))
     _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
     """setns(2): join the namespace that ``fd`` (an open /proc/PID/ns/X) refers to."""
-    _note("setns")
+    note("setns", *(f"CLONE_NEW{n.upper()}" for n, f in NAMESPACES.items() if f == nstype))
     _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int = 0,
           data: str | None = None) -> None:
     """mount(2), with Python strings."""
-    _note(f"mount({_mount_kind(fstype, flags)} {_short_path(target)})")
+    if _recording is not None:
+        _recording.append(("mount", _mount_kind(fstype, flags), _shown_path(target)))
     _check(
         _libc.mount(
             source.encode(), target.encode(),
@@ -167,9 +185,20 @@ def _short_path(path: str) -> str:
     return (tail or "/") if sep and "/containers/" in head else path
 
 
+def _shown_path(path: str) -> str:
+    # A mount onto an fd (/proc/self/fd/16, a file opened safely inside the image) shows
+    # the file the fd names: the fd's number means nothing to a reader, nor in the next run.
+    if path.startswith("/proc/self/fd/"):
+        try:
+            path = os.readlink(path)
+        except OSError:
+            return "<fd>"
+    return _short_path(path)
+
+
 def umount(target: str, flags: int = 0) -> None:
     """umount2(2)."""
-    _note(f"umount2({target})")
+    note("umount2", target)
     _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), "umount", target)
 
 
@@ -241,9 +270,18 @@ def enter_user_namespace() -> None:
     have): root inside, with the capabilities to mount there, and still ourselves outside."""
     uid, gid = os.geteuid(), os.getegid()
     unshare(CLONE_NEWUSER | CLONE_NEWNS)
-    Path("/proc/self/setgroups").write_text("deny")
-    Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
-    Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
+    write_id_maps("self", uid, gid)
+
+
+def write_id_maps(pid: int | str, uid: int, gid: int) -> None:
+    """Map ``uid`` and ``gid`` outside to 0 inside ``pid``'s new user namespace, noted."""
+    # One line each, as an unprivileged user may write them; setgroups is denied first,
+    # or the kernel refuses the gid_map.
+    shown = "self" if pid == "self" else "<pid>"
+    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"),
+                       ("gid_map", f"0 {gid} 1")):
+        note("write", f"/proc/{shown}/{name}", text)
+        Path(f"/proc/{pid}/{name}").write_text(text)
 
 
 def in_user_namespace(fn: Callable[[], T]) -> T:
@@ -426,27 +464,27 @@ PR_SET_NO_NEW_PRIVS = 38
 
 def pivot_root(new_root: str, put_old: str) -> None:
     """pivot_root(2): make ``new_root`` this mount namespace's root (no glibc wrapper)."""
-    _note("pivot_root")
+    note("pivot_root")
     _check(_libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), new_root.encode(), put_old.encode()),
            "pivot_root", new_root)
 
 
 def sethostname(name: str) -> None:
     """sethostname(2) in the caller's UTS namespace."""
-    _note("sethostname")
+    note("sethostname")
     data = name.encode()
     _check(_libc.sethostname(data, ctypes.c_size_t(len(data))), "sethostname")
 
 
 def set_pdeathsig(sig: int) -> None:
     """Ask the kernel to send ``sig`` to this process when its parent dies."""
-    _note("prctl(PR_SET_PDEATHSIG)")
+    note("prctl", "PR_SET_PDEATHSIG")
     prctl(PR_SET_PDEATHSIG, sig)
 
 
 def set_no_new_privs() -> None:
     """PR_SET_NO_NEW_PRIVS: execve can never again grant privileges (setuid, file caps)."""
-    _note("prctl(PR_SET_NO_NEW_PRIVS)")
+    note("prctl", "PR_SET_NO_NEW_PRIVS")
     _check(_libc.prctl(ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), 0, 0, 0),
            "prctl(PR_SET_NO_NEW_PRIVS)")
 
@@ -458,7 +496,7 @@ def capbset_read(cap: int) -> bool:
 
 def capbset_drop(cap: int) -> None:
     """Remove capability ``cap`` from the bounding set, for good."""
-    _note(f"prctl(PR_CAPBSET_DROP, {CAPS[cap] if cap < len(CAPS) else cap})")
+    note("prctl", "PR_CAPBSET_DROP", CAPS[cap] if cap < len(CAPS) else str(cap))
     _check(_libc.prctl(ctypes.c_int(PR_CAPBSET_DROP), ctypes.c_ulong(cap), 0, 0, 0),
            "prctl(PR_CAPBSET_DROP)")
 
@@ -474,7 +512,7 @@ class _CapData(ctypes.Structure):
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     """capset(2), version 3: set this thread's capability sets from 64-bit masks."""
-    _note("capset")
+    note("capset")
     data = (_CapData * 2)()
     for i in range(2):
         data[i].effective = (effective >> (32 * i)) & 0xFFFFFFFF
@@ -493,7 +531,7 @@ def set_link_up(name: str) -> None:
     import socket
     import struct
 
-    _note(f"ioctl(SIOCSIFFLAGS, {name} up)")
+    note("ioctl", "SIOCSIFFLAGS", f"{name} up")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sH14x", name.encode(), 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, req))[1]
@@ -534,7 +572,7 @@ def seccomp_set_filter(bpf: bytes) -> None:
             f"A seccomp program is 1 to {BPF_MAXINSNS} BPF instructions of 8 bytes each; "
             f"got {len(bpf)} bytes. Pass the bytes that seccomp.compile_profile() returns."
         )
-    _note(f"prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, {count} instructions)")
+    note("prctl", "PR_SET_SECCOMP", "SECCOMP_MODE_FILTER", f"{count} instructions")
     buf = ctypes.create_string_buffer(bytes(bpf), len(bpf))
     prog = _SockFprog(count, ctypes.cast(buf, ctypes.c_void_p))
     _check(_libc.prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
@@ -548,7 +586,7 @@ def syscall(number: int, *args: int) -> int:
     For calls libc has no wrapper for, or that a lesson wants to make raw (keyctl, clone3),
     to show what a seccomp filter answers. Numbers differ between architectures.
     """
-    _note(f"syscall({number})")
+    note("syscall", str(number))
     result = _libc.syscall(ctypes.c_long(number), *(ctypes.c_long(arg) for arg in args))
     return _check(result, f"syscall {number}")
 
@@ -607,7 +645,7 @@ def mount_detached(fstype: str, options: list[tuple[str, str | None]], attr: int
     Open files under the fd with ``openat``/``openat2`` relative to it; closing it (and
     every fd opened through it) unmounts the filesystem. Needs CAP_SYS_ADMIN.
     """
-    _note(f"fsopen({fstype})")
+    note("fsopen", fstype)
     fs = _check(_libc.syscall(ctypes.c_long(_SYS_FSOPEN), fstype.encode(),
                               ctypes.c_uint(FSOPEN_CLOEXEC)), f"fsopen {fstype}")
     try:
@@ -619,12 +657,12 @@ def mount_detached(fstype: str, options: list[tuple[str, str | None]], attr: int
             if result == -1:
                 err = ctypes.get_errno()
                 raise OSError(err, f"fsconfig {key}: {os.strerror(err)} {_fs_log(fs)}".strip())
-        _note(f"fsconfig({len(options)} options, FSCONFIG_CMD_CREATE)")
+        note("fsconfig", f"{len(options)} options", "FSCONFIG_CMD_CREATE")
         if _libc.syscall(ctypes.c_long(_SYS_FSCONFIG), ctypes.c_int(fs),
                          ctypes.c_uint(FSCONFIG_CMD_CREATE), None, None, ctypes.c_int(0)) == -1:
             err = ctypes.get_errno()
             raise OSError(err, f"mount {fstype}: {os.strerror(err)} {_fs_log(fs)}".strip())
-        _note("fsmount")
+        note("fsmount")
         return _check(_libc.syscall(ctypes.c_long(_SYS_FSMOUNT), ctypes.c_int(fs),
                                     ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(attr)),
                       "fsmount")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 from typing import Any
 
 from . import kernel
@@ -112,10 +111,7 @@ class IdMaps(Step):
 
     def apply(self, ctx) -> None:
         """Write setgroups, uid_map and gid_map for the container's PID 1."""
-        proc = Path(f"/proc/{ctx.pid}")
-        (proc / "setgroups").write_text("deny")
-        (proc / "uid_map").write_text(f"0 {os.geteuid()} 1\n")
-        (proc / "gid_map").write_text(f"0 {os.getegid()} 1\n")
+        kernel.write_id_maps(ctx.pid, os.geteuid(), os.getegid())
 
     def observe(self, ctx) -> dict[str, Any]:
         """uid_map and gid_map as the kernel shows them."""

@@ -59,12 +59,102 @@ def _run(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def _ipr(netns_fd: int | None = None):
-    """An IPRoute (pyroute2's ``ip``) on the host, or in the namespace ``netns_fd`` names."""
+    """An IPRoute (pyroute2's ``ip``) here or in ``netns_fd``'s namespace, noting requests."""
     from pyroute2 import IPRoute
 
     if netns_fd is None:
-        return IPRoute(groups=0)
-    return IPRoute(fileno=netns_socket(netns_fd).detach(), groups=0)
+        ipr = IPRoute(groups=0)
+    else:
+        ipr = IPRoute(fileno=netns_socket(netns_fd).detach(), groups=0)
+    # pyroute2 (0.9) hands every request, encoded, to its socket's request proxy just
+    # before sending it: standing in front of that proxy sees exactly what is sent.
+    core = getattr(ipr, "asyncore", None)
+    if core is not None and hasattr(core, "request_proxy"):
+        core.request_proxy = _Noting(core.request_proxy, "" if netns_fd is None else
+                                     "container")
+    return ipr
+
+
+class _Noting:
+    """Notes each netlink request while a step is recorded, then hands it to the real proxy."""
+
+    def __init__(self, inner, netns: str):
+        self.inner, self.netns = inner, netns
+
+    def handle(self, msg) -> bytes:
+        """Note ``msg``; what the real proxy answers (b"" lets the request go out)."""
+        if kernel.recording():
+            kernel.note("netlink", *describe(msg, self.netns))
+        return self.inner.handle(msg) if self.inner is not None else b""
+
+
+# From <linux/if.h>, <linux/netlink.h> and <linux/rtnetlink.h>.
+_IFF_UP, _NLM_F_CREATE, _NLM_F_DUMP = 0x1, 0x400, 0x300
+_RTM_NEWROUTE, _MAIN = 24, 254
+_RTM_NAMES = {16: "RTM_NEWLINK", 17: "RTM_DELLINK", 18: "RTM_GETLINK", 19: "RTM_SETLINK",
+              20: "RTM_NEWADDR", 21: "RTM_DELADDR", 22: "RTM_GETADDR", 24: "RTM_NEWROUTE",
+              25: "RTM_DELROUTE", 26: "RTM_GETROUTE"}
+_PREFIXES = ("IFLA_INFO_", "IFLA_", "IFA_", "RTA_", "VETH_INFO_")
+
+
+def describe(msg, netns: str = "") -> tuple[str, str]:
+    """A netlink request as a student reads it: ``("RTM_NEWLINK", "create ifname=... up")``."""
+    # ``netns`` names the namespace it was sent in when not ours: there ifindexes are its
+    # own, so they stay numbers; ours are shown by name. A namespace's fd is <fd>.
+    header = msg["header"]
+    words = [f"netns={netns}"] if netns else []
+    if header["flags"] & _NLM_F_DUMP == _NLM_F_DUMP:
+        words.append("dump")
+    elif header["flags"] & _NLM_F_CREATE:
+        words.append("create")
+    words += _fields(msg, header["type"], by_name=not netns)
+    return _RTM_NAMES.get(header["type"]) or str(header["type"]), " ".join(words)
+
+
+def _dev(index: int, by_name: bool) -> str:
+    if by_name:
+        try:
+            return socket.if_indextoname(index)
+        except OSError:
+            pass
+    return str(index)
+
+
+def _fields(msg, kind: int, by_name: bool) -> list[str]:
+    """``name=value`` words for a message's non-default fields and its attributes."""
+    # Plain dict reads: pyroute2's own msg.get() searches the attributes too, and costs.
+    field = dict.get
+    attrs = [(a[0], a[1]) for a in field(msg, "attrs") or ()]
+    named = dict(attrs)
+    words = []
+    if field(msg, "index"):
+        words.append(f"dev={_dev(msg['index'], by_name)}")
+    if field(msg, "change", 0) & _IFF_UP:
+        words.append("up" if field(msg, "flags", 0) & _IFF_UP else "down")
+    if kind == _RTM_NEWROUTE and "RTA_DST" not in named:
+        words.append("dst=default")
+    if field(msg, "family") == socket.AF_INET and not attrs:
+        words.append("family=inet")
+    for name, value in attrs:
+        if name in ("IFLA_LINKINFO", "IFLA_INFO_DATA"):
+            words += _fields(value, 0, by_name)
+            continue
+        if name == "VETH_INFO_PEER":
+            words.append(f"peer=({' '.join(_fields(value, 0, by_name=False))})")
+            continue
+        if (name, value) in (("IFA_LOCAL", named.get("IFA_ADDRESS")), ("RTA_TABLE", _MAIN)):
+            continue  # the same as the address; the main routing table
+        if name == "IFLA_MASTER":
+            value = _dev(value, by_name)
+        elif name == "IFLA_NET_NS_FD":
+            value = "<fd>"
+        elif name == "IFA_ADDRESS":
+            value = f"{value}/{msg['prefixlen']}"
+        elif name == "RTA_DST":
+            value = f"{value}/{msg['dst_len']}"
+        key = next((name[len(p):] for p in _PREFIXES if name.startswith(p)), name)
+        words.append(f"{key.lower()}={value}")
+    return words
 
 
 def netns_socket(netns_fd: int) -> socket.socket:
@@ -101,6 +191,7 @@ def sysctl(key: str, value: str | None = None) -> str:
     """Read (and with ``value``, first write) a sysctl such as ``net/ipv4/ip_forward``."""
     path = Path("/proc/sys") / key
     if value is not None and path.read_text().strip() != value:
+        kernel.note("write", str(path), value)
         path.write_text(value)
     return path.read_text().strip()
 
@@ -225,6 +316,9 @@ def attach(network: dict[str, Any], pid: int, container_id: str, ip: str) -> dic
     MAC address.
     """
     _need_root()
+    # Addresses differ from run to run: the trace shows them as placeholders.
+    kernel.alias(ip, "<ip>")
+    kernel.alias(container_mac(ip), "<mac>")
     fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         return _run(_attach, network, fd, container_id, ip)

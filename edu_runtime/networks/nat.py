@@ -57,6 +57,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .. import kernel
 from . import registry
 
 FAMILY, TABLE = "ip", "edu"
@@ -188,11 +189,13 @@ def reserve(mappings: list[PortMapping]) -> tuple[list[PortMapping], list[socket
             held.append(sock)
             if m.proto == "tcp":
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            kernel.note("bind", f"{m.host_ip}:{m.host_port}", m.proto)  # as asked: 0 is any
             try:
                 sock.bind((m.host_ip, m.host_port))
             except OSError as exc:
                 raise _port_error(m, exc) from None
             if m.proto == "tcp":
+                kernel.note("listen", f"{m.host_ip}:{m.host_port}")
                 sock.listen(1)
             out.append(replace(m, host_port=sock.getsockname()[1]))
     except BaseException:
@@ -340,10 +343,24 @@ def nft(*args: str, script: str | None = None) -> str:
         command = script or ""
     else:
         command = " ".join(words)
+    if words[:1] != ["list"]:
+        _note(command)
     try:
         return _nft.run(command, flags)
     except registry.NetworkError as exc:
         raise registry.NetworkError(f"nft {' '.join(args)} failed: {exc}") from None
+
+
+def _note(command: str) -> None:
+    """Note each rule (a script's lines) for the trace; a block (the table) on one line."""
+    if not kernel.recording():
+        return
+    if "{" in command:
+        kernel.note("nft", " ".join(command.split()))
+        return
+    for line in command.splitlines():
+        if line.strip():
+            kernel.note("nft", line.strip())
 
 
 def table_exists() -> bool:
@@ -514,6 +531,7 @@ def docker_user_ensure(bridge: str) -> None:
         return
     for spec in reversed(_docker_user_specs(bridge)):
         if _iptables("-C", "DOCKER-USER", *spec).returncode:
+            kernel.note("iptables", shlex.join(["-I", "DOCKER-USER", *spec]))
             done = _iptables("-I", "DOCKER-USER", *spec)
             if done.returncode:
                 raise registry.NetworkError(
