@@ -57,6 +57,22 @@ def _security(opts: list[str]) -> tuple[bool, bool]:
     return seccomp, nnp
 
 
+def _healthcheck(args) -> dict | None:
+    """The HealthConfig of the --health-* and --no-healthcheck flags (None without any: the
+    image's own HEALTHCHECK, if it has one, is used as it is)."""
+    flags = (args.health_cmd, args.health_interval, args.health_timeout, args.health_retries,
+             args.health_start_period)
+    if not args.no_healthcheck and all(f is None for f in flags):
+        return None  # and nothing imported: `edu run` pays for every import
+    from edu_runtime.life import health
+
+    try:
+        return health.from_flags(*flags[:4], start_period=flags[4],
+                                 disabled=args.no_healthcheck)
+    except health.HealthcheckError as exc:
+        raise UserError(str(exc)) from None
+
+
 def container_spec(args, environ=None, cwd: str = "") -> dict:
     """The ``Container`` keyword arguments for parsed ``run`` flags (JSON-ready, so the
     supervisor can receive them). Host paths of -v are made absolute against ``cwd``."""
@@ -72,7 +88,8 @@ def container_spec(args, environ=None, cwd: str = "") -> dict:
                 publish_all=args.publish_all, cap_add=args.cap_add,
                 cap_drop=args.cap_drop, seccomp=seccomp, no_new_privs=nnp,
                 read_only=args.read_only, pid=args.pid, ipc=args.ipc, uts=args.uts,
-                remove=args.rm, init=args.init, volumes=args.volume)
+                remove=args.rm, init=args.init, volumes=args.volume,
+                aliases=args.network_alias or None, healthcheck=_healthcheck(args))
 
 
 def make_container(args):
@@ -319,6 +336,17 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--publish", action="append", default=[],
                    metavar="[IP:]HOST:CONTAINER[/PROTO]")
     p.add_argument("-P", "--publish-all", action="store_true")
+    p.add_argument("--network-alias", action="append", default=[], metavar="NAME",
+                   help="another name the container has on its user-defined network")
+    p.add_argument("--health-cmd", metavar="COMMAND", help="command to check health (sh -c)")
+    p.add_argument("--health-interval", metavar="DURATION", help="time between checks (30s)")
+    p.add_argument("--health-timeout", metavar="DURATION", help="longest a check may run (30s)")
+    p.add_argument("--health-retries", type=int, metavar="N",
+                   help="failures in a row that make it unhealthy (3)")
+    p.add_argument("--health-start-period", metavar="DURATION",
+                   help="time to start up, when failures do not count (0s)")
+    p.add_argument("--no-healthcheck", action="store_true",
+                   help="disable any HEALTHCHECK the image has")
     p.add_argument("--cap-add", action="append", default=[])
     p.add_argument("--cap-drop", action="append", default=[])
     p.add_argument("--security-opt", action="append", default=[])

@@ -44,7 +44,7 @@ from . import (
     seccomp,
 )
 from . import volumes as volumes_mod
-from .life import states
+from .life import health, states
 from .networks import registry as net_registry
 from .networks import steps as net
 from .steps import HOST, Step, StepError, StepRecord, Trace, channel, now, recv, send
@@ -77,6 +77,8 @@ class Config:
     init: bool = False
     network: str = "none"
     publish: list = field(default_factory=list)  # nat.PortMapping, for -p and -P
+    aliases: list[str] = field(default_factory=list)  # --network-alias: more names on it
+    healthcheck: dict | None = None  # Docker's HealthConfig, the image's merged in
     volume_specs: list[str] = field(default_factory=list)
     volumes: list = field(default_factory=list)  # resolved volumes.Mount, at start
 
@@ -354,6 +356,7 @@ class Container:
                  memory: str | int | None = None, pids_limit: int | None = None,
                  cpus: float | None = None, network: str | None = None,
                  publish: list[str] | None = None, publish_all: bool = False,
+                 aliases: list[str] | None = None, healthcheck: dict | None = None,
                  cap_add: list[str] | None = None, cap_drop: list[str] | None = None,
                  seccomp: bool = True, no_new_privs: bool = False, read_only: bool = False,
                  pid: str | None = None, ipc: str | None = None, uts: str | None = None,
@@ -369,6 +372,7 @@ class Container:
             hostname=hostname, env=env, workdir=workdir, user=user, entrypoint=entrypoint,
             memory=memory, pids_limit=pids_limit, cpus=cpus, network=network,
             publish=publish, publish_all=publish_all, cap_add=cap_add, cap_drop=cap_drop,
+            aliases=aliases, healthcheck=healthcheck,
             seccomp=seccomp, no_new_privs=no_new_privs, read_only=read_only, pid=pid,
             ipc=ipc, uts=uts, remove=remove, tty=tty, init=init, volumes=volumes).items()
             if v is not None}
@@ -408,6 +412,14 @@ class Container:
             states.valid_hostname(hostname)
         if workdir:
             states.valid_workdir(workdir)
+        aliases = [states.valid_alias(a) for a in aliases or []]
+        if aliases and (network in net_registry.PREDEFINED or "net" in shared
+                        or net_registry.get(network)["name"] == net_registry.DEFAULT):
+            raise StepError("create", "network-scoped alias is supported only for containers "
+                            "in user defined networks: create one (edu network create NAME) "
+                            "and run the container with --network NAME")
+        # The image's HEALTHCHECK, with what the run gave field by field over it (Docker's).
+        check = health.merge(health.check(healthcheck), cfg.get("Healthcheck"))
         self.config = Config(
             image_name=image if isinstance(image, str) else (img.familiar_tags()
                                                              or [img.short_id])[0],
@@ -420,7 +432,7 @@ class Container:
             no_new_privs=no_new_privs, read_only=read_only, shared=shared, remove=remove,
             tty=tty, init=init, volume_specs=_with_image_volumes(volumes, cfg),
             network=network,
-            publish=mappings)
+            publish=mappings, aliases=aliases, healthcheck=check)
         volumes_mod.check(self.config.volume_specs)
         self.paths = Paths(paths.state_dir() / "containers" / self.id)
         self.lowerdirs = self.store.lowerdirs(img)
@@ -626,7 +638,7 @@ class Container:
                                "seccomp": self.config.seccomp,
                                "no_new_privs": self.config.no_new_privs,
                                "shared_namespaces": sorted(self.config.shared)},
-                  "spec": self.spec}
+                  "healthcheck": self.config.healthcheck, "spec": self.spec}
         # Keeps what others added (the supervisor's restart policy, `edu stop`'s mark).
         states.write(self.id, record)
 

@@ -84,6 +84,29 @@ def busybox():
     return bootstrap.bootstrap(Store(), "busybox", progress=False)
 
 
+@pytest.fixture
+def cli(python, busybox):
+    """The ``edu`` command as a student types it (as root, busybox in the store):
+    ``cli("run", ...)`` asserts exit 0 unless ``check=False``; ``cli.name()`` gives a fresh
+    container name, whose container is removed (``edu rm -f``) after the test."""
+    import subprocess
+    import uuid
+
+    need(os.geteuid() == 0, "root")
+    made: list[str] = []
+
+    def run(*argv: str, check: bool = True, timeout: float = 120):
+        out = subprocess.run([python, "-m", "edu_cli.main", *argv], capture_output=True,
+                             text=True, timeout=timeout)
+        if check:
+            assert out.returncode == 0, out.stdout + out.stderr
+        return out
+    run.name = lambda: made.append(f"t-{uuid.uuid4().hex[:8]}") or made[-1]
+    yield run
+    for name in made:
+        run("rm", "-f", name, check=False)
+
+
 @pytest.fixture(scope="session")
 def kernel():
     """The cached guest kernel; fetched once if missing (about 70 MB from the Debian mirror)."""

@@ -85,6 +85,7 @@ class _Entry:
     hostname: str = ""
     workdir: str = "/"
     tty: bool = False
+    session: bool = False  # lead a session (and process group) of its own
 
 
 def running_pid(record: dict[str, Any], statuses: tuple[str, ...] = ("running",)) -> int:
@@ -252,6 +253,32 @@ def exec_in(record: dict[str, Any], argv: list[str], *, user: str | None = None,
             kernel.wait_status(pid)
 
 
+def spawn(record: dict[str, Any], argv: list[str], output: int) -> tuple[int, socket.socket]:
+    """Start ``argv`` in the running container ``record`` and return at once, for a caller
+    that must never wait (the supervisor's health checks): (the helper's pid, our end of
+    the socket that brings ``handoff`` with the command's pid, maybe ``error``, then EOF
+    at execve). Its stdout and stderr are ``output``, its stdin /dev/null; it leads a
+    process group of its own, so killing the group ends all it started. The caller must
+    already be a subreaper, and reaps the helper and the command. Raises ExecError."""
+    entry = _prepare(record, argv, None, None, None, False)
+    entry.session = True
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        helper = os.fork()
+        if helper == 0:
+            host_end.close()
+            _helper_main(entry, child_end, (null, output, output))  # never returns
+    except BaseException:
+        host_end.close()
+        raise
+    finally:
+        child_end.close()
+        _close(entry)
+        os.close(null)
+    return helper, host_end
+
+
 class _Handover:
     """We are a subreaper from the fork until the helper has exited, and only then (as in
     container.py): any longer, and someone else's orphan would become our zombie. The lock
@@ -345,6 +372,8 @@ def _command_main(entry: _Entry, sock: socket.socket, stdio: tuple[int, int, int
             os.setsid()
             fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
             stdio = (slave, slave, slave)
+        elif entry.session:  # its own group: a check killed at its timeout takes its children
+            os.setsid()
         _install_stdio(stdio)
         keep = sock.fileno()
         os.closerange(3, keep)

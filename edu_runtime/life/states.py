@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
+from . import health
 
 CREATED, RUNNING, PAUSED, EXITED = "created", "running", "paused", "exited"
 
@@ -79,6 +80,24 @@ def valid_name(name: str) -> str:
                           "allowed: use at least 2 letters, digits, '_', '.' or '-', starting "
                           "with a letter or digit (e.g. web-1)")
     return bare
+
+
+#: A network alias: the container-name rule, but one character is enough (as for a service).
+_ALIAS = re.compile(NAME_CHARS + "{0,252}")
+
+
+def valid_alias(alias: str) -> str:
+    """A ``--network-alias`` as safe as a container name, else InvalidName.
+
+    Docker takes any string as an alias; here it is written into the /etc/hosts of every
+    neighbour on the network, beside the container's name, so it is held to the same rule:
+    no newline, space or slash can add a line or a name to another container's file.
+    """
+    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
+        raise InvalidName(f"Invalid network alias ({_shown(str(alias))}), only {NAME_CHARS} "
+                          "are allowed: use letters, digits, '_', '.' or '-', starting with a "
+                          "letter or digit, at most 253 characters (e.g. db)")
+    return alias
 
 
 def valid_hostname(hostname: str) -> str:
@@ -217,12 +236,13 @@ def generate_name() -> str:
 
 
 def human_status(rec: dict[str, Any], now: float | None = None) -> str:
-    """Docker's STATUS column: ``Up 5 seconds``, ``Exited (0) 2 minutes ago``, ``Paused``."""
+    """Docker's STATUS column: ``Up 5 seconds``, ``Up 5 seconds (healthy)``,
+    ``Exited (0) 2 minutes ago``, ``Up 5 seconds (Paused)``."""
     now = now or time.time()
     status = rec.get("status")
     if status in (RUNNING, PAUSED):
         up = _ago(now - (rec.get("started") or rec.get("created") or now))
-        return f"Up {up}" + (" (Paused)" if status == PAUSED else "")
+        return f"Up {up}" + (" (Paused)" if status == PAUSED else health.status_note(rec))
     if status == EXITED:
         code = rec.get("exit_code")
         when = _ago(now - (rec.get("finished") or rec.get("created") or now))

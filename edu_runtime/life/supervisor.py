@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import kernel, networks, paths
-from . import client, states
+from . import checker, client, states
 
 IDLE_EXIT = 30.0  # seconds idle before exiting: long enough to stay warm between runs
 
@@ -70,6 +70,7 @@ class Supervisor:
     def __init__(self, front=None):
         self.front = front
         self.sel = selectors.DefaultSelector()
+        self.checks = checker.Checker(self.sel)  # healthchecks: see _on_health
         self.by_pid: dict[int, Supervised] = {}
         self.by_fd: dict[int, Supervised] = {}
         self.last_busy = time.monotonic()
@@ -99,10 +100,11 @@ class Supervisor:
         self.sel.register(self.wake_r, selectors.EVENT_READ, ("signal", None))
         try:
             while True:
-                for key, _ in self.sel.select(timeout=0.5):
+                for key, _ in self.sel.select(timeout=self.checks.wait(0.5)):
                     kind, obj = key.data
                     getattr(self, f"_on_{kind}")(key.fileobj, obj)
                 self._reap()
+                self.checks.tick(s.container for s in self.by_pid.values())
                 if self.stopping:
                     if not self.by_pid:
                         break
@@ -112,6 +114,7 @@ class Supervisor:
                 elif time.monotonic() - self.last_busy > IDLE_EXIT:
                     break
         finally:
+            self.checks.close()
             path.unlink(missing_ok=True)  # no new requests from here on
             self.listener.close()
             if paths.is_root():
@@ -365,6 +368,11 @@ class Supervisor:
             states.update(sup.container.id, stopping=True)
             sup.container.kill(signal.SIGKILL)
 
+    def _on_health(self, fileobj, probe) -> None:
+        """A healthcheck's output or exec socket is readable (``checker`` runs the checks:
+        ``tick`` starts and times them out, ``reaped`` logs their ends)."""
+        self.checks.ready(fileobj, probe)
+
     def _on_signal(self, fd, _):
         try:
             os.read(fd, 512)
@@ -379,6 +387,7 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            self.checks.reaped(pid, status)  # first: a container's end stops its checks
             sup = self.by_pid.pop(pid, None)
             if sup is not None:  # anything else was an orphan we adopted: reaped, done
                 self._exited(sup, status)

@@ -304,9 +304,11 @@ def forget(name: str) -> dict[str, Any]:
 
 # ---- IPAM: leases ----------------------------------------------------------------------------
 
-def lease(network: str, container_id: str, name: str = "", hostname: str = "") -> str:
+def lease(network: str, container_id: str, name: str = "", hostname: str = "",
+          aliases: list[str] | None = None) -> str:
     """Give ``container_id`` the lowest free address of ``network`` (the same one again if it
-    already has one) and write it down."""
+    already has one) and write it down, with its names there: its own and its ``aliases``
+    (``--network-alias``, checked by ``life.states.valid_alias``)."""
     with locked():
         record = get(network)
         mine = record["containers"].get(container_id)
@@ -323,7 +325,8 @@ def lease(network: str, container_id: str, name: str = "", hostname: str = "") -
                                "with a larger subnet")
         record["containers"][container_id] = {
             "name": name or container_id[:12], "hostname": hostname or container_id[:12],
-            "ip": str(host), "prefixlen": subnet.prefixlen, "veth": "", "mac": "", "ports": []}
+            "ip": str(host), "prefixlen": subnet.prefixlen, "veth": "", "mac": "", "ports": [],
+            "aliases": list(aliases or [])}
         write(record)
         return str(host)
 
@@ -404,7 +407,9 @@ def hosts_head() -> str:
 
 
 def hosts(network: str, container_id: str) -> str:
-    """The /etc/hosts of one container: itself, then each neighbour by name and short id."""
+    """The /etc/hosts of one container: itself, then each neighbour by name, aliases and
+    short id. Two containers may share an alias: each has its line, and a resolver that
+    reads the file gets both addresses (see the README: no round robin)."""
     record = get(network)
     mine = record["containers"].get(container_id)
     if mine is None:
@@ -414,7 +419,8 @@ def hosts(network: str, container_id: str) -> str:
                      key=lambda item: (item[0] != container_id,
                                        ipaddress.IPv4Address(item[1]["ip"])))
     for cid, ep in ordered:
-        names = [ep.get("hostname") or "", ep.get("name") or "", cid[:12]]
+        names = [ep.get("hostname") or "", ep.get("name") or "", *(ep.get("aliases") or []),
+                 cid[:12]]
         if cid != container_id:
             names = names[1:]
         lines.append(ep["ip"] + "\t" + " ".join(dict.fromkeys(n for n in names if n)) + "\n")

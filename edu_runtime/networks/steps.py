@@ -238,11 +238,11 @@ class Veth(Step):
         "plugged into the bridge; the other is moved into the container's network namespace "
         "(by an open /proc/PID/ns/net), where it is renamed eth0, given the address, and "
         "brought up with lo. A default route via the gateway sends everything else to the "
-        "host. edu also writes the container's /etc/hosts (itself and its neighbours by "
-        "name) and /etc/resolv.conf. Rootless, the holder makes the pair in your own network "
-        "namespace, where it may, since the container's namespaces belong to its user "
-        "namespace. Undo: deleting the host end deletes both ends, and the address goes back "
-        "to the pool.")
+        "host. edu also writes the container's /etc/hosts (itself and its neighbours, by "
+        "name and by --network-alias) and /etc/resolv.conf. Rootless, the holder makes the "
+        "pair in your own network namespace, where it may, since the container's namespaces "
+        "belong to its user namespace. Undo: deleting the host end deletes both ends, and "
+        "the address goes back to the pool.")
 
     def enabled(self, ctx) -> bool:
         """Only for --network bridge or a user-defined network."""
@@ -252,9 +252,11 @@ class Veth(Step):
         """Lease, create the pair, move and configure the peer, write hosts and resolv.conf."""
         try:
             network = registry.get(ctx.config.network)
-            ctx.endpoint = {"network": network["name"], "ip": "", "veth": ""}
+            aliases = list(getattr(ctx.config, "aliases", None) or [])
+            ctx.endpoint = {"network": network["name"], "ip": "", "veth": "",
+                            "aliases": aliases}
             ip = registry.lease(network["name"], ctx.container_id, ctx.config.name,
-                                ctx.config.hostname)
+                                ctx.config.hostname, aliases)
             # With our lease held, no other container's undo can retire the bridge; if one
             # did just before we leased, this makes it again.
             ctx.endpoint["ip"] = ip
