@@ -9,7 +9,8 @@ from .errors import UserError
 
 
 def compare_cmd(args) -> int:
-    """``edu compare [--quick] [--runs N] [--image NAME] [--full-disk] [--out DIR]``."""
+    """``edu compare [--quick] [--runs N] [--image NAME] [--full-disk] [--debian-sizes]
+    [--out DIR]``."""
     import time
 
     from vm_compare import compare
@@ -31,7 +32,8 @@ def compare_cmd(args) -> int:
             print(text, file=sys.stderr)
     try:
         result = compare.run(quick=args.quick, runs=args.runs, image=args.image,
-                             full_disk=args.full_disk, out=out, progress=say)
+                             full_disk=args.full_disk, debian_sizes=args.debian_sizes,
+                             out=out, progress=say)
     except (compare.CompareError, RuntimeError) as exc:  # BootError, GuestImageError too
         raise UserError(f"the comparison stopped: {exc}") from None
     finally:
@@ -48,6 +50,10 @@ def compare_cmd(args) -> int:
     print(f"  libvirt's own overhead: {result['libvirt_overhead_ms']:.0f} ms")
     for name, kib in result["memory"]["pss_kib"].items():
         print(f"  memory, {name:24s} {kib / 1024:8.1f} MiB PSS")
+    for key, why in result["scale"]["stopped"].items():
+        points = result["scale"][key]
+        print(f"  scale, {key:10s} {', '.join(str(p['count']) for p in points):12s}"
+              + (f" stopped: {why}" if why else ""))
     k = result["kernel"]
     print(f"  kernel: host {k['host']['uname']}, container {k['container']['uname']} "
           f"(same boot_id: {k['container']['boot_id'] == k['host']['boot_id']}), guest "
@@ -66,5 +72,8 @@ def register(sub) -> None:
     p.add_argument("--image", default="busybox")
     p.add_argument("--full-disk", action="store_true",
                    help="boot a qcow2 disk with systemd instead of an initramfs")
+    p.add_argument("--debian-sizes", action="store_true",
+                   help="also size debian and its full-disk guest (built once, then cached; "
+                        "not booted)")
     p.add_argument("--out", default="compare-results", help="where the JSON and PNGs go")
     p.set_defaults(func=compare_cmd)

@@ -7,20 +7,21 @@ import json
 import os
 
 from conftest import need
+from test_plots import check_figures
 
 from edu_runtime import paths
 
 
 def test_quick_comparison(tmp_path):
     need(os.geteuid() == 0, "root (qemu:///system)")
-    from vm_compare import compare, kernel_pkg, plots
+    from vm_compare import compare, kernel_pkg
 
     need(kernel_pkg.installed_kernel() is not None, "no guest kernel: python -m vm_compare.setup")
     out = tmp_path / "out"
     before = sorted(paths.state_dir().glob("containers/*"))
     result = compare.run(quick=True, out=out)
     saved = json.loads((out / "compare.json").read_text())
-    assert saved["schema"] == compare.SCHEMA == "edu.compare/1"
+    assert saved["schema"] == compare.SCHEMA == "edu.compare/2"
     machine = saved["machine"]
     assert machine["accel"] in ("kvm", "tcg") and machine["cores"] >= 1 and machine["cpu"]
     rows = saved["startup"]
@@ -37,17 +38,21 @@ def test_quick_comparison(tmp_path):
     assert all(v > 0 for v in mem.values()) and "PSS" in saved["memory"]["method"]
     sizes = saved["sizes"]
     assert sizes["container"]["unpacked"] > 0 and sizes["vm"]["kernel"] > 0
-    assert [p["count"] for p in saved["scale"]["guests"]] == [1]
+    assert [g["image"] for g in sizes["groups"]] == ["busybox"]
+    scale = saved["scale"]  # --quick: containers 1 and 10, and the start-up's own guest
+    assert [p["count"] for p in scale["guests"]] == [1] and scale["quick"] is True
+    assert [p["count"] for p in scale["containers"]] == [1, 10]
+    assert scale["stopped"] == {"containers": None, "guests": None}
+    assert all(0 < p["free"] <= 1 and p["pss_kib"] > 0 for p in scale["containers"])
     assert [s["name"] for s in saved["phases"]["container"]][:2] == ["fork", "cgroup"]
     assert saved["phases"]["vm"][-1]["name"] == "init to marker"
-    # Every figure is a real PNG with a title and both axes labelled.
+    # Every figure is a real PNG, and redrawn from the saved JSON alone it fits a projector.
     assert sorted(os.path.basename(f) for f in result["figures"]) == [
         "memory.png", "scale.png", "sizes.png", "startup.png", "waterfall.png"]
     for figure in result["figures"]:
         data = open(figure, "rb").read()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-        for title, xlabel, ylabel in plots.LABELS[os.path.basename(figure)]:
-            assert title and xlabel and ylabel
+    check_figures(saved)
     assert sorted(paths.state_dir().glob("containers/*")) == before  # all removed
 
 

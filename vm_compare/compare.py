@@ -17,11 +17,14 @@ the same command*: an edu container, and a libvirt guest built from that image's
   way: the PSS (proportional set size) of every host process that belongs to it (the
   container's cgroup; the guest's qemu process);
 - **kernel**: ``uname -r`` and boot_id of the host, the container and the guest;
-- **scale**: start time and memory for 1..N containers and 1..M guests (M stays small under
-  TCG on 2 cores).
+- **scale**: start time and memory as containers (1, 10, 50) and guests (1, 2, 4) are started
+  one after another and kept running; it stops early, and says why, when free memory falls
+  below 20% or one guest takes over 60 s to boot (``scale_stop``).
 
 Runs alternate after a warm-up; medians, minimum and maximum are kept, with a description of
-the machine (CPU, kernel, KVM or TCG) in JSON with a versioned schema (``SCHEMA``).
+the machine (CPU, kernel, KVM or TCG) in JSON with a versioned schema (``SCHEMA``). Results of
+the older schema are still read: ``upgrade`` gives them the shape of the current one, so a
+notebook can redraw a run saved before.
 
 Introduced in notebooks/01-containers-vs-vms.
 """
@@ -38,7 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "edu.compare/1"
+SCHEMA = "edu.compare/2"  # /2 added sizes.groups (debian beside busybox) and the scale's plan/stop
+READABLE = ("edu.compare/1", SCHEMA)
 MARK = "EDU-CONTAINER-READY"
 
 #: Published points to draw beside ours (copied from the course's references; each with its
@@ -51,6 +55,15 @@ REFERENCES = [
     {"metric": "memory_mib", "value": 13, "label": "containerd-shim per container: ~13 MiB",
      "source": "Docker documentation and the course's measurements (REFERENCES.md)"},
 ]
+
+
+#: The scale run: how many to have running at each step, and when to stop early.
+SCALE_CONTAINERS = (1, 10, 50)
+SCALE_GUESTS = (1, 2, 4)
+QUICK_CONTAINERS = (1, 10)  # --quick: a few seconds of containers, and the one guest already
+QUICK_GUESTS = (1,)  # booted for start-up (no extra TCG boot)
+MIN_FREE = 0.20  # stop starting more below this fraction of MemAvailable/MemTotal
+MAX_BOOT_S = 60.0  # stop after one instance took this long to be ready
 
 
 class CompareError(RuntimeError):
@@ -244,9 +257,11 @@ def vm_phases(boot) -> list[dict[str, Any]]:
 
 def run(*, quick: bool = False, runs: int = 5, image: str = "busybox",
         full_disk: bool = False, out: Path | None = None, progress=None,
-        max_containers: int = 10, max_guests: int = 2) -> dict[str, Any]:
+        debian_sizes: bool = False, scale_containers: tuple[int, ...] = SCALE_CONTAINERS,
+        scale_guests: tuple[int, ...] = SCALE_GUESTS) -> dict[str, Any]:
     """Measure everything; return the result (``SCHEMA``) and write it, with the figures,
-    under ``out``."""
+    under ``out``. ``debian_sizes`` adds debian and its full-disk guest to the sizes (built
+    once and cached; no boot)."""
     import tempfile
 
     from edu_runtime.images import bootstrap
@@ -255,7 +270,8 @@ def run(*, quick: bool = False, runs: int = 5, image: str = "busybox",
     from . import guest_image, libvirt_guest, plots, raw_qemu
 
     if quick:
-        runs, image, full_disk, max_containers, max_guests = 3, "busybox", False, 5, 1
+        runs, image, full_disk = 3, "busybox", False
+        scale_containers, scale_guests = QUICK_CONTAINERS, QUICK_GUESTS
     say = progress or (lambda text: None)
     libvirt_guest.cleanup_stale()  # guests a killed comparison left behind
     store = Store()
@@ -334,10 +350,17 @@ def run(*, quick: bool = False, runs: int = 5, image: str = "busybox",
                            "ms": s.ms} for s in trace.steps],
             "vm": phases_vm}
         result["sizes"] = sizes(store, image, guest)
-        result["scale"] = scale(image, guest, accel, max_containers, max_guests, store, say,
-                                one_guest={"count": 1, "start_s": result["startup"][
-                                    f"libvirt guest ({accel})"]["median_s"],
-                                           "pss_kib": guest_mem})
+        if debian_sizes and (image, guest.kind) != ("debian", "full-disk"):
+            extra = _debian_group(store, say)
+            if isinstance(extra, str):
+                result["skipped"]["debian sizes"] = extra
+            else:
+                result["sizes"]["groups"].append(extra)
+        one_guest = {"count": 1, "boot_s": result["startup"][f"libvirt guest ({accel})"][
+            "median_s"], "pss_kib": guest_mem}
+        result["scale"] = scale(image, guest, accel, scale_containers, scale_guests, store,
+                                say, one_guest=one_guest if scale_guests == (1,) else None)
+        result["scale"]["quick"] = quick
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if out is not None:
@@ -379,58 +402,175 @@ def sizes(store, image: str, guest) -> dict[str, Any]:
     unpacked = sum((store.layer_info(d) or {}).get("size", 0) for d in img.diff_ids)
     compressed = sum(store.blob_path(d["digest"]).stat().st_size
                      for d in img.manifest["layers"])
-    s = guest.sizes
-    stacks = {"container (layers)": {"image layers": unpacked}}
-    if guest.disk is not None:
-        stacks["VM (kernel + disk)"] = {
-            "kernel": s.get("kernel", 0),
-            "initrd": s.get("initrd", 0),
-            "guest OS (modules, systemd, ...)": s.get("modules", 0) + s.get("guest_os", 0),
-            "app (the image's files)": s.get("rootfs", 0)}
+    group = size_group(image, unpacked, guest.kind, guest.sizes)
+    stacks = {f"container ({image})": group["container"],
+              f"VM ({guest.kind} guest)": group["vm"]}
+    largest = max(sum(v.values()) for v in stacks.values()) / 2**20
+    return {"container": {"unpacked": unpacked, "compressed": compressed},
+            "vm": dict(guest.sizes), "stacks": stacks, "largest_mib": largest,
+            "groups": [group]}
+
+
+def size_group(image: str, layers: int, kind: str, s: dict[str, int]) -> dict[str, Any]:
+    """One image's container and guest, as the parts the size figure stacks (bytes)."""
+    if kind == "full-disk":
+        vm = {"kernel": s.get("kernel", 0), "initrd": s.get("initrd", 0),
+              "kernel modules": s.get("modules", 0),
+              "guest OS (systemd, libraries)": s.get("guest_os", 0),
+              "app (the image's files)": s.get("rootfs", 0)}
     else:  # the gzipped initramfs, shared out in proportion to what went into it
         os_bytes, app = s.get("guest_os", 0), s.get("rootfs", 0)
         share = s.get("initrd", 0) / max(1, os_bytes + app)
-        stacks["VM (kernel + initramfs)"] = {
-            "kernel": s.get("kernel", 0),
-            "guest OS (init, busybox)": int(os_bytes * share),
-            "app (the image's files)": int(app * share)}
-    largest = max(sum(v.values()) for v in stacks.values()) / 2**20
-    return {"container": {"unpacked": unpacked, "compressed": compressed},
-            "vm": dict(s), "stacks": stacks, "largest_mib": largest}
+        vm = {"kernel": s.get("kernel", 0), "guest OS (init, busybox)": int(os_bytes * share),
+              "app (the image's files)": int(app * share)}
+    return {"image": image, "guest": kind, "container": {"image layers": layers}, "vm": vm,
+            "disk_virtual": s.get("disk_virtual", 0)}
 
 
-def scale(image, guest, accel, max_containers, max_guests, store, say,
+def _debian_group(store, say) -> dict[str, Any] | str:
+    """Debian beside the image: its layers and its full-disk guest (built once, then
+    cached; never booted). A sentence instead when it cannot be built here."""
+    from edu_runtime.images import bootstrap
+
+    from . import guest_image
+
+    try:
+        bootstrap.bootstrap(store, "debian", progress=False)
+        guest = guest_image.full_disk("debian", ["sleep", "3600"], store=store, progress=say)
+    except (guest_image.GuestImageError, RuntimeError, OSError) as exc:
+        return f"debian's full-disk guest could not be built: {exc}"
+    img = store.get("debian")
+    layers = sum((store.layer_info(d) or {}).get("size", 0) for d in img.diff_ids)
+    return size_group("debian", layers, guest.kind, guest.sizes)
+
+
+# ---- scale -------------------------------------------------------------------------------------
+
+def free_memory() -> float:
+    """MemAvailable / MemTotal from /proc/meminfo: the fraction of memory still free."""
+    info = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        info[key] = int(value.split()[0])
+    return info["MemAvailable"] / info["MemTotal"]
+
+
+def scale_stop(free: float, boot_s: float | None = None) -> str | None:
+    """Why the scale run must start no more (None: go on), from the free memory fraction and
+    the last instance's seconds to ready."""
+    if free < MIN_FREE:
+        return f"free memory below {MIN_FREE:.0%} ({free:.0%} left)"
+    if boot_s is not None and boot_s > MAX_BOOT_S:
+        return f"one boot took {boot_s:.0f} s (over {MAX_BOOT_S:.0f} s)"
+    return None
+
+
+def scale_series(plan: tuple[int, ...], start_one, measure, say, free=free_memory,
+                 what: str = "instances") -> tuple[list[dict[str, Any]], str | None]:
+    """Start instances one after another, never stopping those already started, and note the
+    total time and the memory (``measure()``) at each count of ``plan``; stop early by
+    ``scale_stop``. The points, and why it stopped (None: the whole plan ran)."""
+    points: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    n, last = 0, max(plan)
+
+    def point(boot_s: float) -> None:
+        points.append({"count": n, "start_s": time.monotonic() - t0, "boot_s": boot_s,
+                       "pss_kib": measure(), "free": round(free(), 3)})
+        say(f"scale: {n} {what} in {points[-1]['start_s']:.2f} s")
+
+    for count in sorted(plan):
+        while n < count:
+            why = scale_stop(free())
+            if why is not None:
+                return points, why
+            boot_s = start_one()
+            n += 1
+            why = scale_stop(free(), boot_s)
+            if why is not None and n < last:  # what it reached, then no more
+                point(boot_s)
+                return points, why
+        point(boot_s)
+    return points, None
+
+
+def scale(image, guest, accel, plan_containers, plan_guests, store, say,
           one_guest: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Start 1..N containers and 1..M guests, one after another, and keep them all running;
-    the total time and PSS for each count (one guest: ``one_guest``, already measured)."""
+    """Containers, then guests, by ``scale_series``; with one guest only, ``one_guest`` (the
+    start-up's own boot) stands for it and nothing more is booted."""
     import contextlib
 
     from . import libvirt_guest
 
-    out: dict[str, list[dict[str, Any]]] = {"containers": [], "guests": []}
-    for n in sorted({1, max(1, max_containers // 2), max_containers}):
-        t0 = time.monotonic()
-        started = []
-        try:
-            for _ in range(n):
-                started.append(container_boot(image, keep=True, store=store)[1])
-            total = time.monotonic() - t0
-            mem = sum(container_pss(c) for c in started)
-        finally:
-            for c in started:
-                stop_container(c)
-        out["containers"].append({"count": n, "start_s": total, "pss_kib": mem})
-        say(f"scale: {n} containers in {total:.2f} s")
-    for m in range(1, max_guests + 1):
-        if m == 1 and one_guest is not None:
-            out["guests"].append(one_guest)
-            continue
+    out: dict[str, Any] = {"plan": {"containers": list(plan_containers),
+                                    "guests": list(plan_guests)},
+                           "limits": {"min_free": MIN_FREE, "max_boot_s": MAX_BOOT_S}}
+    started: list[Any] = []
+
+    def one_container() -> float:
+        seconds, c = container_boot(image, keep=True, store=store)
+        started.append(c)
+        return seconds
+
+    try:
+        out["containers"], why_c = scale_series(
+            plan_containers, one_container,
+            lambda: _settled(sum, (container_pss(c) for c in started)), say,
+            what="containers")
+    finally:
+        for c in started:
+            stop_container(c)
+    if one_guest is not None:
+        out["guests"], why_g = [{**one_guest, "start_s": one_guest["boot_s"],
+                                 "free": round(free_memory(), 3)}], None
+    else:
         with contextlib.ExitStack() as stack:
-            t0 = time.monotonic()
-            boots = [stack.enter_context(libvirt_guest.boot(guest, accel=accel))
-                     for _ in range(m)]
-            total = time.monotonic() - t0
-            mem = sum(pss_kib(b.qemu_pid) for b in boots)
-        out["guests"].append({"count": m, "start_s": total, "pss_kib": mem})
-        say(f"scale: {m} guests in {total:.1f} s")
+            boots: list[Any] = []
+
+            def one_guest_boot() -> float:
+                boots.append(stack.enter_context(libvirt_guest.boot(guest, accel=accel)))
+                return vm_boot_seconds(boots[-1])
+
+            out["guests"], why_g = scale_series(
+                plan_guests, one_guest_boot,
+                lambda: _settled(sum, (pss_kib(b.qemu_pid) for b in boots)), say,
+                what="guests")
+    out["stopped"] = {"containers": why_c, "guests": why_g}
     return out
+
+
+def _settled(add, values):
+    """``add(values)`` half a second after the last start, as the idle guest is measured:
+    past the marker, into the command."""
+    time.sleep(0.5)
+    return add(values)
+
+
+# ---- reading saved results ---------------------------------------------------------------------
+
+def upgrade(result: dict[str, Any]) -> dict[str, Any]:
+    """A saved result in the current schema's shape (an ``edu.compare/1`` one gains what /2
+    added, from what it has); refuses schemas it does not know."""
+    schema = result.get("schema")
+    if schema not in READABLE:
+        raise CompareError(f"a result of schema {schema!r} cannot be read here (this edu "
+                           f"reads {', '.join(READABLE)}); run `edu compare` again")
+    if schema == SCHEMA:
+        return result
+    new = json.loads(json.dumps(result))  # a copy: the saved one is left as it was
+    new["schema"] = SCHEMA
+    sz = new.get("sizes")
+    if sz and "groups" not in sz:
+        kinds = {n: ("container" if n.startswith("container") else "vm") for n in sz["stacks"]}
+        group = {"image": new.get("image", "?"), "guest": new.get("guest", "?"),
+                 "disk_virtual": sz.get("vm", {}).get("disk_virtual", 0)}
+        for name, parts in sz["stacks"].items():
+            group[kinds[name]] = parts
+        sz["groups"] = [group]
+    sc = new.get("scale")
+    if sc and "plan" not in sc:
+        new["scale"] = {"containers": sc.get("containers", []), "guests": sc.get("guests", []),
+                        "plan": {k: [p["count"] for p in sc.get(k, [])]
+                                 for k in ("containers", "guests")},
+                        "stopped": {"containers": None, "guests": None}, "quick": None}
+    return new
