@@ -1,7 +1,11 @@
-"""``edu ps``, ``logs``, ``stop``, ``kill``, ``rm``, ``attach``, ``pause`` and ``unpause``.
+"""``edu ps``, ``create``, ``start``, ``restart``, ``stop``, ``kill``, ``rm``, ``pause``,
+``unpause``, ``logs``, ``inspect``, ``attach``, ``exec`` and ``cp``.
 
-They read and change container records directly (``edu_runtime.life.states``); only
-``attach`` needs the supervisor, which holds the container's terminal.
+Parsing and printing only: the verbs are ``edu_runtime.life.control``'s, which a notebook
+calls too. Only ``attach`` talks to the supervisor itself, which holds the container's
+terminal. As Docker's CLI does, a verb given several containers does each it can, prints
+the name it was given for each one done and an error for each other, and exits 1 if any
+failed.
 """
 
 from __future__ import annotations
@@ -24,35 +28,27 @@ def _find(ref: str) -> dict:
         raise UserError(f"Error: {exc}", 1) from None
 
 
-def _alive(rec: dict) -> bool:
-    from edu_runtime.steps import pid_alive
+def _each(refs: list[str], verb) -> int:
+    """``verb(ref)`` for each container; prints the ref, or the error's sentence."""
+    from edu_runtime.life import control, states
 
-    return bool(rec.get("pid")) and pid_alive(rec["pid"])
-
-
-def _wait_exited(ref: str, timeout: float) -> bool:
-    from edu_runtime.life import states
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    code = 0
+    for ref in refs:
         try:
-            rec = states.find(ref)
-        except states.NoSuchContainer:
-            return True  # removed (--rm) after it exited
-        if rec.get("status") == states.EXITED:
-            return True
-        time.sleep(0.02)
-    return False
+            verb(ref)
+        except (states.NoSuchContainer, states.InvalidTransition, control.ControlError) as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            code = exc.exit_code
+            continue
+        print(ref)
+    return code
 
 
 def ps_cmd(args) -> int:
     """``edu ps [-a] [-q]``."""
-    from edu_runtime.container import cleanup_stale
-    from edu_runtime.life import states
+    from edu_runtime.life import control, states
 
-    cleanup_stale()
-    recs = [r for r in states.records() if args.all or r.get("status") in
-            (states.RUNNING, states.PAUSED)]
+    recs = control.ls(all=args.all)
     if args.quiet:
         print("\n".join(r["id"][:12] for r in recs))
         return 0
@@ -73,157 +69,121 @@ def ps_cmd(args) -> int:
 
 def logs_cmd(args) -> int:
     """``edu logs [-f] [--tail N]``: what the container printed, from its log file."""
-    from edu_runtime.life import states
+    from edu_runtime.life import control
 
-    rec = _find(args.container)
-    path = states.base() / rec["id"] / "container.log"
-    offset = 0
-    lines = path.read_text().splitlines() if path.exists() else []
-    if args.tail is not None and args.tail != "all":
-        lines = lines[-int(args.tail):] if int(args.tail) else []
-    _print_log_lines(lines)
-    offset = path.stat().st_size if path.exists() else 0
-    while args.follow:
-        time.sleep(0.1)
-        if path.exists() and path.stat().st_size > offset:
-            with open(path) as f:
-                f.seek(offset)
-                chunk = f.read()
-            offset += len(chunk.encode())
-            _print_log_lines(chunk.splitlines())
-            continue
-        try:
-            current = states.find(rec["id"])
-        except states.NoSuchContainer:
-            break
-        if current.get("status") == states.EXITED:
-            break
+    try:
+        lines = control.logs(args.container, follow=args.follow, tail=args.tail)
+    except (LookupError, control.ControlError) as exc:
+        raise UserError(f"Error: {exc}", 1) from None
+    for stream, text in lines:
+        out = sys.stderr if stream == "stderr" else sys.stdout
+        out.write(text)
+        out.flush()
     return 0
 
 
-def _print_log_lines(lines: list[str]) -> None:
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        out = sys.stderr if entry.get("stream") == "stderr" else sys.stdout
-        out.write(entry["log"])
-        out.flush()
+def create_cmd(args) -> int:
+    """``edu create``: a container made and left in state created (``edu start`` runs it)."""
+    from edu_runtime.steps import StepError
+
+    from .run import make_container, restart_policy
+
+    policy = restart_policy(args.restart)
+    c = make_container(args)
+    try:
+        c.create(restart=policy)
+    except StepError as exc:
+        raise UserError(exc.message) from None  # 125, as docker create's errors
+    print(c.id)
+    return 0
+
+
+def start_cmd(args) -> int:
+    """``edu start``: created or stopped containers run again, detached, with their layer."""
+    from edu_runtime.life import control
+
+    from .run import supervisor_client
+
+    supervisor_client()  # a supervisor started here serves thin `edu run` clients too
+    return _each(args.containers, control.start)
+
+
+def restart_cmd(args) -> int:
+    """``edu restart [-t N]``: stop (SIGTERM, SIGKILL after N seconds), then start."""
+    from edu_runtime.life import control
+
+    from .run import supervisor_client
+
+    supervisor_client()
+    return _each(args.containers, lambda ref: control.restart(ref, args.time))
 
 
 def stop_cmd(args) -> int:
     """``edu stop [-t N]``: SIGTERM, then SIGKILL after N seconds (Docker's default 10)."""
-    from edu_runtime.life import states
+    from edu_runtime.life import control
 
-    code = 0
-    for ref in args.containers:
-        rec = _find(ref)
-        # First, so --restart does not bring it back: also when it is between two runs.
-        rec = states.update(rec["id"], stopping=True)
-        if rec.get("status") == states.EXITED or not _alive(rec):
-            print(rec["name"])
-            continue
-        if rec.get("status") == states.PAUSED:
-            _freeze(rec, False)
-        stopped = False
-        for _ in range(3):  # a restart already under way when we said stop gets stopped too
-            _signal(rec, signal.SIGTERM)
-            if not _wait_exited(rec["id"], args.time):
-                _signal(rec, signal.SIGKILL)
-                if not _wait_exited(rec["id"], 10):
-                    break
-            time.sleep(0.3)  # longer than the supervisor's first restart delay
-            try:
-                rec = states.find(rec["id"])
-            except states.NoSuchContainer:
-                stopped = True
-                break
-            if rec.get("status") == states.EXITED:
-                stopped = True
-                break
-        if not stopped:
-            print(f"Error: {rec['name']} did not stop", file=sys.stderr)
-            code = 1
-            continue
-        print(rec["name"])
-    return code
+    return _each(args.containers, lambda ref: control.stop(ref, args.time))
 
 
 def kill_cmd(args) -> int:
     """``edu kill [-s SIGNAL]``."""
-    from edu_runtime.life import states
+    from edu_runtime.life import control
 
     sig = _parse_signal(args.signal)
-    for ref in args.containers:
-        rec = _find(ref)
-        if rec.get("status") not in (states.RUNNING, states.PAUSED) or not _alive(rec):
-            raise UserError(f"Error response: cannot kill container {rec['name']}: it is not "
-                            "running", 1)
-        if sig in (signal.SIGKILL, signal.SIGTERM):
-            states.update(rec["id"], stopping=True)
-        _signal(rec, sig)
-        print(rec["name"])
-    return 0
+    return _each(args.containers, lambda ref: control.kill(ref, sig))
 
 
 def rm_cmd(args) -> int:
-    """``edu rm [-f]``: remove exited containers (running ones only with -f)."""
-    from edu_runtime.container import remove_dir
-    from edu_runtime.images.store import Store
-    from edu_runtime.life import states
+    """``edu rm [-f] [-v]``: remove stopped containers (running ones only with -f)."""
+    from edu_runtime.life import control
 
-    code = 0
-    for ref in args.containers:
-        try:
-            rec = _find(ref)
-        except UserError as exc:
-            print(exc, file=sys.stderr)
-            code = 1
-            continue
-        if rec.get("status") != states.EXITED and _alive(rec):
-            if not args.force:
-                print(f"Error: you cannot remove a running container {rec['id'][:12]}. Stop "
-                      "the container before attempting removal or force remove (-f)",
-                      file=sys.stderr)
-                code = 1
-                continue
-            states.update(rec["id"], stopping=True)
-            if rec.get("status") == states.PAUSED:
-                _freeze(rec, False)
-            _signal(rec, signal.SIGKILL)
-            _wait_exited(rec["id"], 10)
-        if args.volumes:
-            from edu_runtime import volumes
-
-            volumes.remove_anonymous_of(rec)
-        remove_dir(states.base() / rec["id"])
-        Store().unpin(rec["id"])
-        print(rec["name"])
-    return code
+    return _each(args.containers, lambda ref: control.remove(ref, force=args.force,
+                                                             volumes=args.volumes))
 
 
-def pause_cmd(args, freeze: bool = True) -> int:
+def pause_cmd(args) -> int:
     """``edu pause``: freeze every process of the container (the cgroup freezer)."""
-    from edu_runtime.life import states
+    from edu_runtime.life import control
 
-    for ref in args.containers:
-        rec = _find(ref)
-        try:
-            states.check(rec, states.PAUSED if freeze else states.RUNNING)
-            if not freeze and rec.get("status") != states.PAUSED:
-                raise states.InvalidTransition(f"container {rec['name']} is not paused")
-        except states.InvalidTransition as exc:
-            raise UserError(f"Error: {exc}", 1) from None
-        _freeze(rec, freeze)
-        states.update(rec["id"], status=states.PAUSED if freeze else states.RUNNING)
-        print(rec["name"])
-    return 0
+    return _each(args.containers, control.pause)
 
 
 def unpause_cmd(args) -> int:
     """``edu unpause``."""
-    return pause_cmd(args, freeze=False)
+    from edu_runtime.life import control
+
+    return _each(args.containers, control.unpause)
+
+
+def inspect_cmd(args) -> int:
+    """``edu inspect [--type container|image]``: as docker inspect, a container by that
+    name or id first, else an image; JSON, and an error for each name that is neither."""
+    from edu_runtime.images.store import Store, StoreError
+    from edu_runtime.life import control, states
+
+    from .images import image_json
+
+    out, code, store = [], 0, None
+    for ref in args.names:
+        found = None
+        if args.type != "image":
+            try:
+                found = control.inspect(ref)
+            except states.NoSuchContainer:
+                pass
+        if found is None and args.type != "container":
+            store = store or Store()
+            try:
+                found = image_json(store, store.get(ref))
+            except StoreError:
+                pass
+        if found is None:
+            print(f"Error: No such {args.type or 'object'}: {ref}", file=sys.stderr)
+            code = 1
+            continue
+        out.append(found)
+    print(json.dumps(out, indent=4))
+    return code
 
 
 def attach_cmd(args) -> int:
@@ -289,26 +249,6 @@ def cp_cmd(args) -> int:
     return 0
 
 
-def _signal(rec: dict, sig: int) -> None:
-    import os
-
-    try:
-        os.kill(rec["pid"], sig)
-    except ProcessLookupError:
-        pass
-
-
-def _freeze(rec: dict, freeze: bool) -> None:
-    from edu_runtime import cgroups
-
-    try:
-        cg = cgroups.driver().open(rec["id"])
-        cg.freeze() if freeze else cg.thaw()
-    except cgroups.CgroupError as exc:
-        raise UserError(f"Error: cannot {'pause' if freeze else 'unpause'} {rec['name']}: "
-                        f"{exc}", 1) from None
-
-
 def _parse_signal(text: str) -> int:
     name = text.upper()
     if name.isdigit():
@@ -333,10 +273,32 @@ def register(sub) -> None:
     p.add_argument("container")
     p.set_defaults(func=logs_cmd)
 
-    p = sub.add_parser("stop", help="stop containers (SIGTERM, then SIGKILL)")
-    p.add_argument("-t", "--time", type=float, default=10)
+    from .run import add_run_flags
+
+    p = sub.add_parser("create", help="make a container without starting it",
+                       add_help=False)
+    p.add_argument("--help", action="help")
+    add_run_flags(p)
+    p.add_argument("--restart", default="no", help="no, on-failure[:N] or always")
+    p.set_defaults(func=create_cmd)
+
+    p = sub.add_parser("start", help="start created or stopped containers (detached)")
     p.add_argument("containers", nargs="+")
-    p.set_defaults(func=stop_cmd)
+    p.set_defaults(func=start_cmd)
+
+    for name, fn, what in (("stop", stop_cmd, "stop containers (SIGTERM, then SIGKILL)"),
+                           ("restart", restart_cmd, "stop containers, then start them")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("-t", "--time", type=float, default=10,
+                       help="seconds between SIGTERM and SIGKILL (default 10)")
+        p.add_argument("containers", nargs="+")
+        p.set_defaults(func=fn)
+
+    p = sub.add_parser("inspect", help="containers or images, as JSON")
+    p.add_argument("--type", choices=("container", "image"),
+                   help="only this kind (default: a container by that name, else an image)")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(func=inspect_cmd)
 
     p = sub.add_parser("kill", help="send a signal to containers")
     p.add_argument("-s", "--signal", default="KILL")

@@ -1,4 +1,4 @@
-"""``edu images``, ``history``, ``inspect``, ``tag``, ``rmi``, ``image prune``, ``save``,
+"""``edu images``, ``history``, ``image inspect``, ``tag``, ``rmi``, ``image prune``, ``save``,
 ``load`` and ``bootstrap``: the image store, printed the way Docker prints it.
 
 The store's modules are imported inside the handlers: building the parser must stay cheap,
@@ -110,28 +110,29 @@ def history_cmd(args) -> int:
     return 0
 
 
+def image_json(store: Store, img: Image) -> dict:
+    """``docker image inspect``'s fields for one image, in Docker's order."""
+    cfg = img.config
+    return {
+        "Id": img.id,
+        "RepoTags": img.familiar_tags(),
+        "ManifestDigest": img.manifest_digest,
+        "Created": img.created,
+        "Author": cfg.get("author", ""),
+        "Architecture": cfg.get("architecture", ""),
+        "Os": cfg.get("os", ""),
+        "Config": cfg.get("config", {}),
+        "Size": img.size,
+        "RootFS": {"Type": "layers", "Layers": img.diff_ids},
+        "LayerDirs": [str(p) for p in store.lowerdirs(img)],
+        "History": cfg.get("history", []),
+    }
+
+
 def inspect_cmd(args) -> int:
-    """``edu inspect``: the image and its config as JSON, with Docker's field names."""
+    """``edu image inspect``: the image and its config as JSON, with Docker's field names."""
     store = _store()
-    out = []
-    for ref in args.images:
-        img = _get(store, ref)
-        cfg = img.config
-        out.append({
-            "Id": img.id,
-            "RepoTags": img.familiar_tags(),
-            "ManifestDigest": img.manifest_digest,
-            "Created": img.created,
-            "Author": cfg.get("author", ""),
-            "Architecture": cfg.get("architecture", ""),
-            "Os": cfg.get("os", ""),
-            "Config": cfg.get("config", {}),
-            "Size": img.size,
-            "RootFS": {"Type": "layers", "Layers": img.diff_ids},
-            "LayerDirs": [str(p) for p in store.lowerdirs(img)],
-            "History": cfg.get("history", []),
-        })
-    print(json.dumps(out, indent=4))
+    print(json.dumps([image_json(store, _get(store, ref)) for ref in args.images], indent=4))
     return 0
 
 
@@ -234,10 +235,6 @@ def register(sub) -> None:
     p.add_argument("--no-trunc", action="store_true")
     p.add_argument("image")
     p.set_defaults(func=history_cmd)
-
-    p = sub.add_parser("inspect", help="an image's config as JSON")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.set_defaults(func=inspect_cmd)
 
     p = sub.add_parser("tag", help="give an image another name")
     p.add_argument("source")

@@ -94,8 +94,9 @@ def container_spec(args, environ=None, cwd: str = "") -> dict:
 
 def make_container(args):
     """Build a Container from parsed ``run`` flags; errors become sentences."""
-    from edu_runtime.container import Container, cleanup_stale
+    from edu_runtime.container import Container
     from edu_runtime.images.store import StoreError
+    from edu_runtime.life.control import cleanup_stale
     from edu_runtime.life.states import InvalidTransition
     from edu_runtime.steps import StepError
 
@@ -110,7 +111,7 @@ def make_container(args):
 
 def run_supervised(args) -> int:
     """``-d`` and ``-t``: the supervisor owns the container; attach unless detached."""
-    from edu_runtime.container import cleanup_stale
+    from edu_runtime.life.control import cleanup_stale
 
     client = supervisor_client()
 
@@ -309,7 +310,7 @@ def step_cmd(args) -> int:
 
 def prune_cmd(args) -> int:
     """``edu prune``: remove exited containers and whatever killed runs left behind."""
-    from edu_runtime.container import prune
+    from edu_runtime.life.control import prune
 
     removed = prune()
     print("Deleted Containers:" if removed else "Nothing to remove")

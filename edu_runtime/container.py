@@ -13,7 +13,8 @@ pivot_root, exec). When ``execve`` succeeds, the child's end of the socket close
 
 Teardown is the applied steps undone in reverse, on success, error, KeyboardInterrupt and
 SIGTERM alike. A container whose ``edu`` process was SIGKILLed is found by the next
-``edu`` command (``cleanup_stale``) from its record under the state directory.
+``edu`` command (``life.control.cleanup_stale``) from its record under the state
+directory.
 
 Introduced in notebooks/05-run.
 """
@@ -23,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -44,7 +44,7 @@ from . import (
     seccomp,
 )
 from . import volumes as volumes_mod
-from .life import health, states
+from .life import control, health, states
 from .networks import registry as net_registry
 from .networks import steps as net
 from .steps import HOST, Step, StepError, StepRecord, Trace, channel, now, recv, send
@@ -435,6 +435,8 @@ class Container:
             publish=mappings, aliases=aliases, healthcheck=check)
         volumes_mod.check(self.config.volume_specs)
         self.paths = Paths(paths.state_dir() / "containers" / self.id)
+        # Made before (edu create, an earlier run): a start that fails must not delete it.
+        self._made_before = container_id is not None and self.paths.record.exists()
         self.lowerdirs = self.store.lowerdirs(img)
         self.observe = observe
         self.trace = Trace(self.id, self.config.image_name, argv)
@@ -588,6 +590,100 @@ class Container:
         """Send a signal to the container's PID 1."""
         if self._ctx and self._ctx.pid:
             os.kill(self._ctx.pid, sig)
+        elif self._ctx is None and self.paths.record.exists():  # started elsewhere
+            control.kill(self.id, sig)
+
+    # ---- a container that exists: Docker's verbs, on its record (life/control.py) ----------
+
+    def create(self, restart: str = "no") -> Container:
+        """``docker create``: its record in state created, its image pinned; nothing runs."""
+        from .images.store import StoreError
+
+        policy, colon, retries = restart.partition(":")
+        if policy not in ("no", "always", "on-failure") or colon and (
+                policy != "on-failure" or not retries.isdigit()):
+            raise StepError("create", f"invalid restart policy {restart!r}: use no, "
+                            "on-failure[:N] (N a number of retries) or always")
+        try:
+            self.store.pin(self.id, self.image.diff_ids)
+        except StoreError as exc:
+            raise StepError("create", str(exc)) from None
+        self.paths.upper.mkdir(parents=True, exist_ok=True)  # its writable layer, until rm
+        self.spec["name"] = self.config.name  # `edu start` keeps it, not a new random one
+        self._write_record(states.CREATED, Context(self))
+        states.update(self.id, restart=restart, restart_count=0)
+        return self
+
+    def stop(self, timeout: float = 10) -> None:
+        """``docker stop``: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        control.stop(self.id, timeout, reap=self._reap)
+
+    def restart(self, timeout: float = 10) -> None:
+        """``docker restart``: stop, then start again, detached, owned by the supervisor."""
+        control.restart(self.id, timeout, reap=self._reap)
+
+    def remove(self, force: bool = False, volumes: bool = False) -> None:
+        """``docker rm``: delete it and its writable layer (a running one only with force)."""
+        control.remove(self.id, force=force, volumes=volumes, reap=self._reap)
+
+    def pause(self) -> None:
+        """``docker pause``: freeze every process of the container."""
+        control.pause(self.id)
+
+    def unpause(self) -> None:
+        """``docker unpause``."""
+        control.unpause(self.id)
+
+    def logs(self, follow: bool = False, tail: int | None = None) -> Iterator[tuple[str, str]]:
+        """``docker logs``: (stream, text) per line a supervised container printed."""
+        return control.logs(self.id, follow=follow, tail=tail)
+
+    def exec(self, argv: list[str], *, user: str | None = None,
+             env: dict[str, str] | None = None, workdir: str | None = None
+             ) -> control.ExecResult:
+        """``docker exec``: run ``argv`` inside; (exit_code, output) once it has exited."""
+        return control.exec_run(self.id, argv, user=user, env=env, workdir=workdir)
+
+    def inspect(self) -> dict[str, Any]:
+        """``docker inspect``: Docker's fields, from the container's record."""
+        return control.inspect(self.id)
+
+    @property
+    def status(self) -> str:
+        """created, running, paused or exited, as its record says (else as last known)."""
+        try:
+            status = json.loads(self.paths.record.read_text())["status"]
+        except (AttributeError, OSError, ValueError, KeyError):
+            return self._status
+        return states.CREATED if status == "creating" else status
+
+    @status.setter
+    def status(self, value: str) -> None:
+        self._status = value
+
+    @classmethod
+    def list(cls, all: bool = False) -> list[Container]:
+        """``docker ps [-a]``: handles on the running containers (every one with ``all``)."""
+        return [cls.get(rec["id"]) for rec in control.ls(all)]
+
+    @classmethod
+    def get(cls, ref: str) -> Container:
+        """A handle on an existing container (name, id or id prefix), made from its spec."""
+        rec = control.find(ref)
+        c = cls(**control.start_spec(rec), container_id=rec["id"])
+        c.created = rec.get("created") or c.created
+        return c
+
+    def _reap(self) -> None:
+        """Reap PID 1 if it has exited and this process forked it (nobody else can)."""
+        if self._ctx is None or not self._ctx.pid:
+            return
+        try:
+            pid, status = os.waitpid(self._ctx.pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid:
+            self.exited(status)
 
     @property
     def pid(self) -> int:
@@ -646,11 +742,14 @@ class Container:
         self.exit_code = exit_code
         self.finished = time.time()
         self.status = "exited"
-        if exit_code is None:  # a start that failed: no anonymous volume of ours survives it
+        # A start that failed undoes the container, unless it was made before: then, as
+        # Docker keeps a container whose `docker start` failed, its layer and volumes stay.
+        undo = exit_code is None and not self._made_before
+        if undo:  # no anonymous volume of ours survives it
             volumes_mod.remove_anonymous(self.config.volumes, self.id)
         self.trace.exit = {"code": exit_code, "oom_killed": self.oom_killed}
-        if self.config.remove or exit_code is None:
-            remove_dir(self.paths.dir)
+        if self.config.remove or undo:
+            control.remove_dir(self.paths.dir)
             self.store.unpin(self.id)
         elif self._ctx is not None:
             self._ctx.pid = 0
@@ -694,123 +793,3 @@ def _safe_observe(step: Step, ctx: Context) -> dict[str, Any]:
         return step.observe(ctx)
     except Exception as exc:  # noqa: BLE001 - an observation must never break a run
         return {"error": repr(exc)}
-
-
-def remove_dir(path: Path) -> None:
-    """Delete a container's directory, overlay work dirs included (they may be mode 000).
-
-    The container wrote this tree, so it may hold symlinks to anywhere (`ln -s / x`): only
-    real directories are made writable, through an O_NOFOLLOW fd, never a path that a link
-    could redirect onto the host.
-    """
-    if not path.exists():
-        return
-    for dirpath, dirnames, _ in os.walk(path):
-        for d in dirnames:
-            try:
-                fd = os.open(os.path.join(dirpath, d),
-                             os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError:
-                continue  # a symlink (ELOOP/ENOTDIR), or gone: nothing to make writable
-            try:
-                os.fchmod(fd, 0o700)
-            finally:
-                os.close(fd)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def cleanup_stale(store=None) -> list[str]:
-    """Containers whose ``edu`` process died (SIGKILL): kill, un-cgroup and remove them.
-
-    Called by every container command, so nothing a killed ``edu run`` left lingers.
-    """
-    base = paths.state_dir() / "containers"
-    if not base.is_dir():
-        return []
-    cleaned = []
-    boot = kernel.boot_id()
-    for rec_path in base.glob("*/state.json"):
-        try:
-            rec = json.loads(rec_path.read_text())
-        except (OSError, ValueError):
-            continue
-        if rec["status"] not in ("creating", "running"):
-            continue
-        owner_alive = rec["boot_id"] == boot and kernel.pid_alive(rec["owner"])
-        if owner_alive:
-            continue
-        # By id, not by the record's paths: an `edu` killed mid-start may have made the
-        # cgroup after it last wrote its record.
-        try:
-            cg = cgroups.driver().open(rec["id"])
-            cg.kill()
-            cg.remove()
-        except cgroups.CgroupError:
-            pass
-        if rec.get("pid") and rec["boot_id"] == boot:
-            try:
-                os.kill(rec["pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if rec.get("remove") or rec["status"] == "creating":
-            remove_dir(rec_path.parent)
-            if store is not None:
-                store.unpin(rec["id"])
-        else:
-            rec.update(status="exited", exit_code=137, pid=0, finished=time.time())
-            rec_path.write_text(json.dumps(rec, indent=1))
-        cleaned.append(rec["id"])
-    cleaned += _orphan_cgroups({p.name for p in base.iterdir()})
-    # Then their addresses, veths and rules (it reads the records just made exited).
-    from . import networks
-
-    networks.cleanup_stale()
-    return cleaned
-
-
-def _orphan_cgroups(known: set[str], min_age: float = 60.0) -> list[str]:
-    """Empty container cgroups that no record explains (an older edu's leftovers).
-
-    Only empty ones, and only after a minute: a cgroup a concurrent `edu` has just made
-    (it writes its record first, but may keep it in another state directory) is left be.
-    """
-    try:
-        driver = cgroups.driver()
-    except cgroups.CgroupError:
-        return []
-    gone = []
-    for name in driver.names():
-        if name in known:
-            continue
-        cg = driver.open(name)
-        try:
-            made = min(p.stat().st_mtime for p in cg.paths().values() if p.exists())
-        except ValueError:
-            continue
-        if time.time() - made > min_age and not cg.pids():
-            try:
-                cg.remove()
-                gone.append(name)
-            except cgroups.CgroupError:
-                pass
-    return gone
-
-
-def prune(store=None) -> list[str]:
-    """``edu prune``: clean up after killed ``edu`` processes, then remove every exited
-    container (its upper dir included) and release its image layers."""
-    from .images.store import Store
-
-    store = store or Store()
-    removed = cleanup_stale(store)
-    base = paths.state_dir() / "containers"
-    for rec_path in sorted(base.glob("*/state.json")) if base.is_dir() else []:
-        try:
-            rec = json.loads(rec_path.read_text())
-        except (OSError, ValueError):
-            rec = {"id": rec_path.parent.name, "status": "exited"}
-        if rec.get("status") == "exited":
-            remove_dir(rec_path.parent)
-            store.unpin(rec["id"])
-            removed.append(rec["id"])
-    return sorted(set(removed))

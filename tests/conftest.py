@@ -28,6 +28,18 @@ def need(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def wait_for(pred, timeout: float = 10.0) -> bool:
+    """Poll ``pred`` until it is true (True) or ``timeout`` seconds have passed (False)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 @pytest.fixture
 def root():
     """The test needs root (CI runs as root)."""

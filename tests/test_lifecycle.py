@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import need
+from conftest import need, wait_for
 
 from edu_runtime import paths
 from edu_runtime.kernel import pid_alive
@@ -47,15 +47,6 @@ def edu(python):
 
 def status(name: str) -> dict:
     return states.find(name)
-
-
-def wait_for(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_detached_ps_logs_stop_rm(edu):

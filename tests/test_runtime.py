@@ -412,7 +412,7 @@ def test_removing_a_container_never_follows_its_symlinks(busybox, tmp_path):
     before = (os.stat("/").st_mode, outside.stat().st_mode)
     c = Container(busybox, ["sh", "-c", f"mkdir /d; ln -s / /d/root; ln -s {outside} /d/o"])
     assert c.run() == 0
-    from edu_runtime.container import remove_dir
+    from edu_runtime.life.control import remove_dir
 
     remove_dir(c.paths.dir)
     assert (os.stat("/").st_mode, outside.stat().st_mode) == before

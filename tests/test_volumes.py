@@ -16,8 +16,9 @@ import pytest
 from conftest import need, running
 
 from edu_runtime import container, mounts, paths, volumes
-from edu_runtime.container import Container, remove_dir
+from edu_runtime.container import Container
 from edu_runtime.life import enter
+from edu_runtime.life.control import remove_dir
 from edu_runtime.life.cp import CopyError, copy_from, copy_to, split_arg
 from edu_runtime.safepath import ensure_in_root, open_in_root
 from edu_runtime.volumes import VolumeError, parse
@@ -436,7 +437,7 @@ def test_an_images_volume_is_an_anonymous_volume(busybox, no_leaks, wired):
         assert (data / "written").read_text() == "new\n" and (data / "passwd").exists()
     finally:
         volumes.remove_anonymous(c.config.volumes, c.id)
-        container.remove_dir(c.paths.dir)
+        remove_dir(c.paths.dir)
     assert {v["Name"] for v in volumes.ls()} == before
     code, _ = run(img, ["true"])  # --rm: the anonymous volume goes with the container
     assert code == 0 and {v["Name"] for v in volumes.ls()} == before

@@ -137,14 +137,14 @@ def test_kill_9_mid_start_on_the_bridge_is_cleaned_by_the_next_command(edu, pyth
     script = tmp_path / "killed.py"
     script.write_text(
         "import os, signal\n"
-        "from edu_runtime.networks import nat\n"
+        "from edu_runtime.networks import steps\n"
         "from edu_runtime.container import Container\n"
-        "real = nat.Nat.apply\n"
+        "real = steps.Nat.apply\n"
         "def apply(self, ctx):\n"
         "    real(self, ctx)\n"
         "    print(ctx.container_id, flush=True)\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
-        "nat.Nat.apply = apply\n"
+        "steps.Nat.apply = apply\n"
         "Container('busybox', ['sleep', '60'], publish=['80'], remove=True).run()\n")
     out = subprocess.run([python, str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == -9

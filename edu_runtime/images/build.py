@@ -621,7 +621,8 @@ class Builder:
 
     def _run_container(self, state: State, argv: list[str], args_env: list[str]
                        ) -> tuple[str, str, str] | None:
-        from edu_runtime.container import Container, remove_dir
+        from edu_runtime.container import Container
+        from edu_runtime.life.control import remove_dir
         from edu_runtime.steps import StepError
 
         env = dict(item.partition("=")[::2] for item in args_env)

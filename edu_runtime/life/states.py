@@ -45,9 +45,19 @@ VERBS = {PAUSED: "pause", RUNNING: "start", EXITED: "stop"}
 class InvalidTransition(Exception):
     """A lifecycle command that the container's current state does not allow."""
 
+    exit_code = 1  # the docker CLI's for a refusal (`docker pause` of an exited container)
+
+
+class NameInUse(InvalidTransition):
+    """A name another container has: Docker's conflict, which docker run exits 125 for."""
+
+    exit_code = 125
+
 
 class NoSuchContainer(LookupError):
     """No container has that name or id."""
+
+    exit_code = 1
 
 
 class InvalidName(ValueError):
@@ -211,7 +221,7 @@ def check_name(name: str, own_id: str = "") -> str:
     name = valid_name(name)
     for r in records():
         if r.get("name") == name and r.get("id") != own_id:
-            raise InvalidTransition(
+            raise NameInUse(
                 f'the container name "/{name}" is already in use by container {r["id"]}. '
                 "You have to remove (or rename) that container to be able to reuse that name.")
     return name

@@ -152,6 +152,8 @@ class Supervisor:
                     conn.close()
                 else:  # answered when the container exits
                     self.waiters.setdefault(req["id"], []).append((conn, _reply_json))
+            elif op == "start":
+                self._start_again(conn, req["id"])
             elif op == "kill":
                 sup = next((s for s in self.by_pid.values()
                             if s.container.id == req["id"]), None)
@@ -215,7 +217,7 @@ class Supervisor:
                 **self.exit_info.get(container_id, {})}
 
     def _run(self, conn, req) -> None:
-        from ..container import cleanup_stale
+        from .control import cleanup_stale
 
         cleanup_stale()  # what killed `edu` processes left, before anything new is made
         sup = Supervised(req["spec"], req.get("tty", False), req.get("restart", "no"),
@@ -242,6 +244,31 @@ class Supervisor:
             self.waiters.setdefault(cid, []).append((conn, _reply_json))
         else:
             conn.close()
+
+    def _start_again(self, conn, container_id: str) -> None:
+        """``docker start``: a created or exited container is made again from its record's
+        spec, with its id (so its writable layer), and supervised as a detached one."""
+        from . import control
+
+        control.cleanup_stale()
+        rec = states.find(container_id)
+        try:  # checked here too: two `edu start` at once must not make it twice
+            control.startable(rec)
+        except states.InvalidTransition as exc:
+            _reply(conn, error=str(exc), code=exc.exit_code, invalid=True)
+            conn.close()
+            return
+        states.update(rec["id"], stopping=False)  # `edu stop` held off its restart policy
+        sup = Supervised(control.start_spec(rec), rec.get("tty", False),
+                         rec.get("restart") or "no")
+        try:
+            self._start(sup, False, container_id=rec["id"])
+        except Exception as exc:  # its record keeps why, for inspect's State.Error
+            states.update(rec["id"], error=str(exc), exit_code=getattr(exc, "exit_code", 125))
+            raise
+        states.update(rec["id"], created=rec["created"], error="")  # made once, started often
+        _reply(conn, id=rec["id"], name=sup.container.config.name, pid=sup.container.pid)
+        conn.close()
 
     def _start(self, sup: Supervised, interactive: bool, container_id: str | None = None,
                passed: list[int] | None = None):

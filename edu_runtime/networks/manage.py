@@ -43,8 +43,8 @@ def rm(name: str) -> None:
 def cleanup_stale(alive: set[str] | None = None) -> dict[str, list[str]]:
     """Remove the leases, nft rules and veths of containers not in ``alive``.
 
-    ``alive`` defaults to ``registry.alive_ids()``; run ``container.cleanup_stale()`` first, so a
-    container whose ``edu`` was SIGKILLed is already marked exited. Returns what went:
+    ``alive`` defaults to ``registry.alive_ids()``; run ``life.control.cleanup_stale()``
+    first, so a container whose ``edu`` was SIGKILLed is already marked exited. Returns what went:
     ``{"leases": [ids], "rules": [ids], "links": [names]}``.
     """
     if not registry.base().is_dir():  # no network was ever used: nothing to look for, and fast
