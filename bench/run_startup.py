@@ -8,10 +8,15 @@ busybox rootfs with no network:
   warm supervisor (started by the first run, as dockerd is already running for docker);
 - `runc run` of an OCI bundle whose rootfs is a copy of the same layer;
 - `docker run --rm --network none` of the same image, loaded into dockerd from edu's store;
-- `Container(...).run()` from this warm process (what a notebook cell does);
+- `Container(...).run()` from this warm process, forking here (the runtime's own start, in
+  the process that forks);
+- `Container(...).run()` as a notebook does it: a threaded process never forks, so the
+  supervisor makes the container (``fork_here=False``, what a Jupyter kernel gets);
 - `unshare -fpmuin --mount-proc /bin/true`, the kernel's floor for "new namespaces".
 
-It also prints where one edu run's time goes (the step timeline from its Trace).
+It also prints where one edu run's time goes (the step timeline from its Trace), and the
+round trip of a notebook's stepper: from Next to the step's record, less the step's own
+time (the cost of stepping through a helper).
 
     .venv/bin/python bench/run_startup.py [--runs 20]
 """
@@ -47,6 +52,29 @@ def runc_bundle(store: Store, image, where: Path) -> Path:
     spec["process"]["terminal"] = False
     (bundle / "config.json").write_text(json.dumps(spec))
     return bundle
+
+
+def stepper_round_trip(store: Store, runs: int) -> dict:
+    """A notebook's stepper (through the supervisor, on the default bridge): per step, the
+    time from ``advance()`` to its record, less the step's own time; median over all."""
+    import statistics
+
+    trips = []
+    for _ in range(max(1, runs // 4)):
+        c = Container("busybox", ["true"], store=store, remove=True, fork_here=False)
+        stepper = c.steps()
+        while stepper.upcoming is not None:
+            t = time.perf_counter()
+            rec = stepper.advance()
+            trips.append(time.perf_counter() - t - (rec.end - rec.start))
+        c.wait()
+    ms = sorted(x * 1e3 for x in trips)
+    out = {"median_ms": statistics.median(ms), "p90_ms": ms[int(len(ms) * 0.9)],
+           "steps": len(ms)}
+    print(f"\na notebook stepper's round trip, less the step itself: median "
+          f"{out['median_ms']:.1f} ms, p90 {out['p90_ms']:.1f} ms over {len(ms)} steps "
+          "(goal: median <= 50 ms)")
+    return out
 
 
 def main() -> None:
@@ -91,11 +119,19 @@ def main() -> None:
             os.dup2(devnull, 1)
             try:
                 t = time.perf_counter()
-                Container(image, ["true"], store=store, remove=True, network="none").run()
+                Container(image, ["true"], store=store, remove=True, network="none",
+                          fork_here=True).run()
                 return time.perf_counter() - t
             finally:
                 os.dup2(saved, 1)
         contenders["Container().run() in-process"] = in_process
+
+        def notebook() -> float:
+            t = time.perf_counter()
+            Container("busybox", ["true"], store=store, remove=True, network="none",
+                      fork_here=False).run()
+            return time.perf_counter() - t
+        contenders["Container().run() from a notebook"] = notebook
         contenders["unshare -fpmuin"] = timed(["unshare", "-fpmuin", "--mount-proc",
                                                "/bin/true"])
         times = alternate(contenders, args.runs, desc="container start-up")
@@ -104,10 +140,15 @@ def main() -> None:
         if "docker run (bridge)" in times:
             report("on the default bridge", {k: times[k] for k in (
                 "edu run (CLI, bridge)", "docker run (bridge)")}, baseline="docker run (bridge)")
+        notebook_vs_cli = report("a notebook's container against edu run", {
+            k: times[k] for k in ("Container().run() from a notebook", "edu run (CLI)")},
+            baseline="edu run (CLI)")
         inproc = report("in-process against unshare", {
             k: times[k] for k in ("Container().run() in-process", "unshare -fpmuin")},
             baseline="unshare -fpmuin")
-        c = Container(image, ["true"], store=store, remove=True, network="none")
+        trip = stepper_round_trip(store, args.runs)
+        c = Container(image, ["true"], store=store, remove=True, network="none",
+                      fork_here=True)
         os.dup2(devnull, 1)
         try:
             c.run()
@@ -116,6 +157,7 @@ def main() -> None:
         print("\nwhere one in-process start goes (Trace):")
         print(c.trace.timeline())
         out = save("run_startup", {"vs_peers": result, "in_process": inproc,
+                                   "notebook": notebook_vs_cli, "stepper": trip,
                                    "trace": c.trace.to_dict()})
         print(f"saved {out}")
     finally:

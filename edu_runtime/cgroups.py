@@ -625,8 +625,10 @@ class Driver:
         """Every container cgroup under the parent, in any hierarchy, sorted."""
         found = set()
         for parent in self.parent_paths().values():
-            if parent.is_dir():
+            try:  # the last container out may remove the parent while we look
                 found.update(p.name for p in parent.iterdir() if p.is_dir())
+            except FileNotFoundError:
+                pass
         return sorted(found)
 
     def find_stale(self, alive: set[str]) -> list[str]:

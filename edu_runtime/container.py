@@ -158,6 +158,7 @@ class Fork(Step):
     def apply(self, ctx) -> None:
         """Fork; the child enters ``_child_main`` and never returns."""
         host_end, child_end = channel()
+        kernel.note("fork")
         pid = os.fork()
         if pid == 0:
             host_end.close()
@@ -362,7 +363,8 @@ class Container:
                  pid: str | None = None, ipc: str | None = None, uts: str | None = None,
                  remove: bool = False, observe: bool = False,
                  stdio: tuple[int, int, int] | None = None, container_id: str | None = None,
-                 tty: bool = False, init: bool = False, volumes: list[str] | None = None):
+                 tty: bool = False, init: bool = False, volumes: list[str] | None = None,
+                 fork_here: bool | None = None):
         from .images.store import Store
 
         # What this container was made with, JSON-ready: kept in its record, so that
@@ -374,7 +376,7 @@ class Container:
             publish=publish, publish_all=publish_all, cap_add=cap_add, cap_drop=cap_drop,
             aliases=aliases, healthcheck=healthcheck,
             seccomp=seccomp, no_new_privs=no_new_privs, read_only=read_only, pid=pid,
-            ipc=ipc, uts=uts, remove=remove, tty=tty, init=init, volumes=volumes).items()
+            ipc=ipc, uts=uts, remove=remove, init=init, volumes=volumes).items()
             if v is not None}
         self.store = store or Store()
         img = image if hasattr(image, "config") else self.store.get(image)
@@ -439,6 +441,11 @@ class Container:
         self._made_before = container_id is not None and self.paths.record.exists()
         self.lowerdirs = self.store.lowerdirs(img)
         self.observe = observe
+        # Who forks the container: this process, unless it is threaded (a Jupyter kernel),
+        # where a fork could inherit another thread's lock; then the supervisor or the
+        # user's own helper does (life/remote.py).
+        self.fork_here = kernel.single_threaded() if fork_here is None else fork_here
+        self.remote_pid = 0  # PID 1, when a helper forked it
         self.trace = Trace(self.id, self.config.image_name, argv)
         self.status = "created"
         self.created = time.time()
@@ -495,7 +502,9 @@ class Container:
                 send(ctx.sock, go=ctx.steps.index(step))
                 self._await_child(step, ctx, rec)
         except BaseException as exc:
-            kernel.record_syscalls(False)
+            calls = kernel.record_syscalls(False)  # what a failed host step did get done
+            if step.side == HOST:
+                rec.syscalls = calls
             rec.end, rec.error = now(), str(exc) or type(exc).__name__
             self.trace.steps.append(rec)
             raise
@@ -547,16 +556,30 @@ class Container:
 
     def start(self) -> Container:
         """Run the whole plan; returns when the command is running."""
+        if not self.fork_here:
+            from .life import remote
+
+            remote.start(self)
+            return self
         Stepper(self).run_rest()
         return self
 
     def steps(self) -> Stepper:
         """A stepper over the same plan: one step per ``advance()``, observed before/after."""
         self.observe = True
+        if not self.fork_here:
+            from .life import remote
+
+            return remote.RemoteStepper(self)
         return Stepper(self)
 
     def wait(self) -> int:
-        """Wait for the command to exit; tear down; return Docker's exit code."""
+        """Wait for the command to exit; tear down; return Docker's exit code. (Made by a
+        helper, the container's output is copied to sys.stdout and sys.stderr meanwhile.)"""
+        if not self.fork_here:
+            from .life import remote
+
+            return remote.wait(self)
         try:
             _, status = _waitpid(self._ctx.pid)
         except BaseException:
@@ -588,6 +611,11 @@ class Container:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send a signal to the container's PID 1."""
+        if not self.fork_here:
+            from .life import remote
+
+            remote.kill(self, sig)
+            return
         if self._ctx and self._ctx.pid:
             os.kill(self._ctx.pid, sig)
         elif self._ctx is None and self.paths.record.exists():  # started elsewhere
@@ -688,7 +716,14 @@ class Container:
     @property
     def pid(self) -> int:
         """The container's PID 1 as the host sees it (0 when not running)."""
-        return self._ctx.pid if self._ctx else 0
+        if self._ctx is not None:  # forked here
+            return self._ctx.pid
+        if self.remote_pid:  # forked by a helper for us
+            return self.remote_pid
+        try:  # a handle on a container started elsewhere (get): its record's
+            return int(json.loads(self.paths.record.read_text()).get("pid") or 0)
+        except (OSError, ValueError):
+            return 0
 
     @property
     def cgroup(self):

@@ -408,6 +408,15 @@ def start_time(pid: int) -> str:
     return fields[19] if len(fields) > 19 and fields[0] not in "ZX" else ""
 
 
+def single_threaded() -> bool:
+    """True if this process has one thread: only then may it fork a container (a child of
+    a threaded process can inherit a lock another thread held, and hang on it)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
 def pid_alive(pid: int, started: str | None = None) -> bool:
     """True if ``pid`` runs (a zombie has exited already) and, when ``started`` is given,
     is still the process that started then, not a later one given the same pid. The one

@@ -175,3 +175,22 @@ def test_vm_compare_and_lessons_use_only_public_names():
            for use in private_uses(path, own)]
     bad += [use for path in sorted((REPO / "lessons").glob("*.py")) for use in private_uses(path)]
     assert bad == []
+
+
+def test_importing_the_public_face_costs_nothing():
+    """``import edu_runtime`` adds only itself: ``edu run`` pays for every import."""
+    import subprocess
+    import sys
+
+    code = ("import sys; before = set(sys.modules); import edu_runtime; "
+            "print(sorted(set(sys.modules) - before))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, check=True)
+    assert out.stdout.strip() == "['edu_runtime']"
+    face = ("from edu_runtime import Container, Stepper, Trace, images, networks, volumes; "
+            "print(Container.__name__, Stepper.__name__, Trace.__name__, networks.create.__name__,"
+            " volumes.__name__, images.__name__)")
+    out = subprocess.run([sys.executable, "-c", face], capture_output=True, text=True,
+                         cwd=REPO, check=True)
+    assert out.stdout.split() == ["Container", "Stepper", "Trace", "create", "edu_runtime.volumes",
+                                  "edu_runtime.images"]

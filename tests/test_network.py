@@ -31,6 +31,7 @@ from conftest import REPO, need
 
 from edu_runtime import kernel, networks
 from edu_runtime.networks import bridge, nat, registry
+from edu_runtime.networks import steps as net
 from edu_runtime.steps import StepError
 
 OUT_HOST, OUT_PEER, OUT_NET = "10.79.255.1", "10.79.255.2", "10.79.255.0/30"
@@ -85,7 +86,7 @@ class Started:
                                    endpoint=None, ports=[], port_holds=[])
         self.applied = []
         try:
-            for step in (nat.ReservePorts(), bridge.Bridge(), bridge.Veth(), nat.Nat()):
+            for step in (net.ReservePorts(), net.Bridge(), net.Veth(), net.Nat()):
                 if step.enabled(self.ctx):
                     self.applied.append(step)
                     step.apply(self.ctx)

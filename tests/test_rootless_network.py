@@ -82,7 +82,9 @@ def learner(student):
     """The session's student, with busybox in their own store."""
     need(shutil.which("pasta") is not None, "pasta (Debian's passt) is needed rootless")
     ok(student.edu("bootstrap", "busybox", timeout=120))
-    return student
+    yield student
+    # The student's supervisor (started by -d runs) idles for 30 s: end it with the module.
+    student.run([student.python, "-c", "from edu_runtime.life import client; client.shutdown()"])
 
 
 @pytest.fixture

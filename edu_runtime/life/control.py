@@ -314,8 +314,17 @@ def exec_run(ref: str, argv: list[str], *, user: str | None = None,
     # A file, not a pipe: nobody would read a pipe while exec_in waits, and a command that
     # prints more than a pipe holds would block for ever.
     with tempfile.TemporaryFile() as out:
-        code = exec_in(rec, list(argv), user=user, env=env, workdir=workdir,
-                       stdout=out.fileno(), stderr=out.fileno())
+        if kernel.single_threaded():
+            code = exec_in(rec, list(argv), user=user, env=env, workdir=workdir,
+                           stdout=out.fileno(), stderr=out.fileno())
+        else:  # a threaded caller (a notebook) never forks: a new, single-threaded Python
+            import subprocess  # does (fork + exec at once is safe from threads)
+            import sys
+
+            request = json.dumps({"id": rec["id"], "argv": list(argv), "user": user,
+                                  "env": env, "workdir": workdir})
+            code = subprocess.run([sys.executable, "-m", "edu_runtime.life.enter", request],
+                                  stdout=out, stderr=out, stdin=subprocess.DEVNULL).returncode
         out.seek(0)
         return ExecResult(code, out.read().decode(errors="replace"))
 

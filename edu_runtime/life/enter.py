@@ -481,3 +481,26 @@ def _relay(master: int, stdin: int | None, stdout: int) -> None:
     finally:
         if saved is not None:
             termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+
+
+def _main(request: str) -> int:
+    """``python -m edu_runtime.life.enter JSON``: ``exec_in`` for a threaded caller (a
+    notebook), which must not fork into a container itself. JSON holds the record's id and
+    exec_in's arguments; the command's streams are ours; we exit with its code."""
+    import sys
+
+    from .states import find
+
+    req = json.loads(request)
+    try:
+        return exec_in(find(req["id"]), req["argv"], user=req.get("user"), env=req.get("env"),
+                       workdir=req.get("workdir"))
+    except ExecError as exc:
+        print(f"edu: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1]))

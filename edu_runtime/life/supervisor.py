@@ -36,6 +36,7 @@ import struct
 import sys
 import termios
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ from typing import Any
 from .. import kernel, networks, paths
 from . import checker, client, states
 
-IDLE_EXIT = 30.0  # seconds idle before exiting: long enough to stay warm between runs
+#: Seconds idle before exiting: long enough to stay warm between runs (tests shorten it).
+IDLE_EXIT = float(os.environ.get("EDU_SUPERVISOR_IDLE", "30"))
 
 
 class Supervised:
@@ -64,6 +66,16 @@ class Supervised:
         return self.container.paths.dir / "container.log"
 
 
+@dataclass
+class Stepping:
+    """A stepper a notebook holds open: the container so far, and its streams."""
+
+    sup: Supervised
+    stepper: Any
+    ours: dict[int, str]
+    theirs: list[int]
+
+
 class Supervisor:
     """The event loop: requests, container output, SIGCHLD, idle exit."""
 
@@ -78,6 +90,7 @@ class Supervisor:
         self.exit_codes: dict[str, int] = {}  # for `wait` after an attached run ends
         self.exit_info: dict[str, dict[str, Any]] = {}
         self.waiters: dict[str, list[tuple[socket.socket, Any]]] = {}  # and how to answer
+        self.steppers: dict[socket.socket, Stepping] = {}  # open steppers, by connection
 
     # ---- start-up -------------------------------------------------------------------------
 
@@ -106,10 +119,12 @@ class Supervisor:
                 self._reap()
                 self.checks.tick(s.container for s in self.by_pid.values())
                 if self.stopping:
+                    for conn in list(self.steppers):  # half-made containers are undone
+                        self._step_close(conn, abort=True)
                     if not self.by_pid:
                         break
                     continue
-                if self.by_pid:
+                if self.by_pid or self.steppers:  # a stepper may idle for minutes
                     self.last_busy = time.monotonic()
                 elif time.monotonic() - self.last_busy > IDLE_EXIT:
                     break
@@ -143,6 +158,8 @@ class Supervisor:
             op = req.get("op")
             if op == "run":
                 self._run(conn, req)
+            elif op == "step-open":
+                self._step_open(conn, req)
             elif op == "attach":
                 self._attach(conn, req["id"], early)
             elif op == "wait":
@@ -224,7 +241,8 @@ class Supervisor:
                          req.get("size"))
         sup.trace = req.get("trace", False)
         try:
-            self._start(sup, req.get("interactive", False), passed=req["_fds"] or None)
+            self._start(sup, req.get("interactive", False), container_id=req.get("id"),
+                        passed=req["_fds"] or None)
         finally:
             for fd in req["_fds"]:
                 os.close(fd)
@@ -237,7 +255,8 @@ class Supervisor:
             conn.sendall(f"started {cid}\n".encode())
             self.waiters.setdefault(cid, []).append((conn, _plain_exit(req.get("memory"))))
             return
-        _reply(conn, id=cid, name=sup.container.config.name)
+        _reply(conn, id=cid, name=sup.container.config.name, pid=sup.container.pid,
+               trace=sup.container.trace.to_dict())
         if req.get("attach"):
             self._attach(conn, cid)
         elif req.get("wait"):  # the exit code follows on this connection
@@ -274,51 +293,134 @@ class Supervisor:
                passed: list[int] | None = None):
         from ..container import Container
 
-        if passed:  # a foreground `edu run`: the container writes straight to its terminal
-            stdio = tuple(passed[:3])
-            ours = {}
-            theirs = []
-        elif sup.tty:
-            master, slave = os.openpty()
-            if sup.size:
-                fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *sup.size, 0, 0))
-            stdio = (slave, slave, slave)
-            ours = {master: "stdout"}
-            sup.stdin_fd = master
-            theirs = [slave]
-        else:
-            out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
-            if interactive:
-                in_r, in_w = os.pipe()
-                sup.stdin_fd = in_w
-            else:
-                in_r = os.open(os.devnull, os.O_RDONLY)
-            stdio = (in_r, out_w, err_w)
-            ours = {out_r: "stdout", err_r: "stderr"}
-            theirs = [in_r, out_w, err_w]
+        stdio, ours, theirs = self._streams(sup, interactive, passed)
         try:
-            c = Container(**sup.spec, stdio=stdio, container_id=container_id, tty=sup.tty)
+            c = Container(**sup.spec, stdio=stdio, container_id=container_id, tty=sup.tty,
+                          fork_here=True)
             c.start()
         except BaseException:
             for fd in theirs + list(ours):
                 os.close(fd)
             raise
         finally:
-            for fd in theirs:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            _close_quietly(theirs)
+        self._adopt(sup, c, ours)
+
+    def _streams(self, sup: Supervised, interactive: bool, passed: list[int] | None = None):
+        """The container's stdin, stdout and stderr: (its three fds, ours to read from
+        {fd: stream}, its ends to close once it has them)."""
+        if passed:  # a foreground `edu run`: the container writes straight to its terminal
+            return tuple(passed[:3]), {}, []
+        if sup.tty:
+            master, slave = os.openpty()
+            if sup.size:
+                fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *sup.size, 0, 0))
+            sup.stdin_fd = master
+            return (slave, slave, slave), {master: "stdout"}, [slave]
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        if interactive:
+            in_r, in_w = os.pipe()
+            sup.stdin_fd = in_w
+        else:
+            in_r = os.open(os.devnull, os.O_RDONLY)
+        return (in_r, out_w, err_w), {out_r: "stdout", err_r: "stderr"}, [in_r, out_w, err_w]
+
+    def _adopt(self, sup: Supervised, c, ours: dict[int, str]) -> None:
+        """A started container is ours from now on: reaped, logged, restarted if asked."""
         sup.container = c
+        sup.spec = {**sup.spec, "name": c.config.name}  # a restart keeps its generated name
         states.update(c.id, owner=os.getpid(), restart=sup.restart, tty=sup.tty,
-                         restart_count=sup.restarts)
+                      restart_count=sup.restarts)
         self.by_pid[c.pid] = sup
         for fd, stream in ours.items():
             os.set_blocking(fd, False)
             sup.fds[fd] = stream
             self.by_fd[fd] = sup
             self.sel.register(fd, selectors.EVENT_READ, ("output", sup))
+
+    # ---- stepping on behalf of a notebook -------------------------------------------------
+    #
+    # A Jupyter kernel is a threaded process, and a child forked from one may inherit a lock
+    # another thread held at that moment (the logging lock, stdout's): it hangs, for ever.
+    # So a notebook's containers are made here, by this single-threaded process, and a
+    # stepper is a conversation on one connection: "step-open" makes the container and
+    # answers with its plan, each "next" applies one step and answers with its record, and
+    # when the command runs the container is supervised like any detached one. If the
+    # connection ends first (the kernel died, or was restarted), the container is torn down
+    # at once: nothing half-made outlives its notebook.
+
+    def _step_open(self, conn, req) -> None:
+        from ..container import Container
+
+        sup = Supervised(req["spec"], False, req.get("restart", "no"))
+        passed = req.get("_fds") or None  # the notebook's own streams, if it chose them
+        stdio, ours, theirs = self._streams(sup, False, passed)
+        theirs = theirs or list(passed or [])  # our copies: closed once the child has them
+        try:
+            c = Container(**req["spec"], stdio=stdio, container_id=req.get("id"),
+                          fork_here=True)
+            stepper = c.steps()
+        except BaseException:
+            _close_quietly(theirs + list(ours))
+            raise
+        self.steppers[conn] = Stepping(sup, stepper, ours, theirs)
+        steps = stepper.ctx.steps
+        _reply(conn, id=c.id, name=c.config.name,
+               plan=[{"name": st.name, "side": st.side, "explain": st.explain,
+                      "lesson": st.lesson} for st in steps])
+        self.sel.register(conn, selectors.EVENT_READ, ("stepper", None))
+
+    def _on_stepper(self, conn, _) -> None:
+        stepping = self.steppers[conn]
+        try:
+            line = client.readline(conn)
+        except OSError:
+            line = ""
+        if not line:  # the notebook is gone: undo what was applied, now
+            self._step_close(conn, abort=True)
+            return
+        op = json.loads(line).get("op")
+        stepper = stepping.stepper
+        try:
+            if op == "abort":
+                self._step_close(conn, abort=True, answer={"aborted": True})
+                return
+            records = []
+            while stepper.upcoming is not None:
+                records.append(stepper.advance().to_dict())
+                if op == "next":
+                    break
+        except Exception as exc:  # noqa: BLE001 - the step's sentence goes to the notebook
+            self._step_close(conn, abort=False, answer={
+                "error": str(exc), "code": getattr(exc, "exit_code", 125), "records": []})
+            return
+        c = stepper.container
+        done = stepper.upcoming is None
+        if done:  # the command runs: from now on an ordinary supervised container
+            _close_quietly(stepping.theirs)
+            stepping.theirs = []
+            self._adopt(stepping.sup, c, stepping.ours)
+        _reply(conn, records=records, index=stepper.index, pid=c.pid, done=done)
+        if done:
+            self._step_close(conn, abort=False)
+
+    def _step_close(self, conn, abort: bool, answer: dict | None = None) -> None:
+        stepping = self.steppers.pop(conn)
+        if abort or answer is not None and "error" in answer:
+            if abort:
+                stepping.stepper.abort()
+            _close_quietly(stepping.theirs + list(stepping.ours))
+        if answer is not None:
+            try:
+                _reply(conn, **answer)
+            except OSError:
+                pass
+        try:
+            self.sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
 
     def _attach(self, conn, container_id: str, early: bytes = b"") -> None:
         sup = next((s for s in self.by_pid.values() if s.container.id == container_id), None)
@@ -472,6 +574,14 @@ class Supervisor:
         if policy == "on-failure" and code != 0:
             return not limit or sup.restarts < int(limit) + (1 if again else 0)
         return False
+
+
+def _close_quietly(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _read_request(conn: socket.socket) -> tuple[bytes, list[int]]:
