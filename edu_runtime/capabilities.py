@@ -8,7 +8,7 @@ with the host's own bounding set: a process cannot give what it does not have (r
 this project's machines lacks CAP_SYS_RESOURCE, which is why `docker run --privileged`
 fails there).
 
-Introduced in notebooks/08-security.
+Introduced in notebooks/10-limits-and-security.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class Capabilities(Step):
 
     name = "capabilities"
     side = CHILD
-    lesson = "notebooks/08-security"
+    lesson = "notebooks/10-limits-and-security"
     explain = (
         "Root inside a container is uid 0 to the kernel, so its powers are cut down here: "
         "every capability outside Docker's 14 defaults (adjusted by --cap-add and --cap-drop, "

@@ -36,7 +36,7 @@ Choices, and why:
   own ("no internal processes"), so a delegated cgroup that still holds the lab's processes
   gives a driver without limits, with the reason in ``Driver.missing``.
 
-Introduced in notebooks/00-start-here (doctor); the limits are taught in notebooks/04-cgroups.
+Introduced in notebooks/00-start-here (doctor); the limits are taught in notebooks/06-step-by-step.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class Limits:
     """A container's limits; ``None`` means no limit (``docker run`` without the flag).
 
     ``memory`` is in bytes, ``pids`` counts tasks, ``cpus`` is a number of CPUs of time per
-    CFS period. Introduced in notebooks/04-cgroups.
+    CFS period. Introduced in notebooks/06-step-by-step.
     """
 
     memory: int | None = None
@@ -314,7 +314,7 @@ class Cgroup:
     """One container's cgroup: a directory in each hierarchy it belongs to.
 
     ``dirs`` maps a hierarchy to the directory: a v1 controller name (``memory``, ``pids``,
-    ``cpu``, ``freezer``) or ``unified`` for the v2 tree. Introduced in notebooks/04-cgroups.
+    ``cpu``, ``freezer``) or ``unified`` for the v2 tree. Introduced in notebooks/06-step-by-step.
     """
 
     version = 0
@@ -728,7 +728,7 @@ def driver(found: list[Hierarchy] | None = None, root: Path = Path("/"),
 
     Raises ``CgroupUnavailable`` when no cgroup can be made at all; then the runtime runs
     containers without limits and says why. ``root`` prefixes every path, for tests.
-    Introduced in notebooks/04-cgroups.
+    Introduced in notebooks/06-step-by-step.
     """
     found = hierarchies(root=root) if found is None else found
     uid = os.geteuid() if uid is None else uid
@@ -787,7 +787,7 @@ class CgroupStep(Step):
 
     name = "cgroup"
     side = HOST
-    lesson = "notebooks/04-cgroups"
+    lesson = "notebooks/06-step-by-step"
     explain = (
         "The host makes a cgroup for the container (a directory in the cgroup filesystem), "
         "writes the limits into its files (memory, pids, cpu quota) and, on cgroup v2, moves "
@@ -825,7 +825,7 @@ class JoinCgroup(Step):
 
     name = "cgroup join"
     side = CHILD
-    lesson = "notebooks/04-cgroups"
+    lesson = "notebooks/06-step-by-step"
     explain = (
         "The child moves itself into the cgroup the host just made: `echo 0 > tasks` in "
         "each v1 hierarchy (0 means 'me'). Moving *another* process (writing its pid) takes "

@@ -16,7 +16,7 @@ SIGTERM alike. A container whose ``edu`` process was SIGKILLed is found by the n
 ``edu`` command (``life.control.cleanup_stale``) from its record under the state
 directory.
 
-Introduced in notebooks/05-run.
+Introduced in notebooks/07-run-it.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ class Fork(Step):
 
     name = "fork"
     side = HOST
-    lesson = "notebooks/05-run"
+    lesson = "notebooks/07-run-it"
     explain = (
         "A container starts as an ordinary process: the host forks a child that shares "
         "everything with it (same namespaces, same root, same cgroup) and waits on a socket "

@@ -1,5 +1,5 @@
 """The container's hostname: one field of the UTS namespace. Introduced in
-notebooks/02-namespaces."""
+notebooks/06-step-by-step."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class Hostname(Step):
 
     name = "hostname"
     side = CHILD
-    lesson = "notebooks/02-namespaces"
+    lesson = "notebooks/06-step-by-step"
     explain = (
         "The container gets its own name with sethostname(). Only its UTS namespace sees "
         "it: the host's hostname does not change. Docker uses the first 12 hex digits of the "

@@ -548,7 +548,7 @@ def set_link_up(name: str) -> None:
                                                            flags | _IFF_UP))
 
 
-# ---- seccomp: install a syscall filter (notebooks/08-security) -----------------------------
+# ---- seccomp: install a syscall filter (notebooks/10-limits-and-security) -----------------------------
 # Appended for edu_runtime/seccomp.py, which compiles Docker's profile into the BPF program
 # these functions install. prctl(PR_SET_SECCOMP) is used rather than seccomp(2) because glibc
 # wraps prctl on every architecture, while seccomp(2) would need a per-arch syscall number.
@@ -622,7 +622,7 @@ def libseccomp_version() -> str:
 # ---- end of the seccomp section ------------------------------------------------------------
 
 
-# ---- detached mounts: fsopen, fsconfig, fsmount (edu cp, notebooks/05-run) -----------------
+# ---- detached mounts: fsopen, fsconfig, fsmount (edu cp, notebooks/07-run-it) -----------------
 # Appended for edu_runtime/copy.py, which reads and writes a *stopped* container's files
 # through its overlay. mount(2) would attach that overlay somewhere in a mount namespace,
 # where it could outlive a crash of ours; the new mount API (Linux 5.2) builds a mount that

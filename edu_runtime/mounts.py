@@ -7,7 +7,7 @@ mounts inside its mount namespace, so they vanish with it. *Special filesystems*
 fresh /proc (for the new pid namespace), a read-only /sys, and a minimal /dev into the new
 root, and hides the host files Docker hides (masked and read-only paths).
 
-Introduced in notebooks/03-images (the filesystem) and notebooks/08-security (masked paths).
+Introduced in notebooks/04-images (the filesystem) and notebooks/10-limits-and-security (masked paths).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Propagation(Step):
 
     name = "propagation"
     side = CHILD
-    lesson = "notebooks/03-images"
+    lesson = "notebooks/04-images"
     explain = (
         "The new mount namespace starts as a copy of the host's, and on most hosts '/' is a "
         "*shared* mount: a mount made under it would propagate back to the host. So before "
@@ -78,7 +78,7 @@ class SpecialFilesystems(Step):
 
     name = "special mounts"
     side = CHILD
-    lesson = "notebooks/03-images"
+    lesson = "notebooks/04-images"
     explain = (
         "Programs expect /proc, /sys and /dev. The child mounts a new proc filesystem (it "
         "shows only the processes of the new pid namespace), sysfs read-only, and a tmpfs on "

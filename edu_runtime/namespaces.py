@@ -7,7 +7,7 @@ where it is, and only its *next child* is born inside, as PID 1. So the child th
 forks once more and exits; the grandchild, PID 1 of the new namespace, carries on. Our host
 process is a subreaper (PR_SET_CHILD_SUBREAPER), so it adopts that grandchild and can reap it.
 
-Introduced in notebooks/02-namespaces.
+Introduced in notebooks/06-step-by-step.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Namespaces(Step):
 
     name = "namespaces"
     side = CHILD
-    lesson = "notebooks/02-namespaces"
+    lesson = "notebooks/06-step-by-step"
     explain = (
         "The child calls unshare() to get new mount, UTS, IPC, network, cgroup and pid "
         "namespaces (and, rootless, a user namespace: a new one, or on a network the one your "
@@ -97,7 +97,7 @@ class IdMaps(Step):
 
     name = "id maps"
     side = HOST
-    lesson = "notebooks/02-namespaces"
+    lesson = "notebooks/06-step-by-step"
     explain = (
         "In a new user namespace, the child starts as 'nobody' until someone writes its "
         "uid_map and gid_map. The host writes one line to each: uid 0 inside is your own uid "

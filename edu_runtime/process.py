@@ -6,7 +6,7 @@ environment is the image's Env plus -e, and the command is found on the containe
 ``execve`` replaces the Python child with the program, keeping its pid (1), namespaces,
 cgroup, capabilities and seccomp filter: that is what makes it "in a container".
 
-Introduced in notebooks/05-run.
+Introduced in notebooks/07-run-it.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class Exec(Step):
 
     name = "exec"
     side = CHILD
-    lesson = "notebooks/05-run"
+    lesson = "notebooks/07-run-it"
     explain = (
         "Finally the child becomes the program: it switches to the image's user (looked up "
         "in the image's /etc/passwd), changes to the working directory, and calls execve() "
@@ -191,7 +191,7 @@ class Init(Step):
 
     name = "init"
     side = CHILD
-    lesson = "notebooks/05-run"
+    lesson = "notebooks/07-run-it"
     explain = (
         "PID 1 is special: the kernel delivers it no signal it has not asked for, so a shell "
         "as PID 1 ignores `edu stop`'s SIGTERM and must be SIGKILLed after the timeout, and "

@@ -10,7 +10,7 @@ Then ``pivot_root`` swaps the container's root with the host's and the old root 
 Unlike ``chroot``, which only changes where path lookup starts (and is escaped by a process
 that keeps a directory open), pivot_root leaves no path back to the host's files.
 
-Introduced in notebooks/03-images.
+Introduced in notebooks/04-images.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class RootFS(Step):
 
     name = "rootfs"
     side = CHILD
-    lesson = "notebooks/03-images"
+    lesson = "notebooks/04-images"
     explain = (
         "overlayfs stacks the image's layers (read-only, shared with every other container "
         "using them) under an upper directory that belongs to this container alone. Every "
@@ -96,7 +96,7 @@ class PivotRoot(Step):
 
     name = "pivot_root"
     side = CHILD
-    lesson = "notebooks/03-images"
+    lesson = "notebooks/04-images"
     explain = (
         "pivot_root() makes the overlay the root of this mount namespace and puts the old "
         "root (the host's whole filesystem) on top of it, where the child immediately "

@@ -31,7 +31,7 @@ keeps the entries that apply to these capabilities, this architecture and this k
 ``load`` installs the result through ``kernel.py``. Compiling takes milliseconds and imports
 pyseccomp, so ``default_filter`` caches the BPF on disk, and ``edu run`` only reads a file.
 
-Introduced in notebooks/08-security.
+Introduced in notebooks/10-limits-and-security.
 """
 
 from __future__ import annotations
@@ -461,7 +461,7 @@ class Seccomp(Step):
 
     name = "seccomp"
     side = CHILD
-    lesson = "notebooks/08-security"
+    lesson = "notebooks/10-limits-and-security"
     explain = (
         "A seccomp filter is a small BPF program the kernel runs on every system call the "
         "process makes. Docker's default is an allowlist of about 350 calls; everything else "

@@ -33,7 +33,7 @@ Choices, and why:
 - As with ``docker run -v``, a missing bind-mount source directory is created on the host
   (``docker run --mount`` would refuse), and ``Mount.note`` says so.
 
-Introduced in notebooks/07-node-app.
+Introduced in notebooks/09-node-app.
 """
 
 from __future__ import annotations
@@ -334,7 +334,7 @@ class Volumes(Step):
 
     name = "volumes"
     side = CHILD
-    lesson = "notebooks/07-node-app"
+    lesson = "notebooks/09-node-app"
     explain = (
         "Files written in a container go to its own upper directory, which is deleted with "
         "it. A volume is a directory kept outside: a named one under the runtime's state "

@@ -15,6 +15,12 @@ from pathlib import Path
 
 import pytest
 
+# numpy's BLAS starts a pool of native threads when it is imported (matplotlib imports it),
+# and a threaded process never forks a container itself (life/remote.py): keep the test
+# process single-threaded, so the tests that fork here keep doing so.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -65,6 +71,25 @@ def _host_fingerprint() -> dict[str, tuple[int, int, int]]:
         except OSError:
             pass
     return out
+
+
+@pytest.fixture(autouse=True)
+def leaves_no_thread():
+    """A test leaves no thread running: the test process must stay single-threaded, or the
+    containers later tests start here would be made by the supervisor instead."""
+    before = set(os.listdir("/proc/self/task"))
+    yield
+    left = set(os.listdir("/proc/self/task")) - before
+    for _ in range(50):  # a thread that was told to stop may need a moment to end
+        if not left:
+            return
+        import time
+
+        time.sleep(0.02)
+        left &= set(os.listdir("/proc/self/task"))
+    import threading
+
+    assert not left, f"the test left {len(left)} thread(s) running: {threading.enumerate()}"
 
 
 @pytest.fixture(scope="session", autouse=True)

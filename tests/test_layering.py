@@ -194,3 +194,23 @@ def test_importing_the_public_face_costs_nothing():
                          cwd=REPO, check=True)
     assert out.stdout.split() == ["Container", "Stepper", "Trace", "create", "edu_runtime.volumes",
                                   "edu_runtime.images"]
+
+
+#: The course map (../shared/DESIGN.md): one numbering for notebooks and every backlink.
+COURSE = ["00-start-here", "01-containers-vs-vms", "02-why-containers", "03-installing",
+          "04-images", "05-dockerfile", "06-step-by-step", "07-run-it", "08-web-app",
+          "09-node-app", "10-limits-and-security"]
+
+
+def test_every_backlink_names_a_lesson_of_the_course_map():
+    import re
+
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            for name in re.findall(r"notebooks/(\d\d-[a-z0-9-]+)", path.read_text()):
+                found.setdefault(name, path.relative_to(REPO))
+    assert found and {n: p for n, p in found.items() if n not in COURSE} == {}
+    # Notebooks that exist carry the map's names too, each paired with its lesson file.
+    for nb in (REPO / "notebooks").glob("*.ipynb"):
+        assert nb.stem in COURSE and (REPO / "lessons" / f"{nb.stem}.py").exists()

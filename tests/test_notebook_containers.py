@@ -34,9 +34,10 @@ BUSY_THREADS = textwrap.dedent("""
     def print_a_lot():  # takes and leaves stderr's lock, as a kernel's output thread does
         while not stop.is_set():
             print("", end="", file=sys.stderr, flush=True)
-    def spin():
+    def spin():  # busy, as a kernel's threads are, without starving the rest of the GIL
         while not stop.is_set():
             sum(range(1000))
+            time.sleep(0.001)
     threads = [threading.Thread(target=f, daemon=True)
                for f in (hold_logging_lock, print_a_lot, *[spin] * 6)]
     for t in threads:

@@ -27,7 +27,7 @@ a refused archive leaves the store exactly as it was.
 ``save`` writes to a temp file (or dir) beside the target and renames it at the end: a save
 that fails half-way leaves no half-written archive that a later ``docker load`` might trust.
 
-Introduced in notebooks/03-images.
+Introduced in notebooks/04-images.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ is what the official Docker images do, done in the open:
 Every image says where it came from in ``io.edu.provenance.*`` labels. ``bootstrap`` does no
 work when the image is already there with the same provenance.
 
-Introduced in notebooks/03-images.
+Introduced in notebooks/04-images.
 """
 
 from __future__ import annotations

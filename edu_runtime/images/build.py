@@ -32,7 +32,7 @@ uses (its base images, its cache hits, the layers it has made so far) belongs to
 until it ends, so the build holds all of it in a store *lease* (see store.py), which garbage
 collection respects for as long as the building process lives.
 
-Introduced in notebooks/04-dockerfile.
+Introduced in notebooks/05-dockerfile.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ are worth seeing, and this module does each the way Docker 20.10 (with a current
   mode, size, type and bytes: not its modification time (touching a file keeps the cache, a
   chmod does not) and not its owner (the context is sent as root). :func:`checksum` is that.
 
-Introduced in notebooks/04-dockerfile.
+Introduced in notebooks/05-dockerfile.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ MAX_LINKS = 255
 class ContextError(Exception):
     """A build context or a COPY source is not usable; the message says why and the fix.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
 
 
@@ -52,7 +52,7 @@ class ContextError(Exception):
 def read_dockerignore(context_dir: Path) -> list[str]:
     """The patterns of ``context_dir/.dockerignore`` as Docker reads them ([] without one).
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     path = Path(context_dir) / DOCKERIGNORE
     try:
@@ -65,7 +65,7 @@ def read_dockerignore(context_dir: Path) -> list[str]:
 def parse_dockerignore(text: str) -> list[str]:
     """Docker's ignorefile.ReadAll: comments (# in column 0) and blanks dropped, paths cleaned.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     patterns = []
     for number, line in enumerate(text.split("\n")):
@@ -91,7 +91,7 @@ def parse_dockerignore(text: str) -> list[str]:
 def go_clean(path: str) -> str:
     """Go's filepath.Clean: "." for empty, no ./ or //, .. resolved lexically.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     if path == "":
         return "."
@@ -193,7 +193,7 @@ class _Pattern:
 class IgnoreMatcher:
     """The .dockerignore patterns: does a path (slash-separated, relative) stay out?
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
 
     def __init__(self, patterns: Iterable[str]):
@@ -263,7 +263,7 @@ class Entry:
     ``implicit`` marks a directory that was not sent itself (it is ignored) but holds a sent
     file: the builder makes it, root-owned with mode 0755.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
 
     rel: str
@@ -277,7 +277,7 @@ class Entry:
 def list_context(context_dir: Path, dockerfile: str = "Dockerfile") -> dict[str, Entry]:
     """The context as COPY sees it, after .dockerignore: relative path -> Entry, sorted.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     root = Path(context_dir)
     if not root.is_dir():
@@ -361,7 +361,7 @@ class Source:
     copied). ``name`` is the last component of the source as written, which Docker uses when
     the destination is a directory.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
 
     rel: str
@@ -373,7 +373,7 @@ class Source:
 def has_wildcards(source: str) -> bool:
     """Whether a COPY source is a pattern (``*``, ``?`` or ``[``, not escaped with a backslash).
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     i = 0
     while i < len(source):
@@ -393,7 +393,7 @@ def resolve_sources(context_dir: Path, srcs: Iterable[str], *, instruction: str 
     Wildcards match what the context holds after .dockerignore; a path outside the context
     (``..``) is refused, and so is one that is not there, with the path named.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     root = Path(context_dir)
     if entries is None:
@@ -494,7 +494,7 @@ def go_match(pattern: str, name: str) -> bool:
     """Go's filepath.Match: ``*`` and ``?`` stop at /, ``[a-z]`` and ``[^a]`` classes,
     ``\\`` escapes. A malformed pattern raises ValueError.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     return bool(_go_pattern_regex(pattern).fullmatch(name))
 
@@ -560,7 +560,7 @@ def checksum(*items: Source | str | os.PathLike) -> str:
     Stable across runs and machines: modification times and owners are left out, as Docker's
     classic builder leaves them out of its cache key. A directory counts as its sorted tree.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     h = hashlib.sha256()
     for item in items:

@@ -24,7 +24,7 @@ and friends are errors; ``RUN --mount`` and ``COPY --chmod`` are read but need B
 Every behaviour here was checked against ``docker build`` (tests/test_dockerfile.py names the
 cases). Where Docker's own message is terse, ours keeps its words first and adds the fix.
 
-Introduced in notebooks/04-dockerfile.
+Introduced in notebooks/05-dockerfile.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ _BOM = "\ufeff"
 class DockerfileError(Exception):
     """A Dockerfile cannot be parsed or expanded; the message says what is wrong and the fix.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
 
     def __init__(self, message: str, line: int | None = None):
@@ -97,7 +97,7 @@ class Instruction:
     ``Step N/M :``. ``next`` is ONBUILD's trigger, or HEALTHCHECK's CMD (``None`` for
     ``HEALTHCHECK NONE``, whose ``args`` are ``["NONE"]``).
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
 
     cmd: str
@@ -119,7 +119,7 @@ class Instruction:
 def parse(text: str, warnings: list[str] | None = None) -> list[Instruction]:
     """Parse a whole Dockerfile; ``warnings`` collects Docker's warnings (empty continuations).
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     if text == "" or text == _BOM:
         raise DockerfileError("the Dockerfile is empty: start it with FROM IMAGE")
@@ -131,7 +131,7 @@ def parse(text: str, warnings: list[str] | None = None) -> list[Instruction]:
 def parse_trigger(expression: str) -> Instruction:
     """Parse one ONBUILD trigger as the child build does when it runs it.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     instructions = _parse_text(expression, None)
     if len(instructions) != 1:
@@ -678,7 +678,7 @@ def healthcheck(inst: Instruction) -> dict:
     Durations left out are 0 here (and left out of the dict); the image gets them from the one
     below through :func:`merge_healthcheck`.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     if inst.args[:1] == ["NONE"] or not inst.args:
         return {"Test": ["NONE"]}
@@ -716,7 +716,7 @@ def merge_healthcheck(new: dict, below: dict | None) -> dict:
     Docker's commit merges the two, field by field, so ``HEALTHCHECK NONE`` over an image with
     ``--interval=10s`` keeps ``Interval`` (tests/dockerfiles/healthcheck shows it).
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     if not below:
         return dict(new)
@@ -754,7 +754,7 @@ def _check_stages(instructions: list[Instruction]) -> None:
 def substitutes(cmd: str) -> bool:
     """Whether Docker substitutes variables in ``cmd``'s arguments.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     return cmd.upper() in SUBSTITUTED
 
@@ -762,7 +762,7 @@ def substitutes(cmd: str) -> bool:
 def expand(word: str, env: dict[str, str], escape: str = DEFAULT_ESCAPE) -> str:
     """Substitute variables in ``word`` and remove its quotes: Docker's ProcessWord.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     return _Lexer(word, env, escape).run()[0]
 
@@ -770,7 +770,7 @@ def expand(word: str, env: dict[str, str], escape: str = DEFAULT_ESCAPE) -> str:
 def expand_words(text: str, env: dict[str, str], escape: str = DEFAULT_ESCAPE) -> list[str]:
     """Substitute, then split into words (quotes keep spaces): Docker's ProcessWords.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     return _Lexer(text, env, escape).run()[1]
 
@@ -783,7 +783,7 @@ def expand_instruction(inst: Instruction, env: dict[str, str]) -> Instruction:
     ARG sees ``env`` as it was before the instruction: ``ENV A=1 B=$A`` does not see the new A.
     COPY --from is not substituted, --chown is.
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     def word(text: str) -> str:
         try:
@@ -1032,7 +1032,7 @@ def expose_ports(specs: list[str]) -> list[str]:
     ``80`` is ``80/tcp``; ``8000-8002/udp`` is three keys; ``8080:80`` and ``127.0.0.1:8080:80``
     expose 80 (the host part is checked, then ignored, as Docker does).
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     ports: set[str] = set()
     for spec in specs:
@@ -1113,7 +1113,7 @@ _DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)([^0-9.]*)")
 def duration_ns(text: str) -> int:
     """Go's time.ParseDuration in nanoseconds: "30s", "1m30s", "1.5h", "250ms".
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     quoted = _go_quote(text)
     rest = text
@@ -1165,7 +1165,7 @@ def stop_signal(raw: str) -> int:
     A number is taken as it is (except 0); a name may have ``SIG`` or not, in any case.
     The config keeps the text as written; this is only the check (and what ``stop`` sends).
 
-    Introduced in notebooks/04-dockerfile.
+    Introduced in notebooks/05-dockerfile.
     """
     try:
         number = _go_parse_int(raw, bits=64)

@@ -30,7 +30,7 @@ Both directions hash as they stream, so nobody reads a layer twice: ``digest`` i
 of the blob as stored (usually gzip) and ``diff_id`` that of the tar inside, which is what an
 image config lists.
 
-Introduced in notebooks/03-images.
+Introduced in notebooks/04-images.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ registry because its first component has a ``:`` (a port), a ``.`` (a domain) or
 ``localhost``; ``name@sha256:...`` pins content instead of a tag. The grammar is Docker's
 (distribution/reference), so a name that Docker refuses is refused here with the reason.
 
-Introduced in notebooks/03-images.
+Introduced in notebooks/04-images.
 """
 
 from __future__ import annotations

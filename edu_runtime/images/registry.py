@@ -28,7 +28,7 @@ requests and ``edu`` pays every import at start-up. What the code does is what D
 A pull downloads into the store's staging dir and adds the image in one store transaction, so a
 pull that fails half-way (a digest mismatch, a dropped connection) leaves the store as it was.
 
-Introduced in notebooks/03-images.
+Introduced in notebooks/04-images.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ found or renamed into place, so there is no moment at which GC could take it awa
 names its process by pid *and* start time: a SIGKILLed builder's lease is recognised as
 stale (and deleted) by the next GC, even once its pid has been given to another process.
 
-Introduced in notebooks/03-images.
+Introduced in notebooks/04-images.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Kept apart from ``supervisor`` so that a command talking to the supervisor imports only
 this: a socket, JSON and the paths. ``edu run`` on a bridge network is such a command: the
-warm supervisor does the work, and this process only waits (see notebooks/05-run).
+warm supervisor does the work, and this process only waits (see notebooks/07-run-it).
 
 The protocol is one JSON line per request on a unix stream socket, with file descriptors
 passed alongside (SCM_RIGHTS) when a container should use the caller's terminal. Answers
@@ -80,15 +80,20 @@ def send(s: socket.socket, msg: dict[str, Any], fds: list[int] | None = None) ->
 
 
 def readline(s: socket.socket) -> str:
-    """One line from the supervisor ('' if it closed the connection). Byte by byte: the
-    next answer, or an attached container's output, may follow in the same segment, and
-    must stay in the socket for whoever reads next."""
+    """One line from the supervisor ('' if it closed the connection). Only the line is
+    taken: the next answer, or an attached container's output, may follow in the same
+    segment, and must stay in the socket for whoever reads next. So the line's end is
+    found with a peek, and exactly that much is read (not a byte per call: in a busy
+    threaded process each call waits its turn for the GIL)."""
     data = b""
-    while not data.endswith(b"\n"):
-        chunk = s.recv(1)
+    while True:
+        chunk = s.recv(65536, socket.MSG_PEEK)
         if not chunk:
             break
-        data += chunk
+        end = chunk.find(b"\n")
+        data += s.recv(len(chunk) if end < 0 else end + 1)
+        if end >= 0:
+            break
     return data.decode()
 
 

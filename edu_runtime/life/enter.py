@@ -31,7 +31,7 @@ What exec does not get: our file descriptors. Everything but stdin, stdout and s
 closed before execve, because a host directory fd that leaks into a container is a way out
 of it (runc's CVE-2024-21626).
 
-Introduced in notebooks/05-run.
+Introduced in notebooks/07-run-it.
 """
 
 from __future__ import annotations
@@ -40,12 +40,10 @@ import errno
 import fcntl
 import json
 import os
-import select
 import signal
 import socket
 import termios
 import threading
-import tty as _tty
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -447,40 +445,17 @@ def _install_stdio(stdio: tuple[int, int, int]) -> None:
 # ---- -t: copy bytes between our side and the container's terminal --------------------------
 
 def _relay(master: int, stdin: int | None, stdout: int) -> None:
-    """Copy the terminal's output to ``stdout`` (and ``stdin`` to it) until it closes."""
-    saved = None
+    """Copy the terminal's output to ``stdout`` (and ``stdin`` to it) until it closes; the
+    pty gets the size of our terminal first."""
+    from .pty import relay
+
     if stdin is not None and os.isatty(stdin):
         try:
             size = fcntl.ioctl(stdin, termios.TIOCGWINSZ, b"\0" * 8)
             fcntl.ioctl(master, termios.TIOCSWINSZ, size)
         except OSError:
             pass
-        saved = termios.tcgetattr(stdin)
-        _tty.setraw(stdin)
-    try:
-        watch = [master] + ([stdin] if stdin is not None else [])
-        while True:
-            ready, _, _ = select.select(watch, [], [])
-            if master in ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError as exc:  # EIO: every holder of the terminal's end exited
-                    if exc.errno != errno.EIO:
-                        raise
-                    data = b""
-                if not data:
-                    return
-                while data:
-                    data = data[os.write(stdout, data):]
-            if stdin is not None and stdin in ready:
-                data = os.read(stdin, 65536)
-                if data:
-                    os.write(master, data)
-                else:
-                    watch.remove(stdin)
-    finally:
-        if saved is not None:
-            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+    relay(master, stdin, stdout)
 
 
 def _main(request: str) -> int:

@@ -9,7 +9,7 @@ Records live in ``state_dir()/containers/<id>/state.json``; every ``edu`` comman
 directly, so ``edu ps`` needs no daemon. Names follow Docker: unique, chosen by ``--name`` or
 generated as adjective_scientist.
 
-Introduced in notebooks/05-run.
+Introduced in notebooks/07-run-it.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ all of them:
 The wire protocol is one JSON line per request on a unix socket; ``attach`` then turns the
 connection into a raw byte stream (output to the client, keystrokes to the container).
 
-Introduced in notebooks/05-run.
+Introduced in notebooks/07-run-it.
 """
 
 from __future__ import annotations

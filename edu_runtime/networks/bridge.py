@@ -23,7 +23,7 @@ that already runs one (a Jupyter kernel does); there the requests go to a helper
 The NAT rules that let packets leave the bridge, and reach published ports, are in ``nat``;
 the addresses and names come from ``networks``.
 
-Introduced in notebooks/06-web-app.
+Introduced in notebooks/08-web-app.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ connection's TIME_WAIT does not block us, and any later bind() fails. DNAT rewri
 connection before it could reach that socket. A UDP port is held bound, without
 SO_REUSEADDR, which for UDP would let a second socket share it.
 
-Introduced in notebooks/06-web-app.
+Introduced in notebooks/08-web-app.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ This module only reads and writes files: the kernel side lives in ``bridge`` (li
 addresses, routes) and ``nat`` (nftables), which import this module for the registry.
 Rootless, the same two run inside the user's own network namespace (``holder``).
 
-Introduced in notebooks/06-web-app.
+Introduced in notebooks/08-web-app.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 connect it. With --network none the namespace holds only the loopback device, which starts
 down; this step brings it up, as Docker does.
 
-Introduced in notebooks/06-web-app.
+Introduced in notebooks/08-web-app.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Loopback(Step):
 
     name = "loopback"
     side = CHILD
-    lesson = "notebooks/06-web-app"
+    lesson = "notebooks/08-web-app"
     explain = (
         "A new network namespace has exactly one device, the loopback 'lo', and it is down. "
         "The child brings it up (the ioctl behind `ip link set lo up`), so programs can talk "
@@ -71,7 +71,7 @@ class NameFiles(Step):
 
     name = "name files"
     side = CHILD
-    lesson = "notebooks/06-web-app"
+    lesson = "notebooks/08-web-app"
     explain = (
         "How does a container find its neighbours by name? Docker writes an /etc/hostname, "
         "/etc/hosts and /etc/resolv.conf for every container and bind-mounts them over the "
@@ -170,7 +170,7 @@ class Bridge(Step):
 
     name = "bridge"
     side = HOST
-    lesson = "notebooks/06-web-app"
+    lesson = "notebooks/08-web-app"
     explain = (
         "The host makes sure the network's bridge exists: a virtual switch in the kernel, "
         "edu0 for the default network (Docker's docker0). It gets the gateway address "
@@ -231,7 +231,7 @@ class Veth(Step):
 
     name = "veth"
     side = HOST
-    lesson = "notebooks/06-web-app"
+    lesson = "notebooks/08-web-app"
     explain = (
         "The host leases the container the network's lowest free address, then makes a veth "
         "pair: two devices joined like the ends of a cable. One end (vethXXXXXXXX) is "
@@ -302,7 +302,7 @@ class ReservePorts(Step):
 
     name = "ports"
     side = HOST
-    lesson = "notebooks/06-web-app"
+    lesson = "notebooks/08-web-app"
     explain = (
         "For each -p HOSTPORT:PORT the host binds a socket to HOSTPORT and keeps it open "
         "while the container runs, as Docker's docker-proxy does. The NAT rule added later "
@@ -344,7 +344,7 @@ class Nat(Step):
 
     name = "nat"
     side = HOST
-    lesson = "notebooks/06-web-app"
+    lesson = "notebooks/08-web-app"
     explain = (
         "The host makes sure edu's nftables table has this network's rules: masquerade, so "
         "packets from the containers leave with the host's address; forward accepts; and a "
