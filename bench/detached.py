@@ -92,7 +92,7 @@ def main() -> None:
     result = {"machine": machine()}
 
     def edu_footprint() -> int:
-        sups = procs(lambda c: "edu_runtime.life.supervisor" in c)
+        sups = procs(lambda c: "edu_cli.supervise" in c or "edu_runtime.life.supervisor" in c)
         return sum(pss_kib(p) for s in sups for p in descendants(s))
 
     names = [f"bench-edu-{i}" for i in range(args.count)]

@@ -18,9 +18,9 @@ def compare_cmd(args) -> int:
     out = Path(args.out)
     started = time.monotonic()
     try:
-        from tqdm import tqdm
+        from edu_runtime.progress import bar as progress_bar
 
-        bar = tqdm(total=None, unit="step", desc="edu compare", file=sys.stderr)
+        bar = progress_bar(total=None, unit="step", desc="edu compare", file=sys.stderr)
 
         def say(text: str) -> None:
             bar.set_postfix_str(text[:70])

@@ -21,7 +21,7 @@ The wire format (one request per connection)::
     detached <id>\\n                                                (-d)
     started <id>\\n ... exit <code>\\n <text for stderr>
 
-Introduced in notebooks/05-run.
+Introduced in notebooks/07-run-it.
 """
 
 from __future__ import annotations

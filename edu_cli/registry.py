@@ -4,7 +4,7 @@
 The registry client is imported inside the handlers, so building the parser stays cheap for
 every other command. A failed pull or push exits 1, as Docker's does.
 
-Introduced in notebooks/03-images.
+Introduced in notebooks/04-images.
 """
 
 from __future__ import annotations

@@ -548,7 +548,7 @@ def set_link_up(name: str) -> None:
                                                            flags | _IFF_UP))
 
 
-# ---- seccomp: install a syscall filter (notebooks/10-limits-and-security) -----------------------------
+# ---- seccomp: install a syscall filter (notebooks/10-limits-and-security) ----------------
 # Appended for edu_runtime/seccomp.py, which compiles Docker's profile into the BPF program
 # these functions install. prctl(PR_SET_SECCOMP) is used rather than seccomp(2) because glibc
 # wraps prctl on every architecture, while seccomp(2) would need a per-arch syscall number.

@@ -7,7 +7,8 @@ mounts inside its mount namespace, so they vanish with it. *Special filesystems*
 fresh /proc (for the new pid namespace), a read-only /sys, and a minimal /dev into the new
 root, and hides the host files Docker hides (masked and read-only paths).
 
-Introduced in notebooks/04-images (the filesystem) and notebooks/10-limits-and-security (masked paths).
+Introduced in notebooks/04-images (the filesystem) and notebooks/10-limits-and-security
+(masked paths).
 """
 
 from __future__ import annotations

@@ -214,3 +214,16 @@ def test_every_backlink_names_a_lesson_of_the_course_map():
     # Notebooks that exist carry the map's names too, each paired with its lesson file.
     for nb in (REPO / "notebooks").glob("*.ipynb"):
         assert nb.stem in COURSE and (REPO / "lessons" / f"{nb.stem}.py").exists()
+
+
+def test_context_declares_every_field_the_steps_set():
+    """Steps share one Context; each field is declared there, not added by a step."""
+    import re
+
+    ctx_src = (REPO / "edu_runtime/container.py").read_text()
+    body = ctx_src[ctx_src.index("class Context"):ctx_src.index("class Fork")]
+    declared = set(re.findall(r"self\.([a-z_]+)\s*[:=]", body))
+    assigned = set()
+    for path in (REPO / "edu_runtime").rglob("*.py"):
+        assigned |= set(re.findall(r"\bctx\.([a-z_]+)\s*=[^=]", path.read_text()))
+    assert assigned and assigned - declared == set()

@@ -263,9 +263,9 @@ def test_sigkill_of_any_edu_process_is_cleaned_by_the_next_command(learner, n1, 
         ok(learner.edu("run", "-d", "--name", "sleeper", "--network", n1, "busybox",
                        "sleep", "300"))
         _container_sleeping(learner)
-        pid = next(p for p, cmd in processes(learner.uid)
-                   if ("edu_runtime.life.supervisor" if victim == "supervisor"
-                       else "edu_runtime.networks.holder") in cmd)
+        wanted = (("edu_cli.supervise", "edu_runtime.life.supervisor") if victim == "supervisor"
+                  else ("edu_runtime.networks.holder",))
+        pid = next(p for p, cmd in processes(learner.uid) if any(w in cmd for w in wanted))
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: pid not in dict(processes(learner.uid)))  # the kill is done
         if victim == "network holder":  # the container ends with a holder that is gone

@@ -870,7 +870,7 @@ def _bar(progress: bool | None, total: int, desc: str) -> Iterator[Callable[[int
     if not progress:
         yield lambda n: None
         return
-    from tqdm.auto import tqdm  # imported only when a bar is wanted: it costs start-up time
+    from ..progress import bar
 
-    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024) as bar:
+    with bar(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024) as bar:
         yield bar.update

@@ -683,9 +683,9 @@ class _Progress:
 
     def __init__(self, image: str, phases: list[str], enabled: bool) -> None:
         if enabled:
-            from tqdm.auto import tqdm  # only when a bar is wanted: it costs start-up time
+            from ..progress import bar
 
-            self._bar = tqdm(total=len(phases), desc=f"bootstrap {image}", unit="step",
+            self._bar = bar(total=len(phases), desc=f"bootstrap {image}", unit="step",
                              leave=False)
         else:
             self._bar = _NoBar()

@@ -683,9 +683,9 @@ class Progress:
         if not self.bars:
             yield lambda n: None
             return
-        from tqdm.auto import tqdm  # only when a bar is drawn: it costs start-up time
+        from ..progress import bar
 
-        with tqdm(total=total, desc=f"{digest.removeprefix('sha256:')[:12]}: {verb}", unit="B",
+        with bar(total=total, desc=f"{digest.removeprefix('sha256:')[:12]}: {verb}", unit="B",
                   unit_scale=True, unit_divisor=1024, leave=False, file=self.out) as bar:
             yield bar.update
 

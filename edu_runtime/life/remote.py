@@ -80,7 +80,12 @@ def wait(container, out=None, err=None) -> int:
                 break
     finally:
         conn.close()
-    _copy_log(log, offset, out, err)
+    if "log" in reply:  # a removed container: its log is gone, its end is in the answer
+        tail = reply["log"].encode()
+        skip = max(0, offset - (reply.get("log_size", len(tail)) - len(tail)))
+        _print_lines(tail[skip:], out, err)
+    else:
+        _copy_log(log, offset, out, err)
     container.exit_code = reply.get("exit_code")
     container.oom_killed = bool(reply.get("oom_killed"))
     container.remote_pid = 0
@@ -97,13 +102,18 @@ def _copy_log(log, offset: int, out, err) -> int:
     except OSError:
         return offset
     end = data.rfind(b"\n") + 1  # whole lines only; the rest comes next time
-    for line in data[:end].splitlines():
+    _print_lines(data[:end], out, err)
+    return offset + end
+
+
+def _print_lines(data: bytes, out, err) -> None:
+    """Write the log lines in ``data`` (Docker's json-file format) to out or err."""
+    for line in data.splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
             continue
         (err if entry.get("stream") == "stderr" else out).write(entry.get("log", ""))
-    return offset + end
 
 
 def kill(container, sig: int) -> None:

@@ -552,6 +552,8 @@ class Supervisor:
         self.exit_info[cid] = {"oom_killed": sup.container.oom_killed,
                                "trace": sup.container.trace.timeline()
                                if getattr(sup, "trace", False) else ""}
+        if sup.spec.get("remove"):  # its log goes with it: a notebook waiting gets the end
+            self.exit_info[cid].update(_log_tail(sup.log_path))
         for waiter, answer in self.waiters.pop(cid, []):
             try:
                 answer(waiter, self._exit_reply(cid))
@@ -574,6 +576,20 @@ class Supervisor:
         if policy == "on-failure" and code != 0:
             return not limit or sup.restarts < int(limit) + (1 if again else 0)
         return False
+
+
+#: How much of a removed container's log its exit answer carries (a notebook's `run()`
+#: copies what it had not shown yet; the file itself is gone with the container).
+LOG_TAIL = 1 << 20
+
+
+def _log_tail(path: Path) -> dict[str, Any]:
+    """``{"log": the last LOG_TAIL bytes of the log, "log_size": its whole size}``."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return {}
+    return {"log": data[-LOG_TAIL:].decode(errors="replace"), "log_size": len(data)}
 
 
 def _close_quietly(fds: list[int]) -> None:
