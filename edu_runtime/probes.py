@@ -428,24 +428,30 @@ def _orphan_probe() -> dict[str, Any]:
 
 
 def facts_reaping(refresh: bool = False) -> dict[str, Any]:
-    """Zombies PID 1 already holds, or else the orphan probe (cached once per boot)."""
+    """Zombies PID 1 holds for good, or else the orphan probe (the verdict is cached once
+    per boot)."""
     cache = paths.cache_dir() / "doctor" / "reaping.json"
-    zombies = _zombies_of(1)
-    facts: dict[str, Any] = {"pid1_comm": kernel.read("/proc/1/comm"),
-                             "pid1_zombies": len(zombies), "probe": None}
-    if zombies:
-        return facts
+    comm = kernel.read("/proc/1/comm")
     if not refresh:
         try:
             cached = json.loads(cache.read_text())
             if cached.get("boot_id") == kernel.boot_id():
-                facts["probe"] = cached["probe"]
-                return facts
+                return {"pid1_comm": comm, "pid1_zombies": cached.get("pid1_zombies", 0),
+                        "probe": cached.get("probe")}
         except (OSError, ValueError, KeyError):
             pass
-    facts["probe"] = _orphan_probe()
+    zombies = set(_zombies_of(1))
+    # An init that reaps on a timer holds a fresh zombie for a moment (a daemon that just
+    # exited): only those still there after REAP_WAIT count, as for the orphan probe.
+    deadline = time.monotonic() + REAP_WAIT
+    while zombies and time.monotonic() < deadline:
+        time.sleep(0.1)
+        zombies &= set(_zombies_of(1))
+    facts: dict[str, Any] = {"pid1_comm": comm, "pid1_zombies": len(zombies),
+                             "probe": None if zombies else _orphan_probe()}
     paths.ensure(cache.parent)
-    cache.write_text(json.dumps({"boot_id": kernel.boot_id(), "probe": facts["probe"]}))
+    cache.write_text(json.dumps({"boot_id": kernel.boot_id(), "pid1_zombies": len(zombies),
+                                 "probe": facts["probe"]}))
     return facts
 
 
