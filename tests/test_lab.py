@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 from conftest import REPO
 
@@ -124,3 +125,21 @@ def test_a_terminal_in_the_lab_finds_edu_and_the_venvs_python(tmp_path):
     edu, py = re.search(r"EDU=(\S*) PY=(\S*) END", seen).groups()
     assert edu == str(REPO / ".venv/bin/edu")
     assert py == str(REPO / ".venv/bin/python")
+
+
+def test_the_lab_asks_no_news_and_checks_no_updates(tmp_path):
+    """JupyterLab's first start asks whether to fetch news, over the first lesson: `make lab`
+    answers no for the course (and an offline room has no updates to check)."""
+    import sys
+
+    setting = "@jupyterlab/apputils-extension:notification"
+    with lab_server(tmp_path) as (base, token, _):
+        with urllib.request.urlopen(f"{base}/lab/api/settings/{setting}?token={token}",
+                                    timeout=10) as r:
+            served = json.load(r)["schema"]["properties"]  # overrides apply to defaults
+    assert served["fetchNews"]["default"] == "false"
+    assert served["checkForUpdates"]["default"] is False
+    # JupyterLab's own defaults would ask (and check): the course's overrides answered.
+    shipped = json.loads((Path(sys.prefix) / "share/jupyter/lab/schemas/@jupyterlab"
+                          / "apputils-extension/notification.json").read_text())["properties"]
+    assert shipped["fetchNews"]["default"] != "false"
