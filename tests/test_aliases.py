@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import docker_reference as ref
 import pytest
 from conftest import need, snapshot
+from conftest import wait_for as poll
 
 from edu_runtime import networks
 from edu_runtime.life import states
@@ -46,12 +46,8 @@ def net(edu):
 
 
 def wait_for(pred, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
+    """conftest's poll, with the longer patience a supervisor's checks need."""
+    return poll(pred, timeout)
 
 
 def hosts_of(edu, name: str) -> list[str]:

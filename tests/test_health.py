@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import docker_reference as ref
 import pytest
 from conftest import need
+from conftest import wait_for as poll
 
 from edu_runtime.life import client, health, states
 
@@ -109,12 +109,8 @@ def edu(cli):
 
 
 def wait_for(pred, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
+    """conftest's poll, with the longer patience a supervisor's checks need."""
+    return poll(pred, timeout)
 
 
 def health_of(name: str) -> dict:
