@@ -232,28 +232,28 @@ def logs(ref: str, follow: bool = False, tail: int | str | None = None
 def _log_lines(rec: dict[str, Any], follow: bool, tail: int | None
                ) -> Iterator[tuple[str, str]]:
     path = states.base() / rec["id"] / "container.log"
-    chunk, offset = _read_lines(path, 0)
+    chunk, offset = read_lines(path, 0)
     lines = chunk.splitlines()
     if tail is not None:
         lines = lines[len(lines) - tail:] if tail else []
-    yield from _entries(lines)
+    yield from entries(lines)
     while follow:
-        chunk, offset = _read_lines(path, offset)
+        chunk, offset = read_lines(path, offset)
         if chunk:
-            yield from _entries(chunk.splitlines())
+            yield from entries(chunk.splitlines())
             continue
         try:
             ended = states.find(rec["id"]).get("status") == EXITED
         except NoSuchContainer:
             ended = True
         if ended:  # what it printed last was written before its record said so
-            chunk, offset = _read_lines(path, offset)
-            yield from _entries(chunk.splitlines())
+            chunk, offset = read_lines(path, offset)
+            yield from entries(chunk.splitlines())
             break
         time.sleep(0.1)
 
 
-def _read_lines(path: Path, offset: int) -> tuple[str, int]:
+def read_lines(path: Path, offset: int) -> tuple[str, int]:
     """The whole lines written to ``path`` after ``offset``, and the offset after them."""
     try:
         with open(path, "rb") as f:
@@ -265,7 +265,8 @@ def _read_lines(path: Path, offset: int) -> tuple[str, int]:
     return data.decode(errors="replace"), offset + len(data)
 
 
-def _entries(lines: list[str]) -> Iterator[tuple[str, str]]:
+def entries(lines: list[str]) -> Iterator[tuple[str, str]]:
+    """(stream, text) for each line of a log in Docker's json-file format."""
     for line in lines:
         try:
             entry = json.loads(line)

@@ -20,7 +20,6 @@ Introduced in notebooks/06-step-by-step.
 
 from __future__ import annotations
 
-import json
 import select
 import sys
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 
 from .. import paths
 from ..steps import StepError, StepRecord, Trace
-from . import client
+from . import client, control
 
 
 @dataclass
@@ -83,7 +82,7 @@ def wait(container, out=None, err=None) -> int:
     if "log" in reply:  # a removed container: its log is gone, its end is in the answer
         tail = reply["log"].encode()
         skip = max(0, offset - (reply.get("log_size", len(tail)) - len(tail)))
-        _print_lines(tail[skip:], out, err)
+        _write(tail[skip:].decode(errors="replace"), out, err)
     else:
         _copy_log(log, offset, out, err)
     container.exit_code = reply.get("exit_code")
@@ -94,26 +93,16 @@ def wait(container, out=None, err=None) -> int:
 
 
 def _copy_log(log, offset: int, out, err) -> int:
-    """Copy the log's new lines (Docker's json-file format) to out and err; new offset."""
-    try:
-        with open(log, "rb") as f:
-            f.seek(offset)
-            data = f.read()
-    except OSError:
-        return offset
-    end = data.rfind(b"\n") + 1  # whole lines only; the rest comes next time
-    _print_lines(data[:end], out, err)
-    return offset + end
+    """Copy the log's new whole lines to out and err; the offset after them."""
+    text, offset = control.read_lines(log, offset)
+    _write(text, out, err)
+    return offset
 
 
-def _print_lines(data: bytes, out, err) -> None:
-    """Write the log lines in ``data`` (Docker's json-file format) to out or err."""
-    for line in data.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        (err if entry.get("stream") == "stderr" else out).write(entry.get("log", ""))
+def _write(text: str, out, err) -> None:
+    """Write the lines of ``text`` (Docker's json-file format) to out or err."""
+    for stream, line in control.entries(text.splitlines()):
+        (err if stream == "stderr" else out).write(line)
 
 
 def kill(container, sig: int) -> None:

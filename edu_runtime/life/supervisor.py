@@ -240,12 +240,8 @@ class Supervisor:
         sup = Supervised(req["spec"], req.get("tty", False), req.get("restart", "no"),
                          req.get("size"))
         sup.trace = req.get("trace", False)
-        try:
-            self._start(sup, req.get("interactive", False), container_id=req.get("id"),
-                        passed=req["_fds"] or None)
-        finally:
-            for fd in req["_fds"]:
-                os.close(fd)
+        self._start(sup, req.get("interactive", False), container_id=req.get("id"),
+                    passed=req["_fds"] or None)  # closes our copies of the passed fds
         cid = sup.container.id
         if req.get("plain") and req.get("detach"):  # a thin `edu run -d`: the id, done
             conn.sendall(f"detached {cid}\n".encode())
@@ -299,10 +295,9 @@ class Supervisor:
                           fork_here=True)
             c.start()
         except BaseException:
-            for fd in theirs + list(ours):
-                os.close(fd)
+            _close_quietly(list(ours))
             raise
-        finally:
+        finally:  # the container has its own copies now (or never will)
             _close_quietly(theirs)
         self._adopt(sup, c, ours)
 
@@ -310,7 +305,7 @@ class Supervisor:
         """The container's stdin, stdout and stderr: (its three fds, ours to read from
         {fd: stream}, its ends to close once it has them)."""
         if passed:  # a foreground `edu run`: the container writes straight to its terminal
-            return tuple(passed[:3]), {}, []
+            return tuple(passed[:3]), {}, list(passed)
         if sup.tty:
             master, slave = os.openpty()
             if sup.size:
@@ -354,9 +349,7 @@ class Supervisor:
         from ..container import Container
 
         sup = Supervised(req["spec"], False, req.get("restart", "no"))
-        passed = req.get("_fds") or None  # the notebook's own streams, if it chose them
-        stdio, ours, theirs = self._streams(sup, False, passed)
-        theirs = theirs or list(passed or [])  # our copies: closed once the child has them
+        stdio, ours, theirs = self._streams(sup, False, req.get("_fds") or None)
         try:
             c = Container(**req["spec"], stdio=stdio, container_id=req.get("id"),
                           fork_here=True)
