@@ -1,19 +1,40 @@
-"""edu_runtime.notebook: the course's face in JupyterLab: widgets, figures, checks, reset.
+"""edu_runtime.notebook: the course's face in JupyterLab: widgets, figures, checks, replay, reset.
 
 The engine never imports this package; this package uses only the engine's public face.
-Importing it is cheap on purpose: ipywidgets is imported when the first widget is drawn,
-so a terminal or a test that prints a view as text never pays for it; the container
-machinery is imported when a container is made::
+Importing it is cheap, and works where the engine cannot (a Mac, Binder): ipywidgets is
+imported when the first widget is drawn, the container machinery when a container is made,
+so a replay needs neither::
 
-    from edu_runtime.notebook import step_through
-    view = step_through("busybox", ["sh"])   # the stepper widget over one container
-    view                                      # buttons in JupyterLab, text elsewhere
+    from edu_runtime.notebook import Lesson, predict, exercise, check, summary
+    lesson = Lesson("06-step-by-step")      # which parts run live here, which replay
+    view = lesson.stepper("stepper", "busybox", ["sh"], network="bridge")
+    view                                     # buttons in JupyterLab, text elsewhere
+    result = lesson.live("fast", measure)    # measure() for real, or its recording
+    lesson.reset()                           # remove what the lesson made, and say what
 
-Introduced in notebooks/06-step-by-step.
+Introduced in notebooks/00-start-here.
 """
 
 from __future__ import annotations
 
-from .stepper import StepperView, step_through
+import importlib
+from typing import Any
 
-__all__ = ["StepperView", "step_through"]
+#: The public names, and the module each lives in (imported when first used).
+_FROM = {"Lesson": "lesson", "StepperView": "stepper", "step_through": "stepper",
+         "predict": "checks", "exercise": "checks", "check": "checks", "summary": "checks",
+         "port": "course", "ports": "course", "RecordingError": "replay"}
+__all__ = sorted(_FROM)
+
+
+def __getattr__(name: str) -> Any:
+    module = _FROM.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_FROM))

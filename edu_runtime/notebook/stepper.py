@@ -30,8 +30,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import kernel
-
 #: Long lists are cut to this many items, then "... N more".
 MAX_ITEMS = 6
 #: Lines of /proc/PID/status the host panel shows, in this order.
@@ -132,6 +130,8 @@ def rows(rec) -> list[Row]:
 def host_view(pid: int) -> list[tuple[str, str]]:
     """``(raw line, what it means)`` for /proc/PID/ns/* and /proc/PID/status, read from the
     host; the namespaces compared with this process's own."""
+    from .. import kernel
+
     if not pid or not kernel.pid_alive(pid):
         return []
     out = []
@@ -155,6 +155,8 @@ def _readlink(path: str) -> str:
 
 
 def _meaning(key: str, value: str) -> str:
+    from .. import kernel
+
     if key in ("CapEff", "CapBnd"):
         caps = [c.removeprefix("CAP_").lower() for c in kernel.decode_caps(value)]
         return f"{len(caps)} capabilities: " + ", ".join(cut(caps, 8)) if caps else "none"
@@ -197,6 +199,10 @@ class StepperView:
         self.said: list[str] = []  # what the last Reset removed
         self._pids: set[int] = set()
         self._ui = None
+        self.replay: str | None = None  # the banner, when this view replays a recording
+        #: Called with each new container (the first, and each after Reset): a lesson
+        #: notes it, so its reset finds it after a Ctrl-C or a kernel restart.
+        self.on_open = None
         self._open()
 
     # ---- the three buttons ------------------------------------------------------------------
@@ -244,6 +250,8 @@ class StepperView:
         if self.container is None:
             self.container = Container(**self._spec, store=self._store,
                                        fork_here=self._fork_here)
+        if self.on_open is not None:
+            self.on_open(self.container)
         self.stepper = self.container.steps()
         # The local stepper's plan is its context's steps; a helper's sends its plan.
         steps = getattr(self.stepper, "plan", None) or self.stepper.ctx.steps
@@ -310,6 +318,10 @@ class StepperView:
         done = self.stepper.index if self.stepper is not None else 0
         return self.plan[done] if done < len(self.plan) else None
 
+    def host_view(self) -> list[tuple[str, str]]:
+        """The host panel's lines: read now, or as recorded after the last replayed step."""
+        return host_view(self.pid)
+
     def _plan_step(self, name: str) -> PlanStep | None:
         return next((p for p in self.plan if p.name == name), None)
 
@@ -327,7 +339,8 @@ class StepperView:
                  FAILED: "the start failed and was undone",
                  RESET: "reset: the host is as it was"}[self.state]
         cid = f" {self.container.id[:12]}" if self.container is not None else ""
-        return f"Container{cid} ({spec.get('image')} {cmd}): {where}"
+        head = f"Container{cid} ({spec.get('image')} {cmd}): {where}"
+        return f"[{self.replay}] {head}" if self.replay else head
 
     # ---- text ---------------------------------------------------------------------------------
 
@@ -350,7 +363,7 @@ class StepperView:
         out += ["", "Time per step:"]
         out += self._text_timing(normalise)
         out += ["", f"From the host (PID {self.pid or '-'}):"]
-        view = host_view(self.pid)
+        view = self.host_view()
         out += [f"  {raw}" + (f"    ({meaning})" if meaning else "") for raw, meaning in view] \
             or [f"  {self._no_host_view()}"]
         out += ["", "Introduced in notebooks/06-step-by-step"]
@@ -413,7 +426,9 @@ class StepperView:
         if self.container is not None:
             text = text.replace(self.container.id[:12], "<id>")
         pids = list((self._pids | {os.getpid(), self.pid}) - {0})
-        if self.pid:
+        if self.pid and self.replay is None:
+            from .. import kernel
+
             ppid = kernel.proc_status(self.pid).get("PPid", "")
             pids += [int(ppid)] if ppid.isdigit() else []
         for pid in pids:
@@ -512,7 +527,7 @@ class StepperView:
 
     def html_host(self) -> str:
         """/proc/PID/ns and /proc/PID/status of the container's PID 1, read from the host."""
-        view = host_view(self.pid)
+        view = self.host_view()
         if not view:
             body = f"<i>{_e(self._no_host_view())}</i>"
         else:
@@ -640,3 +655,137 @@ def step_through(image, command: list[str] | None = None, **options) -> StepperV
     from ..container import Container
 
     return StepperView(Container(image, command, **options))
+
+
+# ---- recording and replaying a stepper (lessons/recordings; notebook/replay.py) --------------
+
+def record_steps(image, command: list[str] | None = None, **options) -> dict[str, Any]:
+    """Step a new container of this spec to the end for real, as a student would, keeping
+    each step's record and the host panel after it; then reset. JSON data for a replay."""
+    view = step_through(image, command, **options)
+    cid, steps = view.container.id, []
+    try:
+        while view.upcoming is not None:
+            rec = view.next()
+            if rec is None:
+                break
+            steps.append({"record": rec.to_dict(), "pid": view.pid,
+                          "host": [list(line) for line in view.host_view()]})
+        if view.error:
+            raise RuntimeError(f"the recorded start failed: {view.error}")
+    finally:
+        view.reset()
+    return {"spec": {k: v for k, v in view._spec.items() if _jsonable(v)},
+            "plan": [{"name": p.name, "side": p.side, "explain": p.explain, "lesson": p.lesson}
+                     for p in view.plan],
+            "id": cid[:12],
+            "steps": steps}
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
+class _Record:
+    """A recorded step, read back without the engine (a replay may run where it cannot)."""
+
+    def __init__(self, data: dict[str, Any]):
+        self.name, self.side = data["name"], data["side"]
+        self.start, self.end = data.get("start", 0.0), data.get("end", 0.0)
+        self.before, self.after = data.get("before") or {}, data.get("after") or {}
+        self.error = data.get("error", "")
+        self.syscalls = [tuple(c) for c in data.get("syscalls") or []]
+
+    @property
+    def ms(self) -> float:
+        return (self.end - self.start) * 1e3
+
+    def lines(self) -> list[str]:
+        return [f"{c[0]}({', '.join(map(str, c[1:]))})" if len(c) > 1 else str(c[0])
+                for c in self.syscalls]
+
+
+class _ReplayedStepper:
+    """What a StepperView steps: the recorded steps, one per Next."""
+
+    def __init__(self, view: ReplayedStepperView):
+        self.view, self.index = view, 0
+
+    @property
+    def upcoming(self):
+        return self.view.plan[self.index] if self.index < len(self.view.data["steps"]) \
+            else None
+
+    def advance(self):
+        steps = self.view.data["steps"]
+        if self.index >= len(steps):
+            raise StopIteration
+        self.view.container.trace.steps.append(_Record(steps[self.index]["record"]))
+        self.index += 1
+
+    def run_rest(self) -> None:
+        while self.upcoming is not None:
+            self.advance()
+
+    def abort(self) -> None:
+        self.index = 0
+
+
+class _ReplayedContainer:
+    def __init__(self, data: dict[str, Any]):
+        from types import SimpleNamespace
+
+        self.id = (data.get("id") or "replay").ljust(12, "0")
+        self.trace = SimpleNamespace(steps=[])
+        self.spec = data["spec"]
+
+
+class ReplayedStepperView(StepperView):
+    """The stepper over a recording: the same buttons, table, bars and host panel, each
+    showing what the real run showed, under the replay banner. Nothing is made on this
+    host, so Reset only rewinds."""
+
+    def __init__(self, data: dict[str, Any], banner: str):
+        self.data = data
+        self.container = _ReplayedContainer(data)
+        self._spec = dict(data["spec"])
+        self._store, self._fork_here = None, False
+        self.stepper = None
+        self.plan = [PlanStep(**p) for p in data["plan"]]
+        self.records = []
+        self.state, self.error, self.said = STEPPING, "", []
+        self._pids: set[int] = set()
+        self._ui = None
+        self.replay = banner
+        self.on_open = None
+        self._open()
+
+    def _open(self) -> None:
+        self.container = _ReplayedContainer(self.data)
+        self.stepper = _ReplayedStepper(self)
+        self.state, self.said = STEPPING, []
+
+    def reset(self) -> list[str]:
+        said = ["a replay: nothing was made on this host, so nothing to undo"]
+        self.container = self.stepper = None
+        self.records, self.error, self.state, self.said = [], "", RESET, said
+        self._refresh()
+        return said
+
+    @property
+    def pid(self) -> int:
+        if self.state in (FAILED, RESET) or not self.records:
+            return 0
+        return self.data["steps"][len(self.records) - 1].get("pid", 0)
+
+    def host_view(self) -> list[tuple[str, str]]:
+        if self.state in (FAILED, RESET) or not self.records:
+            return []
+        return [tuple(line) for line in self.data["steps"][len(self.records) - 1]["host"]]
+
+    def _note_pids(self) -> None:
+        pass

@@ -1,0 +1,238 @@
+"""A lesson in the notebook: its live parts (or their replay), what it made, and its reset.
+
+Every lesson starts with one line::
+
+    lesson = Lesson("06-step-by-step")
+
+which says, for this host, which of the lesson's parts run live and which replay, and why.
+Then:
+
+- ``lesson.live("compare", measure)`` runs ``measure()`` for real where the host can do the
+  part's declared needs (``course``), and returns its value; elsewhere (or with
+  ``EDU_REPLAY=1``) it shows the recording's outputs under a "replay of a real run on
+  MACHINE, DATE" banner and returns the recorded value. Values are JSON data (a dict, a
+  list, text, a number): a Trace goes in as ``trace.to_dict()``.
+- ``lesson.stepper("stepper", "busybox", ["sh"], network="bridge")`` is the stepper widget
+  over a new container, live, or over the recorded one.
+- ``lesson.made(container=..., network=..., volume=..., image=..., guest=...)`` tells the
+  lesson what to remove on reset. It is written down *before* the thing is made (a ledger
+  under the state directory), so a reset after a Ctrl-C or a kernel restart still finds it.
+- ``lesson.reset()`` removes what the lesson made, newest first, and says what it removed.
+
+Introduced in notebooks/00-start-here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import course, replay
+
+KINDS = ("container", "network", "volume", "image", "guest")
+
+
+class Lesson:
+    """One lesson's live parts, replays and ledger."""
+
+    def __init__(self, name: str, quiet: bool = False):
+        self.name = name
+        self.info = course.declaration(name)
+        self.recording = replay.Recording(name)
+        self._modes: dict[str, tuple[str, str]] = {}
+        if replay.recording():
+            self.recording.begin()
+        if not quiet:
+            print(self.summary())
+
+    # ---- live or replay ----------------------------------------------------------------
+
+    def mode(self, part: str) -> tuple[str, str]:
+        """``("live" | "replay", why)`` for one declared part, on this host."""
+        if part not in self._modes:
+            needs = self.info.part(part).needs
+            if replay.recording():
+                self._modes[part] = ("live", "recording")
+            elif replay.forced():
+                self._modes[part] = ("replay", "EDU_REPLAY=1")
+            else:
+                verdict = course.can(needs)
+                self._modes[part] = ("live", "") if verdict.ok else \
+                    ("replay", f"this host cannot: {verdict.why}")
+        return self._modes[part]
+
+    def summary(self) -> str:
+        """One line per part: live here, or replayed (and why)."""
+        lines = [f"Lesson {self.name}: {self.info.title}"]
+        for p in self.info.parts:
+            how, why = self.mode(p.name)
+            lines.append(f"  {how:<6} {p.name:<12} {p.what}" + (f"  ({why})" if why else ""))
+        return "\n".join(lines)
+
+    def replaying(self, part: str) -> bool:
+        return self.mode(part)[0] == "replay"
+
+    def live(self, part: str, fn, *args, **kwargs) -> Any:
+        """Run ``fn(*args, **kwargs)`` for real, or replay what it returned and showed."""
+        how, why = self.mode(part)
+        if how == "replay":
+            return self._replay(part, why)
+        if not replay.recording():
+            return fn(*args, **kwargs)
+        verdict = course.can(self.info.part(part).needs)
+        if not verdict.ok:
+            raise replay.RecordingError(f"cannot record part {part!r} of {self.name} here: "
+                                        f"{verdict.why}")
+        with replay.Capture() as cap:
+            value = fn(*args, **kwargs)
+        self.recording.save(part, value, cap.outputs)
+        return value
+
+    def _replay(self, part: str, why: str) -> Any:
+        rec = self.recording
+        rec.check(check_cells=False)
+        print(f"[{rec.banner()}; {why}]")
+        replay.show(rec.part(part)["outputs"])
+        value = rec.value(part)
+        if isinstance(value, dict):
+            value = {**value, "replay": rec.banner()}
+        return value
+
+    def banner(self, part: str) -> str:
+        """The replay banner of a part, or "" when it runs live (for figures' subtitles)."""
+        return self.recording.banner() if self.replaying(part) else ""
+
+    # ---- the stepper -------------------------------------------------------------------
+
+    def stepper(self, part: str, image: str, command: list[str] | None = None, **options):
+        """The stepper widget over a new container of this spec, or over its recording."""
+        how, why = self.mode(part)
+        if how == "replay":
+            self.recording.check(check_cells=False, step_names=self._step_names(part),
+                                 exact=False)
+            from .stepper import ReplayedStepperView
+
+            return ReplayedStepperView(self.recording.value(part),
+                                       f"{self.recording.banner()}; {why}")
+        if replay.recording():
+            from .stepper import record_steps
+
+            data = record_steps(image, command, **options)
+            self.recording.save(part, data, [], steps=[s["name"] for s in data["plan"]])
+        from .stepper import step_through
+
+        view = step_through(image, command, **options)
+        self.made(container=view.container.id)
+        view.on_open = lambda c: self.made(container=c.id)
+        return view
+
+    def _step_names(self, part: str) -> dict[str, list[str]] | None:
+        """Every step this engine has, where it imports (a Mac's replay cannot check)."""
+        try:
+            from ..container import plan
+        except ImportError:
+            return None
+        return {part: [s.name for s in plan()]}
+
+    # ---- what the lesson made, and reset ---------------------------------------------------
+
+    @property
+    def ledger_path(self) -> Path:
+        from .. import paths
+
+        return paths.state_dir() / "lessons" / f"{self.name}.json"
+
+    def ledger(self) -> list[dict[str, str]]:
+        try:
+            return json.loads(self.ledger_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return []
+
+    def made(self, **things: str) -> None:
+        """Note what the lesson makes (before making it): ``container=``, ``network=``,
+        ``volume=``, ``image=``, ``guest=``."""
+        entries = self.ledger()
+        for kind, ref in things.items():
+            if kind not in KINDS:
+                raise ValueError(f"made(): unknown kind {kind!r}; the kinds are "
+                                 f"{', '.join(KINDS)}")
+            entry = {"kind": kind, "ref": str(ref)}
+            if entry not in entries:
+                entries.append(entry)
+        path = self.ledger_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entries, indent=1))
+        tmp.replace(path)
+
+    def reset(self, quiet: bool = False) -> list[str]:
+        """Remove what this lesson made, newest first; return (and print) what was removed."""
+        said = []
+        try:
+            entries = self.ledger()
+        except ImportError:  # no engine here: a replay made nothing
+            entries = []
+        for entry in reversed(entries):
+            try:
+                what = _remove(entry["kind"], entry["ref"])
+            except Exception as exc:  # noqa: BLE001 - say it, and keep removing the rest
+                what = f"could not remove {entry['kind']} {entry['ref']}: {exc}"
+            if what:
+                said.append(what)
+        if entries:
+            self.ledger_path.unlink(missing_ok=True)
+        if not quiet:
+            print(f"Reset {self.name}: " + ("; ".join(said) if said else
+                                             "nothing to remove, the host is as it was") + ".")
+        return said
+
+
+def _remove(kind: str, ref: str) -> str:
+    """Remove one thing a lesson made; what was removed, or "" when it was already gone."""
+    if kind == "container":
+        from .. import Container
+
+        try:
+            c = Container.get(ref)
+        except Exception:  # noqa: BLE001 - gone already (removed by --rm, or by hand)
+            return ""
+        c.remove(force=True)
+        return f"removed container {c.name or ref[:12]}"
+    if kind == "network":
+        from .. import networks
+
+        try:
+            networks.get(ref)
+        except Exception:  # noqa: BLE001
+            return ""
+        networks.rm(ref)
+        return f"removed network {ref}"
+    if kind == "volume":
+        from .. import volumes
+
+        if ref not in {v["name"] for v in volumes.ls()}:
+            return ""
+        volumes.rm(ref)
+        return f"removed volume {ref}"
+    if kind == "image":
+        from ..images.store import Store
+
+        store = Store()
+        try:
+            store.remove(ref)
+        except Exception:  # noqa: BLE001 - not there (any more)
+            return ""
+        return f"untagged image {ref}"
+    if kind == "guest":
+        from vm_compare import libvirt_guest
+
+        gone = libvirt_guest.remove_guest(ref)
+        return f"destroyed guest {ref}" if gone else ""
+    raise ValueError(kind)
+
+
+def running_in_notebook() -> bool:
+    return "ipykernel" in sys.modules
