@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make lab` and `make test`. Both prepare everything
 # first (scripts/setup.sh is idempotent), so either works from a fresh clone.
-.PHONY: lab test setup setup-test services-stop lint bench clean
+.PHONY: lab test setup setup-test services-stop lint bench clean record
 
 lab: setup
 	scripts/lab
@@ -13,6 +13,11 @@ setup:
 
 setup-test:
 	scripts/setup.sh --test
+
+# Record lessons' live parts for replay (lessons/recordings/): `make record LESSON=06-step-by-step`,
+# or every lesson without LESSON. Run it as root on a host that runs the lessons live.
+record: setup-test
+	.venv/bin/python scripts/record $(LESSON)
 
 services-stop:
 	scripts/services.sh stop

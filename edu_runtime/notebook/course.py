@@ -70,7 +70,10 @@ def notebooks_dir() -> Path:
 
 
 def recordings_dir() -> Path:
-    return lessons_dir() / "recordings"
+    """``lessons/recordings``; ``make record`` writes a new one aside (``EDU_RECORDINGS_DIR``)
+    and moves it in only when the whole lesson ran."""
+    env = os.environ.get("EDU_RECORDINGS_DIR")
+    return Path(env) if env else lessons_dir() / "recordings"
 
 
 # ---- what lessons declare ------------------------------------------------------------------
