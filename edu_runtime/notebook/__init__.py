@@ -23,7 +23,9 @@ from typing import Any
 #: The public names, and the module each lives in (imported when first used).
 _FROM = {"Lesson": "lesson", "StepperView": "stepper", "step_through": "stepper",
          "predict": "checks", "exercise": "checks", "check": "checks", "summary": "checks",
-         "port": "course", "ports": "course", "RecordingError": "replay"}
+         "port": "course", "ports": "course", "RecordingError": "replay",
+         "course_plan": "lesson", "doctor_report": "lesson", "doctor_table": "tables",
+         "plan_table": "tables"}
 __all__ = sorted(_FROM)
 
 

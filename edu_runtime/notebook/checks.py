@@ -63,10 +63,10 @@ class Prediction:
             head = f"{FAIL_MARK} You predicted {self.answer}; it is {shown}."
         return head + (f" Why: {why}" if why else "")
 
-    def check(self, actual: Any, why: str = "") -> bool:
-        """Print whether the prediction was right, and why the answer is what it is."""
-        print(self.verdict(actual, why))
-        return self.right(actual)
+    def check(self, actual: Any, why: str = "") -> Said:
+        """Whether the prediction was right, and why the answer is what it is: shown as
+        the cell's result, true when right."""
+        return Said(self.verdict(actual, why), self.right(actual))
 
     # ---- display ----------------------------------------------------------------------
 
@@ -162,9 +162,27 @@ def check(what: str, ok: Any, hint: str = "") -> bool:
     return bool(ok)
 
 
-def summary(results: list[bool]) -> str:
-    """``3 of 4 checks passed``, printed and returned."""
+def summary(results: list[bool]) -> Said:
+    """``3 of 4 checks passed``, as the cell's result (true when all passed)."""
     text = f"{sum(results)} of {len(results)} checks passed" + (
         "." if all(results) else ": read the hints above, then run the checks again.")
-    print(text)
-    return text
+    return Said(text, all(results))
+
+
+class Said(str):
+    """A sentence shown as a cell's result (no quotes), with a truth value: a prediction
+    that was right, checks that all passed."""
+
+    def __new__(cls, text: str, ok: bool = True):
+        self = super().__new__(cls, text)
+        self.ok = ok
+        return self
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_pretty_(self, p, cycle: bool) -> None:
+        p.text(str(self))

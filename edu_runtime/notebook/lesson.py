@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import course, replay
+from .checks import Said
 
 KINDS = ("container", "network", "volume", "image", "guest")
 
@@ -168,8 +169,9 @@ class Lesson:
         tmp.write_text(json.dumps(entries, indent=1))
         tmp.replace(path)
 
-    def reset(self, quiet: bool = False) -> list[str]:
-        """Remove what this lesson made, newest first; return (and print) what was removed."""
+    def reset(self) -> Said:
+        """Remove what this lesson made, newest first; the sentence saying what was removed
+        (``.removed`` lists each thing)."""
         said = []
         try:
             entries = self.ledger()
@@ -184,10 +186,34 @@ class Lesson:
                 said.append(what)
         if entries:
             self.ledger_path.unlink(missing_ok=True)
-        if not quiet:
-            print(f"Reset {self.name}: " + ("; ".join(said) if said else
-                                             "nothing to remove, the host is as it was") + ".")
-        return said
+        text = Said(f"Reset {self.name}: " + ("; ".join(said) if said else
+                                              "nothing to remove, the host is as it was") + ".",
+                    all(not s.startswith("could not") for s in said))
+        text.removed = said
+        return text
+
+
+def course_plan() -> list[dict[str, str]]:
+    """Every lesson's parts, read from the lessons' own declarations, and what each will do
+    on this host: ``{"lesson", "part", "what", "how": "live" | "replay", "why"}``."""
+    out = []
+    for info in course.declarations():
+        lesson = Lesson.__new__(Lesson)
+        lesson.name, lesson.info, lesson._modes = info.name, info, {}
+        for p in info.parts:
+            how, why = lesson.mode(p.name)
+            out.append({"lesson": info.name, "part": p.name, "what": p.what, "how": how,
+                        "why": "" if why == "recording" else why})
+    return out
+
+
+def doctor_report() -> dict[str, Any]:
+    """``edu doctor --json`` of this host, as data (a lesson's live part)."""
+    report = course._doctor_json()
+    if report is None:
+        raise RuntimeError("edu doctor could not run here: run `edu doctor` in a terminal "
+                           "to see why")
+    return report
 
 
 def _remove(kind: str, ref: str) -> str:
