@@ -68,17 +68,3 @@ def test_notebook_is_stripped_and_in_sync(nb):
     assert [(c.cell_type, c.source) for c in paired.cells] == \
         [(c.cell_type, c.source) for c in notebook.cells], \
         f"{nb.name} and lessons/{nb.stem}.py differ: run jupytext --sync lessons/{nb.stem}.py"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs(nb):
-    import nbformat
-    from nbclient import NotebookClient
-
-    notebook = nbformat.read(nb, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
-    errors = [o for c in notebook.cells for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
-    assert not errors

@@ -163,7 +163,13 @@ class Lesson:
             entry = {"kind": kind, "ref": str(ref)}
             if entry not in entries:
                 entries.append(entry)
+        self._write_ledger(entries)
+
+    def _write_ledger(self, entries: list[dict[str, str]]) -> None:
         path = self.ledger_path
+        if not entries:
+            path.unlink(missing_ok=True)
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(entries, indent=1))
@@ -172,7 +178,7 @@ class Lesson:
     def reset(self) -> Said:
         """Remove what this lesson made, newest first; the sentence saying what was removed
         (``.removed`` lists each thing)."""
-        said = []
+        said, kept = [], []
         try:
             entries = self.ledger()
         except ImportError:  # no engine here: a replay made nothing
@@ -180,12 +186,15 @@ class Lesson:
         for entry in reversed(entries):
             try:
                 what = _remove(entry["kind"], entry["ref"])
+            except ImportError:  # no engine here, so nothing of it can exist here
+                what = ""
             except Exception as exc:  # noqa: BLE001 - say it, and keep removing the rest
-                what = f"could not remove {entry['kind']} {entry['ref']}: {exc}"
+                what = f"could not remove {entry['kind']} {entry['ref'][:12]}: {exc}"
+                kept.insert(0, entry)  # the next reset tries again
             if what:
                 said.append(what)
         if entries:
-            self.ledger_path.unlink(missing_ok=True)
+            self._write_ledger(kept)
         text = Said(f"Reset {self.name}: " + ("; ".join(said) if said else
                                               "nothing to remove, the host is as it was") + ".",
                     all(not s.startswith("could not") for s in said))
@@ -226,7 +235,7 @@ def _remove(kind: str, ref: str) -> str:
         except Exception:  # noqa: BLE001 - gone already (removed by --rm, or by hand)
             return ""
         c.remove(force=True)
-        return f"removed container {c.name or ref[:12]}"
+        return f"removed container {c.spec.get('name') or ref[:12]}"
     if kind == "network":
         from .. import networks
 
@@ -239,7 +248,7 @@ def _remove(kind: str, ref: str) -> str:
     if kind == "volume":
         from .. import volumes
 
-        if ref not in {v["name"] for v in volumes.ls()}:
+        if ref not in {v["Name"] for v in volumes.ls()}:
             return ""
         volumes.rm(ref)
         return f"removed volume {ref}"
