@@ -58,9 +58,17 @@ start_one() {
 }
 
 stop_one() {
-    local pat
+    local pat i
     pat="tini -s -- $(command_of "$1")"
-    if pkill -f -- "^$pat" ; then echo "    $1: stopped"; else echo "    $1: not running"; fi
+    if ! pkill -f -- "^$pat"; then echo "    $1: not running"; return 0; fi
+    # tini exits when the daemon has: wait for it, so a start right after finds no daemon
+    # still shutting down (dockerd would refuse: "pid file found").
+    for i in $(seq 1 150); do
+        pgrep -f -- "^$pat" >/dev/null || { echo "    $1: stopped"; return 0; }
+        sleep 0.2
+    done
+    echo "    $1 is still stopping after 30 s; see $LOG/$1.log" >&2
+    return 1
 }
 
 expand() {

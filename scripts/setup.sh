@@ -2,8 +2,9 @@
 # Prepare everything the course needs; `make lab` and `make test` both run this first.
 # Idempotent: each step checks before it acts, so a second run takes seconds.
 #
-#   scripts/setup.sh          system packages, .venv, services, guest kernel, probe guest
-#   scripts/setup.sh --test   the same, plus the services only tests need (dockerd, registry)
+#   scripts/setup.sh          system packages, .venv, services (as root: libvirt, dockerd),
+#                             guest kernel, probe guest
+#   scripts/setup.sh --test   the same, plus what only tests need (a registry, chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
@@ -17,6 +18,9 @@ for_tests=0
 PACKAGES=(gcc python3-dev python3-venv pkg-config busybox-static cpio e2fsprogs
           qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-dev iproute2 nftables
           uidmap tini runc debootstrap skopeo docker.io docker-registry apache2-utils openssl)
+# The browser test (tests/test_browser.py) drives Debian's Chromium with Playwright: no browser
+# download, which an offline classroom or CI could not do. Students do not need it.
+if [ $for_tests = 1 ]; then PACKAGES+=(chromium); fi
 
 missing_packages() {
     local p
@@ -114,6 +118,32 @@ edu_on_path() {
     esac
 }
 
+docker_for_lessons() {
+    # Lessons show Docker beside edu. Where no init system started dockerd (containers, CI,
+    # WSL), start it, as root; without it (not installed, or it would not start), the Docker
+    # cells replay their recordings and the rest of the course runs live.
+    if ! command -v dockerd >/dev/null 2>&1; then
+        echo "    docker is not installed: the Docker cells will replay their recordings"
+        return 0
+    fi
+    if ! scripts/services.sh start docker; then
+        echo "    dockerd did not start (see /var/log/edu/dockerd.log): the Docker cells will"
+        echo "    replay their recordings; 'scripts/services.sh start docker' tries again"
+    fi
+    return 0
+}
+
+docker_without_root() {
+    # Not root: dockerd is not ours to start. A dockerd that already answers this user (the
+    # docker group, or rootless Docker) serves the Docker cells; else they replay.
+    if command -v docker >/dev/null 2>&1 && timeout 5 docker info >/dev/null 2>&1; then
+        echo "    dockerd answers you: the Docker cells run live"
+    else
+        echo "    not root, so dockerd is not started: the Docker cells will replay their"
+        echo "    recordings (as root, 'make lab' starts dockerd)"
+    fi
+}
+
 compile_bytecode() {
     # Where PYTHONDONTWRITEBYTECODE is set (this project's CI is), every `edu` start would
     # recompile the project from source: ~80 ms. Write the .pyc files once, here.
@@ -141,9 +171,14 @@ if is_root; then
         step "services for tests: dockerd and a registry on 127.0.0.1:5000" \
              "see /var/log/edu/dockerd.log and registry.log" \
              scripts/services.sh start docker registry
+    else
+        step "services: dockerd, so lessons can show Docker beside edu (under tini -s)" \
+             "see /var/log/edu/dockerd.log; the Docker cells replay meanwhile" \
+             docker_for_lessons
     fi
 else
-    echo "==> services: not root, so libvirt is qemu:///session and dockerd is not started"
+    echo "==> services: not root, so libvirt is qemu:///session"
+    docker_without_root
 fi
 step "guest kernel (Debian's linux-image-amd64) and the probe guest" \
      "run 'sudo apt-get update' (apt-get download needs the package lists), then retry" \
