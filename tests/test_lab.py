@@ -28,7 +28,8 @@ def free_port() -> int:
 @contextlib.contextmanager
 def lab_server(tmp_path, env=None):
     """scripts/lab (what `make lab` runs) on a free port with a known token; yields
-    (base URL, token, output) and stops it. ``output`` fills in when it has stopped."""
+    (base URL, token, output) and stops it. ``output`` fills in when it has stopped.
+    EDU_NOTEBOOK_DIR in ``env`` serves other notebooks than the course's."""
     port, token = free_port(), secrets.token_hex(16)
     env = dict(env or os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path),
                JUPYTER_CONFIG_DIR=str(tmp_path))
@@ -49,7 +50,8 @@ def lab_server(tmp_path, env=None):
             raise AssertionError(f"lab did not answer; exit code {lab.poll()}")
         yield base, token, output
     finally:
-        os.killpg(lab.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited on its own
+            os.killpg(lab.pid, signal.SIGTERM)
         try:
             out, _ = lab.communicate(timeout=20)
         except subprocess.TimeoutExpired:
