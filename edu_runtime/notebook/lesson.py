@@ -24,6 +24,7 @@ Introduced in notebooks/00-start-here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -118,8 +119,8 @@ class Lesson:
 
             return ReplayedStepperView(self.recording.value(part),
                                        f"{self.recording.banner()}; {why}")
-        if replay.recording():
-            from .stepper import record_steps
+        if replay.recording() and part not in self.recording.index.get("parts", {}):
+            from .stepper import record_steps  # once per part: a second view is the same
 
             data = record_steps(image, command, **options)
             self.recording.save(part, data, [], steps=[s["name"] for s in data["plan"]])
@@ -155,15 +156,27 @@ class Lesson:
     def made(self, **things: str) -> None:
         """Note what the lesson makes (before making it): ``container=``, ``network=``,
         ``volume=``, ``image=``, ``guest=``."""
-        entries = self.ledger()
-        for kind, ref in things.items():
+        for kind in things:
             if kind not in KINDS:
                 raise ValueError(f"made(): unknown kind {kind!r}; the kinds are "
                                  f"{', '.join(KINDS)}")
-            entry = {"kind": kind, "ref": str(ref)}
-            if entry not in entries:
-                entries.append(entry)
-        self._write_ledger(entries)
+        with self._locked():  # two kernels of one lesson must not lose each other's notes
+            entries = self.ledger()
+            for kind, ref in things.items():
+                entry = {"kind": kind, "ref": str(ref)}
+                if entry not in entries:
+                    entries.append(entry)
+            self._write_ledger(entries)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        import fcntl  # here: a replay on a host without it never needs the ledger
+
+        lock = self.ledger_path.with_suffix(".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
 
     def _write_ledger(self, entries: list[dict[str, str]]) -> None:
         path = self.ledger_path
@@ -178,11 +191,15 @@ class Lesson:
     def reset(self) -> Said:
         """Remove what this lesson made, newest first; the sentence saying what was removed
         (``.removed`` lists each thing)."""
-        said, kept = [], []
         try:
-            entries = self.ledger()
-        except ImportError:  # no engine here: a replay made nothing
-            entries = []
+            with self._locked():
+                return self._reset()
+        except ImportError:  # no engine here (not even its paths): a replay made nothing
+            return Said(f"Reset {self.name}: nothing to remove, the host is as it was.")
+
+    def _reset(self) -> Said:
+        said, kept = [], []
+        entries = self.ledger()
         for entry in reversed(entries):
             try:
                 what = _remove(entry["kind"], entry["ref"])
