@@ -6,6 +6,8 @@ holds the VM half: a pinned Debian guest kernel (``kernel_pkg``), a readable ini
 probes ``edu doctor`` runs (``probes``), guests made of an edu image's files
 (``guest_image``), booting them through libvirt (``libvirt_guest``) and by hand with
 libvirt's own command line (``raw_qemu``), and ``edu compare`` (``compare``, ``plots``).
+Lesson 01 adds the domain XML's key lines explained (``domain``) and the host's ps of a
+container and a guest side by side (``processes``).
 
 Nothing heavy is imported here: ``libvirt`` is imported inside the functions that need it, so
 ``import vm_compare`` (and the ``edu`` CLI) stays fast. Import the submodules you need.

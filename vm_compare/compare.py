@@ -38,6 +38,7 @@ import shutil
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,11 @@ MAX_BOOT_S = 60.0  # stop after one instance took this long to be ready
 
 class CompareError(RuntimeError):
     """The comparison cannot run here; the message says what is missing and how to fix it."""
+
+
+#: ``note(container=ID)`` or ``note(guest=NAME)``, told before each one is made: a lesson's
+#: ledger (``Lesson.made``), so its reset finds what a killed kernel left running.
+Note = Callable[..., object]
 
 
 def _median(xs: list[float]) -> dict[str, Any]:
@@ -124,9 +130,10 @@ def _read_until(fd: int, marker: str, timeout: float) -> float:
             return time.monotonic()
 
 
-def container_boot(image: str, keep: bool = False, store=None):
+def container_boot(image: str, keep: bool = False, store=None, note: Note | None = None):
     """Start a container that prints the marker then sleeps; (seconds to marker, container).
-    Unless ``keep``, it is killed and removed before returning."""
+    Unless ``keep``, it is killed and removed before returning. ``note(container=ID)`` is
+    told before it is made."""
     from edu_runtime.container import Container
 
     r, w = os.pipe()
@@ -135,6 +142,8 @@ def container_boot(image: str, keep: bool = False, store=None):
         t0 = time.monotonic()
         c = Container(image, ["sh", "-c", f"echo {MARK}; exec sleep 3600"], network="none",
                       remove=True, stdio=(devnull, w, w), store=store)
+        if note is not None:
+            note(container=c.id)
         c.start()
         os.close(w)
         w = -1
@@ -231,6 +240,14 @@ def runc_peer(image: str, store, work: Path) -> Any:
 
 # ---- the VM side -------------------------------------------------------------------------------
 
+def startup_ratio(result: dict[str, Any]) -> float:
+    """How many times longer the libvirt guest took to be ready than the edu container
+    (their medians)."""
+    rows = result["startup"]
+    guest = next(name for name in rows if name.startswith("libvirt guest"))
+    return rows[guest]["median_s"] / rows["edu container"]["median_s"]
+
+
 def vm_boot_seconds(boot) -> float:
     """Seconds from the create call to the marker, as libvirt_guest/raw_qemu report it."""
     return boot.times["marker"]
@@ -258,10 +275,12 @@ def vm_phases(boot) -> list[dict[str, Any]]:
 def run(*, quick: bool = False, runs: int = 5, image: str = "busybox",
         full_disk: bool = False, out: Path | None = None, progress=None,
         debian_sizes: bool = False, scale_containers: tuple[int, ...] = SCALE_CONTAINERS,
-        scale_guests: tuple[int, ...] = SCALE_GUESTS) -> dict[str, Any]:
+        scale_guests: tuple[int, ...] = SCALE_GUESTS, note: Note | None = None
+        ) -> dict[str, Any]:
     """Measure everything; return the result (``SCHEMA``) and write it, with the figures,
     under ``out``. ``debian_sizes`` adds debian and its full-disk guest to the sizes (built
-    once and cached; no boot)."""
+    once and cached; no boot). ``note`` is told of every container and libvirt guest before
+    it is made (``Note``)."""
     import tempfile
 
     from edu_runtime.images import bootstrap
@@ -294,9 +313,10 @@ def run(*, quick: bool = False, runs: int = 5, image: str = "busybox",
     try:
         seen: dict[str, Any] = {}  # what the last libvirt boot showed: memory, kernel, phases
         contenders: dict[str, tuple[str, Any]] = {
-            "edu container": ("container", lambda: container_boot(image, store=store)[0]),
+            "edu container": ("container", lambda: container_boot(image, store=store,
+                                                                   note=note)[0]),
             f"libvirt guest ({accel})": ("vm", lambda: vm_boot_seconds_once(
-                libvirt_guest, guest, accel, seen)),
+                libvirt_guest, guest, accel, seen, note)),
             f"raw qemu ({accel})": ("vm", lambda: raw_qemu_seconds_once(raw_qemu, guest,
                                                                           accel)),
         }
@@ -331,7 +351,7 @@ def run(*, quick: bool = False, runs: int = 5, image: str = "busybox",
             - result["startup"][f"raw qemu ({accel})"]["median_s"]) * 1e3
 
         say("memory and kernels: one idle container and one idle guest")
-        seconds, c = container_boot(image, keep=True, store=store)
+        seconds, c = container_boot(image, keep=True, store=store, note=note)
         try:
             container_kernel = _in_container(c)
             container_mem = container_pss(c)
@@ -359,7 +379,8 @@ def run(*, quick: bool = False, runs: int = 5, image: str = "busybox",
         one_guest = {"count": 1, "boot_s": result["startup"][f"libvirt guest ({accel})"][
             "median_s"], "pss_kib": guest_mem}
         result["scale"] = scale(image, guest, accel, scale_containers, scale_guests, store,
-                                say, one_guest=one_guest if scale_guests == (1,) else None)
+                                say, one_guest=one_guest if scale_guests == (1,) else None,
+                                note=note)
         result["scale"]["quick"] = quick
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -371,15 +392,24 @@ def run(*, quick: bool = False, runs: int = 5, image: str = "busybox",
     return result
 
 
-def vm_boot_seconds_once(libvirt_guest, guest, accel: str, seen: dict[str, Any]) -> float:
+def vm_boot_seconds_once(libvirt_guest, guest, accel: str, seen: dict[str, Any],
+                         note: Note | None = None) -> float:
     """One libvirt boot of ``guest`` to its marker; the guest is destroyed after. Into
     ``seen``: its memory while it idles in its command (``sleep``), kernel, phases."""
-    with libvirt_guest.boot(guest, accel=accel) as b:
+    with libvirt_guest.boot(guest, accel=accel, name=guest_name(libvirt_guest, note)) as b:
         seconds = vm_boot_seconds(b)
         time.sleep(0.5)  # past the marker, into the command: the guest's idle state
         seen.update(pss_kib=pss_kib(b.qemu_pid), phases=vm_phases(b),
                     kernel={"uname": b.uname, "boot_id": b.boot_id})
         return seconds
+
+
+def guest_name(libvirt_guest, note: Note | None) -> str:
+    """A new guest's name, told to ``note`` before the guest is made."""
+    name = libvirt_guest.new_name()
+    if note is not None:
+        note(guest=name)
+    return name
 
 
 def raw_qemu_seconds_once(raw_qemu, guest, accel: str) -> float:
@@ -389,11 +419,13 @@ def raw_qemu_seconds_once(raw_qemu, guest, accel: str) -> float:
 
 
 def _in_container(c) -> dict[str, str]:
+    """``uname -r`` and boot_id as the container reads them: from its own /proc (the one
+    its mount namespace holds), not assumed from the host's."""
     from edu_runtime import kernel as k
 
-    return {"uname": platform.release(),  # the same kernel: there is only one
-            "boot_id": (k.read(f"/proc/{c.pid}/root/proc/sys/kernel/random/boot_id", "")
-                        or "")}
+    proc = f"/proc/{c.pid}/root/proc/sys/kernel"
+    return {"uname": k.read(f"{proc}/osrelease", "") or "",
+            "boot_id": k.read(f"{proc}/random/boot_id", "") or ""}
 
 
 def sizes(store, image: str, guest) -> dict[str, Any]:
@@ -495,7 +527,7 @@ def scale_series(plan: tuple[int, ...], start_one, measure, say, free=free_memor
 
 
 def scale(image, guest, accel, plan_containers, plan_guests, store, say,
-          one_guest: dict[str, Any] | None = None) -> dict[str, Any]:
+          one_guest: dict[str, Any] | None = None, note: Note | None = None) -> dict[str, Any]:
     """Containers, then guests, by ``scale_series``; with one guest only, ``one_guest`` (the
     start-up's own boot) stands for it and nothing more is booted."""
     import contextlib
@@ -508,7 +540,7 @@ def scale(image, guest, accel, plan_containers, plan_guests, store, say,
     started: list[Any] = []
 
     def one_container() -> float:
-        seconds, c = container_boot(image, keep=True, store=store)
+        seconds, c = container_boot(image, keep=True, store=store, note=note)
         started.append(c)
         return seconds
 
@@ -528,7 +560,8 @@ def scale(image, guest, accel, plan_containers, plan_guests, store, say,
             boots: list[Any] = []
 
             def one_guest_boot() -> float:
-                boots.append(stack.enter_context(libvirt_guest.boot(guest, accel=accel)))
+                boots.append(stack.enter_context(libvirt_guest.boot(
+                    guest, accel=accel, name=guest_name(libvirt_guest, note))))
                 return vm_boot_seconds(boots[-1])
 
             out["guests"], why_g = scale_series(

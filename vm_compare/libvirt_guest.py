@@ -424,6 +424,55 @@ def cleanup_stale(uri: str | None = None) -> list[str]:
     return removed
 
 
+def remove_guest(name: str, uri: str | None = None) -> bool:
+    """Destroy and undefine guest ``name`` if it exists (a lesson's reset); True if it did.
+
+    Only ``edu-guest-*`` domains: a reset must never touch a guest this course did not make.
+    Its QEMU is waited for, and its per-boot files (libvirt's log, a disk overlay) go too.
+    """
+    if not name.startswith(PREFIX):
+        raise ValueError(f"{name!r} is not a guest of this course (their names start with "
+                         f"{PREFIX!r}); remove it with virsh destroy and virsh undefine")
+    uri = uri or probes.libvirt_uri()
+    libvirt, conn = connect(uri)
+    try:
+        try:
+            conn.lookupByName(name)
+            found = True
+        except libvirt.libvirtError as err:
+            if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            found = False
+        pid = libvirt_qemu_pid(uri, name) if found else None
+        if found:
+            _remove_domain(libvirt, conn, name)
+    finally:
+        conn.close()
+    if pid:
+        gone(pid)
+    _libvirt_log(uri, name).unlink(missing_ok=True)
+    shutil.rmtree(boots_dir() / name, ignore_errors=True)
+    return found
+
+
+def completed_xml(guest: GuestFiles, *, accel: str | None = None, uri: str | None = None
+                  ) -> str:
+    """The guest's domain XML as libvirt completes it (the emulator, the machine type, the
+    CPU model it fills in): defined, read back and undefined at once; nothing boots."""
+    uri = uri or probes.libvirt_uri()
+    accel = accel or choose_accel()
+    name = new_name()
+    libvirt, conn = connect(uri)
+    try:
+        dom = conn.defineXML(domain_xml(guest, name=name, accel=accel))
+        try:
+            return dom.XMLDesc(0)
+        finally:
+            _remove_domain(libvirt, conn, name)
+    finally:
+        conn.close()
+
+
 def boots_dir() -> Path:
     """Where per-boot files live (a disk guest's overlay); QEMU's user can read it."""
     return paths.cache_dir() / "boots"

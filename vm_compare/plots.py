@@ -4,9 +4,11 @@ They are made for a projector at the back of a classroom: 16:9, large type, two 
 mean the same thing in every figure (the container's and the VM's; peers and published
 points are grey), the number that matters (a ratio) written on the figure in bold, and
 whether the VM ran under KVM or TCG (QEMU's emulator, 10 to 50 times slower) said once, in
-the subtitle, because it changes the story. Every figure is drawn from the result JSON alone
-(``compare.SCHEMA``, or an older one through ``compare.upgrade``), so a notebook can redraw a
-saved run; ``figures(result)`` gives them without saving, for tests and notebooks.
+the subtitle, because it changes the story. A result a lesson replayed (it has a ``replay``
+key) says so on the subtitle's second line: "replay of a real run on MACHINE, DATE". Every
+figure is drawn from the result JSON alone (``compare.SCHEMA``, or an older one through
+``compare.upgrade``), so a notebook can redraw a saved run; ``figures(result)`` gives them
+without saving, for tests and notebooks (``png(figure)`` to show one).
 
 Introduced in notebooks/01-containers-vs-vms.
 """
@@ -61,8 +63,25 @@ def _figure(result: dict[str, Any], title: str):
     fig = plt.figure(figsize=SIZE, layout="constrained")
     fig.suptitle(title, fontsize=TITLE_PT, fontweight="bold")
     body = fig.subfigures(1, 1)
-    body.suptitle(accel_note(result), fontsize=SUBTITLE_PT, color=COLORS["ref"])
+    body.suptitle(subtitle(result), fontsize=SUBTITLE_PT, color=COLORS["ref"])
     return fig, body
+
+
+def subtitle(result: dict[str, Any]) -> str:
+    """The accelerator note and, for a result a lesson replayed, its "replay of a real run
+    on MACHINE, DATE" banner (``result["replay"]``) on a line of its own."""
+    banner = result.get("replay")
+    return accel_note(result) + (f"\n{banner}" if banner else "")
+
+
+def png(fig, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (closed after): for a notebook to show (1280x720 at 100 dpi)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    _plt().close(fig)
+    return buf.getvalue()
 
 
 def _kind(name: str, kind: str | None = None) -> str:

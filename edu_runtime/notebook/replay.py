@@ -34,6 +34,7 @@ from . import course
 SCHEMA = "edu.recording/1"
 #: Outputs a replay can show again; a widget's model (its kernel is gone) is not one of them.
 KEPT_MIME = ("text/plain", "text/html", "text/markdown", "image/png", "image/svg+xml")
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 class RecordingError(RuntimeError):
@@ -227,7 +228,9 @@ class Capture:
 
             def publish(data, metadata=None, *args, **kwargs):
                 kept = {k: v for k, v in (data or {}).items() if k in KEPT_MIME}
-                if kept:
+                # A widget's text/plain is only its model's repr ("HBox(children=...)", a
+                # progress bar's): nothing to show again once its kernel is gone.
+                if kept and WIDGET_MIME not in (data or {}):
                     self.outputs.append({"data": kept})
                 return original(data, metadata, *args, **kwargs)
 
