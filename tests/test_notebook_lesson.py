@@ -257,8 +257,11 @@ def test_reset_removes_what_the_lesson_made_and_says_so(scratch, root, busybox, 
     networks.create("edu-lesson-test-net")
     lesson.made(volume="edu-lesson-test-vol")
     volumes.create("edu-lesson-test-vol")
+    # Made by the supervisor, as a notebook's are (a Jupyter kernel is threaded): its
+    # parent reaps it when reset removes it from another process.
     c = Container("busybox", ["sleep", "60"], network="edu-lesson-test-net",
-                  volumes=["edu-lesson-test-vol:/data"], name="edu-lesson-test")
+                  volumes=["edu-lesson-test-vol:/data"], name="edu-lesson-test",
+                  fork_here=False)
     lesson.made(container=c.id)
     c.start()
     lesson.made(container="0" * 64)  # noted, then never made (a Ctrl-C before the start)
