@@ -59,6 +59,7 @@
 from edu_runtime.notebook import Lesson
 
 lesson = Lesson("00-start-here")
+lesson.image("busybox")  # in the store, or built from Debian's packages once
 
 # %% [markdown]
 # The line above is the first cell of every lesson. Each lesson has **live parts**: things it

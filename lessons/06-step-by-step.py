@@ -60,6 +60,7 @@
 from edu_runtime.notebook import Lesson, check, exercise, predict, summary
 
 lesson = Lesson("06-step-by-step")
+lesson.image("busybox")  # in the store, or built from Debian's packages once
 
 # %% [markdown]
 # ## The container we build

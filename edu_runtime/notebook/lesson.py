@@ -107,6 +107,25 @@ class Lesson:
         """The replay banner of a part, or "" when it runs live (for figures' subtitles)."""
         return self.recording.banner() if self.replaying(part) else ""
 
+    # ---- images ------------------------------------------------------------------------
+
+    def image(self, name: str) -> None:
+        """Make sure a course base image is in the store (as ``docker run`` pulls a missing
+        image, edu builds its own from Debian's packages, with progress, once); a lesson
+        that replays every part needs none."""
+        if all(self.replaying(p.name) for p in self.info.parts):
+            return
+        from ..images.bootstrap import bootstrap
+        from ..images.store import Store
+
+        store = Store()
+        try:
+            store.get(name)
+        except Exception:  # noqa: BLE001 - not here yet: build it, as docker would pull it
+            print(f"Unable to find image '{name}' locally: building it from Debian's "
+                  "packages (once; the store keeps it)")
+            bootstrap(store, name, progress=True)
+
     # ---- the stepper -------------------------------------------------------------------
 
     def stepper(self, part: str, image: str, command: list[str] | None = None, **options):
