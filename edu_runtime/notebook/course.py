@@ -129,6 +129,15 @@ def declaration(name: str, nb: dict | None = None) -> LessonInfo:
             raise CourseError(f"lesson {name}, part {pname}: unknown need(s) "
                               f"{', '.join(unknown)}; the needs are {', '.join(NEEDS)}")
         parts.append(Part(name, pname, needs, spec.get("what", "")))
+    # In the order the lesson meets them (jupytext sorts the header's keys).
+    code = "\n".join("".join(c.get("source", "")) for c in nb.get("cells", [])
+                     if c.get("cell_type") == "code")
+
+    def first_use(p: Part) -> int:
+        at = [code.find(f"{q}{p.name}{q}") for q in "\"'"]
+        return min([i for i in at if i >= 0], default=len(code))
+
+    parts.sort(key=first_use)
     return LessonInfo(name, _title(nb) or name, parts)
 
 
