@@ -74,6 +74,7 @@ class Config:
     shared: set[str] = field(default_factory=set)  # namespaces shared with the host
     remove: bool = False
     tty: bool = False
+    tty_size: tuple[int, int] | None = None  # -t: (rows, cols) of the caller's terminal
     init: bool = False
     network: str = "none"
     publish: list = field(default_factory=list)  # nat.PortMapping, for -p and -P
@@ -123,6 +124,7 @@ class Context:
         self.pid = 0  # the container's PID 1, as the host sees it (0 before it exists)
         self.middle = 0  # the first child, before it hands over to PID 1
         self.sock = None
+        self.console = -1  # -t: the master end of the terminal the exec step made inside
         self.cgroup = None
         self.cgroup_note = ""
         self.ns_flags = namespaces.flags_for(self.config.shared, self.rootless)
@@ -364,7 +366,7 @@ class Container:
                  remove: bool = False, observe: bool = False,
                  stdio: tuple[int, int, int] | None = None, container_id: str | None = None,
                  tty: bool = False, init: bool = False, volumes: list[str] | None = None,
-                 fork_here: bool | None = None):
+                 fork_here: bool | None = None, tty_size: tuple[int, int] | None = None):
         from .images.store import Store
 
         # What this container was made with, JSON-ready: kept in its record, so that
@@ -432,7 +434,8 @@ class Container:
             limits=limits,
             cap_add=list(cap_add or []), cap_drop=list(cap_drop or []), seccomp=seccomp,
             no_new_privs=no_new_privs, read_only=read_only, shared=shared, remove=remove,
-            tty=tty, init=init, volume_specs=_with_image_volumes(volumes, cfg),
+            tty=tty, tty_size=tuple(tty_size) if tty and tty_size else None, init=init,
+            volume_specs=_with_image_volumes(volumes, cfg),
             network=network,
             publish=mappings, aliases=aliases, healthcheck=check)
         volumes_mod.check(self.config.volume_specs)
@@ -531,6 +534,8 @@ class Container:
             elif "error" in msg:
                 raise StepError(msg.get("step", step.name), msg["error"],
                                 msg.get("exit_code", 125))
+            elif "console" in msg:  # -t: the terminal it made in its own /dev/pts
+                ctx.console = msg["fds"][0]
             elif "exec" in msg:
                 rec.syscalls = ["execve"]
             elif "done" in msg:
@@ -545,6 +550,9 @@ class Container:
         """Undo every applied step, newest first; never raises."""
         self._restore_subreaper()
         ctx = self._ctx
+        if ctx is not None and ctx.console >= 0:  # made, but nobody took it: ours to close
+            os.close(ctx.console)
+            ctx.console = -1
         while self._applied:
             step = self._applied.pop()
             try:
@@ -604,6 +612,17 @@ class Container:
         self._teardown()
         self._finish(code)
         return code
+
+    def take_console(self) -> int | None:
+        """-t: the master end of the container's terminal, which the exec step made in the
+        container's own devpts (as runc's console socket does), so ``tty`` inside says
+        /dev/pts/0. Yours from now on: read its output, write its keys, close it. None
+        without -t (or once taken)."""
+        ctx = self._ctx
+        if ctx is None or ctx.console < 0:
+            return None
+        fd, ctx.console = ctx.console, -1
+        return fd
 
     def run(self) -> int:
         """``docker run``: start, wait, and return the exit code."""

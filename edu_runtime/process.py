@@ -12,8 +12,11 @@ Introduced in notebooks/07-run-it.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import signal
+import struct
+import termios
 from pathlib import Path
 from typing import Any
 
@@ -135,12 +138,7 @@ class Exec(Step):
             self._fail(ctx, str(exc), EXIT_CANNOT_EXECUTE)
         env = build_env(cfg.image_env, cfg.env, cfg.hostname, home)
         if cfg.tty:
-            # The pty becomes this session's controlling terminal: job control, Ctrl-C.
-            import fcntl
-            import termios
-
-            os.setsid()
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            console(ctx, uid)
             env.setdefault("TERM", "xterm")
         workdir = cfg.workdir or "/"
         try:
@@ -179,6 +177,33 @@ class Exec(Step):
         cmdline = (kernel.read(f"/proc/{ctx.pid}/cmdline", "") or "").split("\0")
         return {"comm": kernel.read(f"/proc/{ctx.pid}/comm"),
                 "cmdline": [c for c in cmdline if c]}
+
+
+def console(ctx, uid: int = 0) -> None:
+    """-t: the container's terminal, made inside it as runc makes its console. After
+    pivot_root, /dev/ptmx is the ptmx of the container's private devpts instance, so the new
+    pty is /dev/pts/0 *of the container*, and `tty` inside names it (a pty opened on the
+    host would be /dev/pts/N of the host's instance, which the container cannot see). The
+    master end goes to the host over the step socket (the supervisor relays it to
+    `edu run -it` and `edu attach`); the slave becomes stdin, stdout and stderr, owned by the
+    container's user, and the controlling terminal of a new session: job control, Ctrl-C.
+    (Its modules are imported with this one, on the host: after pivot_root the child can
+    import nothing more.)"""
+    master, slave = os.openpty()
+    if ctx.config.tty_size:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *ctx.config.tty_size, 0, 0))
+    try:
+        os.fchown(slave, uid, -1)
+    except OSError:  # no CAP_CHOWN (--cap-drop ALL): root's terminal, still usable
+        pass
+    send(ctx.sock, fds=[master], console=True)
+    os.close(master)
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
 
 
 #: Docker's --init: a tiny init (tini) as PID 1 that forwards signals and reaps zombies.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import socket
 import time
@@ -227,16 +228,27 @@ def channel() -> tuple[socket.socket, socket.socket]:
     return host, child
 
 
-def send(sock: socket.socket, **msg: Any) -> None:
-    """Send one message."""
-    sock.send(json.dumps(msg).encode())
+def send(sock: socket.socket, fds: list[int] | None = None, **msg: Any) -> None:
+    """Send one message (with ``fds`` passed along, SCM_RIGHTS: a -t container's console)."""
+    if fds:
+        socket.send_fds(sock, [json.dumps(msg).encode()], fds)
+    else:
+        sock.send(json.dumps(msg).encode())
 
 
 def recv(sock: socket.socket, timeout: float | None = None) -> dict[str, Any] | None:
-    """Receive one message; None when the other end closed (exec succeeded, or it died)."""
+    """Receive one message; None when the other end closed (exec succeeded, or it died).
+    File descriptors passed with it are in its ``"fds"``, ours to close."""
     sock.settimeout(timeout)
-    data = sock.recv(1 << 20)
-    return json.loads(data) if data else None
+    data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None
+    msg = json.loads(data)
+    if fds:
+        msg["fds"] = fds
+    return msg
 
 
 def now() -> float:

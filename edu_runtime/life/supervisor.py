@@ -32,9 +32,7 @@ import os
 import selectors
 import signal
 import socket
-import struct
 import sys
-import termios
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -292,7 +290,7 @@ class Supervisor:
         stdio, ours, theirs = self._streams(sup, interactive, passed)
         try:
             c = Container(**sup.spec, stdio=stdio, container_id=container_id, tty=sup.tty,
-                          fork_here=True)
+                          tty_size=sup.size, fork_here=True)
             c.start()
         except BaseException:
             _close_quietly(list(ours))
@@ -306,12 +304,9 @@ class Supervisor:
         {fd: stream}, its ends to close once it has them)."""
         if passed:  # a foreground `edu run`: the container writes straight to its terminal
             return tuple(passed[:3]), {}, list(passed)
-        if sup.tty:
-            master, slave = os.openpty()
-            if sup.size:
-                fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *sup.size, 0, 0))
-            sup.stdin_fd = master
-            return (slave, slave, slave), {master: "stdout"}, [slave]
+        if sup.tty:  # its terminal is made inside it, by the exec step (_adopt takes it)
+            null = os.open(os.devnull, os.O_RDWR)
+            return (null, null, null), {}, [null]
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         if interactive:
@@ -324,6 +319,10 @@ class Supervisor:
     def _adopt(self, sup: Supervised, c, ours: dict[int, str]) -> None:
         """A started container is ours from now on: reaped, logged, restarted if asked."""
         sup.container = c
+        console = c.take_console()
+        if console is not None:  # -t: its terminal's master end, our end of its streams
+            sup.stdin_fd = console
+            ours = {**ours, console: "stdout"}
         sup.spec = {**sup.spec, "name": c.config.name}  # a restart keeps its generated name
         states.update(c.id, owner=os.getpid(), restart=sup.restart, tty=sup.tty,
                       restart_count=sup.restarts)
