@@ -276,6 +276,6 @@ def register(sub) -> None:
 
     p = sub.add_parser("bootstrap", help="build base images offline (busybox, debian, ...)")
     p.add_argument("--refresh", action="store_true", help="rebuild even if present")
-    p.add_argument("names", nargs="+", choices=("busybox", "debian", "python", "node"),
-                   metavar="NAME")
+    p.add_argument("names", nargs="+", metavar="NAME",
+                   choices=("busybox", "debian", "debian:11", "python", "node"))
     p.set_defaults(func=bootstrap_cmd)

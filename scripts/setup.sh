@@ -14,10 +14,12 @@ for_tests=0
 
 # Debian/Ubuntu packages. gcc, pkg-config and the headers are for libvirt-python, which
 # builds from source; docker.io and docker-registry are the real peers the tests compare with,
-# with apache2-utils (htpasswd: bcrypt logins) and openssl (signed tokens) for registry auth.
+# with apache2-utils (htpasswd: bcrypt logins) and openssl (signed tokens) for registry auth;
+# gnupg makes the throwaway key lesson 04 signs an image with (skopeo standalone-sign).
 PACKAGES=(gcc python3-dev python3-venv pkg-config busybox-static cpio e2fsprogs
           qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-dev iproute2 nftables
-          uidmap tini runc debootstrap skopeo docker.io docker-registry apache2-utils openssl)
+          uidmap tini runc debootstrap skopeo docker.io docker-registry apache2-utils openssl
+          gnupg)
 # The browser test (tests/test_browser.py) drives Debian's Chromium with Playwright: no browser
 # download, which an offline classroom or CI could not do. Students do not need it.
 if [ $for_tests = 1 ]; then PACKAGES+=(chromium); fi

@@ -9,7 +9,9 @@ is what the official Docker images do, done in the open:
   by entry, owned by root, with fixed times, so two builds give the same image ID.
 * ``debian``: ``debootstrap --variant=minbase``, then the clean-up that debuerreotype (the
   tool behind Docker's debian images) does: no apt lists, caches or logs, no device nodes,
-  and none of the host's files that debootstrap copies in.
+  and none of the host's files that debootstrap copies in. ``debian:11`` (or
+  ``debian:bullseye``) is the same recipe for Debian 11, the release before: one base in two
+  versions, as Docker Hub keeps them.
 * ``python`` and ``node``: a second layer, made the way ``docker build`` makes a ``RUN``
   layer. Mount an overlay of the debian image with an empty upper dir, run apt-get in it,
   and pack what the upper dir caught.
@@ -48,6 +50,8 @@ from .store import OCI_LAYER_GZIP, Image, Store, StoreError, canonical_json, sha
 
 NAMES = ("busybox", "debian", "python", "node")
 SUITE = "bookworm"
+#: The Debian releases ``debian`` can be made of, by tag: Debian 12 (the default) and 11.
+SUITES = {"12": "bookworm", "bookworm": "bookworm", "11": "bullseye", "bullseye": "bullseye"}
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Bump when a recipe changes, so images made by the old recipe are rebuilt.
@@ -85,15 +89,16 @@ def bootstrap(store: Store, name: str, *, progress: bool = True, refresh: bool =
     ``refresh=True`` rebuilds ``name`` even if an image with the same provenance exists (for
     python and node, the debian base is reused if it is current).
     """
+    base, _, version = name.partition(":")
     with store.lease():  # the base of python and node stays while apt-get runs over it
         if name == "busybox":
             return _busybox(store, progress, refresh)
-        if name == "debian":
-            return _debian(store, progress, refresh)
+        if base == "debian" and (not version or version in ("latest", *SUITES)):
+            return _debian(store, progress, refresh, SUITES.get(version, SUITE))
         if name in _APT_IMAGES:
             return _apt_image(store, name, progress, refresh)
     raise BootstrapError(f"cannot bootstrap {name!r}: edu builds only its own base images "
-                         f"(known: {', '.join(NAMES)})")
+                         f"(known: {', '.join(NAMES)}, and debian:11 beside debian:12)")
 
 
 def _existing(store: Store, tag: str, want: dict[str, str]) -> Image | None:
@@ -225,11 +230,11 @@ def _package_epoch(package: str, fallback: Path) -> int:
 
 # ---- debian -------------------------------------------------------------------------------
 
-def _debian(store: Store, progress: bool, refresh: bool) -> Image:
-    mirror = host_mirror(SUITE)
-    want = {SUITE_LABEL: SUITE, MIRROR_LABEL: mirror, BUILT_BY: "edu bootstrap",
+def _debian(store: Store, progress: bool, refresh: bool, suite: str = SUITE) -> Image:
+    mirror = host_mirror(SUITE)  # the host's Debian mirror, which keeps older releases too
+    want = {SUITE_LABEL: suite, MIRROR_LABEL: mirror, BUILT_BY: "edu bootstrap",
             RECIPE_LABEL: RECIPE}
-    found = _existing(store, f"debian:{SUITE}", want)
+    found = _existing(store, f"debian:{suite}", want)
     if found and not refresh:
         return found
     _need_root("debian")
@@ -238,19 +243,19 @@ def _debian(store: Store, progress: bool, refresh: bool) -> Image:
         raise BootstrapError("debootstrap is not installed, and the debian image is made with "
                              "it: run 'apt-get install debootstrap' (scripts/setup.sh does), "
                              "then try again")
-    _check_mirror(mirror)
+    _check_mirror(mirror, suite)
     cache = paths.ensure(paths.cache_dir() / "debootstrap")
-    bar = _Progress(f"debian:{SUITE}", ["debootstrap", "tidy", "layer", "store"], progress)
+    bar = _Progress(f"debian:{suite}", ["debootstrap", "tidy", "layer", "store"], progress)
     try:
         with store.staging() as stage:
             rootfs = stage / "rootfs"
             _seed_docker_defaults(rootfs)
-            argv = [debootstrap, "--variant=minbase", f"--cache-dir={cache}", SUITE,
+            argv = [debootstrap, "--variant=minbase", f"--cache-dir={cache}", suite,
                     str(rootfs), mirror]
             code, tail, log = _run(argv, _BUILD_ENV, "debian", bar)
             if code != 0:
                 raise BootstrapError(
-                    f"debootstrap failed (exit {code}) while building debian:{SUITE} from "
+                    f"debootstrap failed (exit {code}) while building debian:{suite} from "
                     f"{mirror}. Its last lines:\n{_tail(tail, rootfs / 'debootstrap')}\n"
                     f"Full output: {log}. If it could not download, check that the mirror is "
                     "reachable, then run 'edu bootstrap debian' again.")
@@ -268,15 +273,16 @@ def _debian(store: Store, progress: bool, refresh: bool) -> Image:
                       f"{PACKAGES}.sha256": hashlib.sha256(listing.encode()).hexdigest()}
             history = [
                 {"created": created,
-                 "created_by": f"debootstrap --variant=minbase {SUITE} / {mirror}",
+                 "created_by": f"debootstrap --variant=minbase {suite} / {mirror}",
                  "comment": f"edu bootstrap: {len(packages)} packages: {' '.join(packages)}"},
                 _cmd_history(created, ["bash"]),
             ]
             config = _config([stats.diff_id], ["bash"], labels, created, history)
             bar.phase("store")
             major = version.split(".")[0]
-            tags = [f"debian:{SUITE}"] + ([f"debian:{major}"] if major.isdigit() else [])
-            return _add(store, config, [], blob, tags + ["debian:latest"], stats.digest)
+            tags = [f"debian:{suite}"] + ([f"debian:{major}"] if major.isdigit() else [])
+            latest = ["debian:latest"] if suite == SUITE else []
+            return _add(store, config, [], blob, tags + latest, stats.digest)
     finally:
         bar.close()
 
@@ -348,14 +354,14 @@ def _one_line_sources(text: str) -> list[tuple[str, list[str]]]:
     return found
 
 
-def _check_mirror(mirror: str) -> None:
-    """Fail early, in one sentence, if the mirror does not answer for our suite."""
-    url = f"{mirror}/dists/{SUITE}/Release"
+def _check_mirror(mirror: str, suite: str = SUITE) -> None:
+    """Fail early, in one sentence, if the mirror does not answer for ``suite``."""
+    url = f"{mirror}/dists/{suite}/Release"
     try:
         urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=20).close()
     except urllib.error.HTTPError as exc:
         raise BootstrapError(f"the Debian mirror {mirror} answered {exc.code} for {url}: it "
-                             f"does not carry {SUITE}. Fix the mirror in /etc/apt/sources.list"
+                             f"does not carry {suite}. Fix the mirror in /etc/apt/sources.list"
                              ".d/debian.sources (or /etc/apt/sources.list).") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)

@@ -14,9 +14,11 @@ Then:
   list, text, a number): a Trace goes in as ``trace.to_dict()``.
 - ``lesson.stepper("stepper", "busybox", ["sh"], network="bridge")`` is the stepper widget
   over a new container, live, or over the recorded one.
-- ``lesson.made(container=..., network=..., volume=..., image=..., guest=...)`` tells the
-  lesson what to remove on reset. It is written down *before* the thing is made (a ledger
-  under the state directory), so a reset after a Ctrl-C or a kernel restart still finds it.
+- ``lesson.made(container=..., network=..., volume=..., image=..., guest=...,
+  registry=...)`` tells the lesson what to remove on reset (a registry is one started with
+  ``images.local_registry.start(NAME)``). It is written down *before* the thing is made (a
+  ledger under the state directory), so a reset after a Ctrl-C or a kernel restart still
+  finds it.
 - ``lesson.reset()`` removes what the lesson made, newest first, and says what it removed.
 
 Introduced in notebooks/00-start-here.
@@ -34,7 +36,7 @@ from typing import Any
 from . import course, replay
 from .checks import Said
 
-KINDS = ("container", "network", "volume", "image", "guest")
+KINDS = ("container", "network", "volume", "image", "guest", "registry")
 
 
 class Lesson:
@@ -174,7 +176,7 @@ class Lesson:
 
     def made(self, **things: str) -> None:
         """Note what the lesson makes (before making it): ``container=``, ``network=``,
-        ``volume=``, ``image=``, ``guest=``."""
+        ``volume=``, ``image=``, ``guest=``, ``registry=``."""
         for kind in things:
             if kind not in KINDS:
                 raise ValueError(f"made(): unknown kind {kind!r}; the kinds are "
@@ -302,6 +304,11 @@ def _remove(kind: str, ref: str) -> str:
 
         gone = libvirt_guest.remove_guest(ref)
         return f"destroyed guest {ref}" if gone else ""
+    if kind == "registry":
+        from ..images import local_registry
+
+        stopped = local_registry.stop(ref)  # its storage goes too, even if it had died
+        return f"stopped registry {ref} on {stopped.address}" if stopped else ""
     raise ValueError(kind)
 
 
