@@ -153,8 +153,10 @@ def clean_host(root, busybox):
 
 #: Lessons whose live run starts from an empty store (they make what they need, as a
 #: student's first run does). 01 keeps the machine's store: on an empty one it would
-#: debootstrap debian (minutes) for its size figure.
-SHARED_STORE = ("01-containers-vs-vms",)
+#: debootstrap debian (minutes) for its size figure. 04 too: on an empty store it would
+#: debootstrap debian 12 and 11 (about 80 s here, against about 6 s for the lesson itself;
+#: tests/test_local_registry.py makes debian:11 in the machine's store), so it runs once.
+SHARED_STORE = ("01-containers-vs-vms", "04-images")
 
 
 @pytest.mark.slow
