@@ -133,6 +133,11 @@ class Builder:
         self.used_args: set[str] = set()
         self.step = 0
         self.total = 0
+        #: One entry per instruction built, in order (see ``_note``): what a lesson shows.
+        self.log: list[dict[str, Any]] = []
+        #: The cache keys this build wrote (not those it found): ``forget`` takes them back.
+        self.remembered: list[str] = []
+        self._hit = False
 
     def say(self, text: str) -> None:
         """One line of the build's output (Docker's wording)."""
@@ -220,6 +225,7 @@ class Builder:
         else:
             state = self._base_state(base)
             self.say(f" ---> {_short(state.id)}")
+        self._note(frm, None, state, time.monotonic())
         self.args: dict[str, str | None] = {}
         self.cmd_set = False
         triggers = list(state.run.get("OnBuild") or [])
@@ -235,12 +241,28 @@ class Builder:
                 state = self._do(state, inst)
         for inst in body:
             self._print_step(inst)
+            started, before, self._hit = time.monotonic(), state, False
             state = self._do(state, inst)
+            self._note(inst, before, state, started)
         self.stages[str(index)] = state
         name = _stage_name(frm)
         if name:
             self.stages[name] = state
         return state
+
+    def _note(self, inst: df.Instruction, before: State | None, after: State,
+              started: float) -> None:
+        """Log what one instruction made: a layer (its diff_id and size) or only a config
+        change, from the cache or not, and how long it took. ``cached`` is None for FROM."""
+        layer = None
+        if before is not None and len(after.layers) > len(before.layers):
+            diff_id = after.layers[-1][2]
+            layer = {"diff_id": diff_id,
+                     "size": (self.store.layer_info(diff_id) or {}).get("size", 0)}
+        self.log.append({"step": self.step, "instruction": inst.original, "cmd": inst.cmd,
+                         "cached": None if before is None else self._hit,
+                         "seconds": time.monotonic() - started, "image": after.id,
+                         "layer": layer, "config": _copy.deepcopy(after.run)})
 
     def _base_state(self, ref: str) -> State:
         if ref.lower() in self.stages:
@@ -298,6 +320,7 @@ class Builder:
         drops the cache and the pin, under the same lock."""
         where = self.store.root / "build-cache"
         layers = {d for _, _, d in state.layers}
+        self.remembered.append(key)
         with self.store.lock():
             where.mkdir(exist_ok=True)
             write_atomic(where / f"{key}.json", json.dumps(
@@ -318,6 +341,7 @@ class Builder:
         key = self._key(state, *key_parts)
         hit = self._cached(key)
         if hit is not None:
+            self._hit = True
             self.say(" ---> Using cache")
             self.say(f" ---> {_short(hit.id)}")
             return hit
@@ -632,12 +656,14 @@ class Builder:
         # RUN writes there is not in the layer (the classic builder drops it too).
         # (Docker takes a relative one, such as VOLUME a ["b"]'s "[b]", from the root.)
         volumes = sorted("/" + v.lstrip("/") for v in state.run.get("Volumes") or {})
+        lent = self._lend(state)
         try:
-            c = Container(state.image(), argv, entrypoint=[], env=env, store=self.store,
+            c = Container(lent or state.image(), argv, entrypoint=[], env=env, store=self.store,
                           network=self.opts.network, remove=False, volumes=volumes,
                           stdio=(devnull, self.out.fileno() if hasattr(self.out, "fileno")
                                  else 1, 2))
         except StepError as exc:
+            self._unlend(lent)
             raise BuildError(str(exc)) from None
         self.say(f" ---> Running in {c.id[:12]}")
         try:
@@ -659,8 +685,37 @@ class Builder:
             volumes_mod.remove_anonymous(c.config.volumes, c.id)
             remove_dir(c.paths.dir)
             self.store.unpin(c.id)
+            self._unlend(lent)
             self.say(f"Removing intermediate container {c.id[:12]}")
         return layer
+
+    def _lend(self, state: State) -> Image | None:
+        """The image so far, put in the store (untagged) for a RUN whose container a helper
+        makes; None when this process forks it itself, or the store has it already.
+
+        A threaded process (a Jupyter kernel building from a notebook) never forks: the
+        supervisor makes its containers, from a spec naming the image, which it looks up in
+        the store. The image so far lives only in this build until then, so it is added for
+        the length of the RUN (Docker's classic builder keeps such an intermediate image
+        for every step) and removed after it; its layers stay held by the build's lease."""
+        from edu_runtime import kernel
+
+        if kernel.single_threaded():
+            return None
+        try:
+            self.store.get(state.id)
+            return None  # an image of its own already (tagged or not): not ours to remove
+        except StoreError:
+            pass
+        return self.store.add_image(canonical_json(state.config),
+                                    [(b, m) for b, m, _ in state.layers])
+
+    def _unlend(self, lent: Image | None) -> None:
+        """Remove the image ``_lend`` added, unless someone has tagged it since."""
+        if lent is not None:
+            with contextlib.suppress(StoreError):
+                if not self.store.get(lent.id).tags:
+                    self.store.remove(lent.id)
 
     def _pack(self, upper: Path, stage: Path) -> tuple[str, str, str] | None:
         from . import layers
@@ -1080,6 +1135,35 @@ def _commit(store: Store, record: dict[str, Any], repository: str | None, messag
     tags = [repository] if repository else []
     return store.add_image(canonical_json(state.config), [(b, m) for b, m, _ in state.layers],
                            tags=tags)
+
+
+def forget(store: Store, keys: list[str]) -> int:
+    """Drop these build-cache entries (a ``Builder.remembered``): builds made only to be
+    measured give their cache back, as ``docker builder prune`` would, without dropping
+    anyone else's. Their layers stay held only while another entry or an image uses them;
+    the store's next collection (``rmi``, ``image prune``) frees the rest. How many entries
+    were dropped."""
+    where = store.root / "build-cache"
+    dropped = 0
+    with store.lock():
+        for key in keys:
+            try:
+                (where / f"{key}.json").unlink()
+                dropped += 1
+            except FileNotFoundError:
+                pass
+        held: set[str] = set()
+        for entry in where.glob("*.json") if where.is_dir() else []:
+            try:
+                held |= {layer[2] for layer in json.loads(entry.read_text())["layers"]}
+            except (OSError, ValueError, KeyError, IndexError):
+                continue
+        held = {d for d in held if store.layer_info(d) is not None}
+        if held:
+            store.pin("build-cache", sorted(held))
+        else:
+            store.unpin("build-cache")
+    return dropped
 
 
 def build(store: Store, options: Options, out: TextIO | None = None) -> Image:

@@ -36,7 +36,7 @@ from typing import Any
 from . import course, replay
 from .checks import Said
 
-KINDS = ("container", "network", "volume", "image", "guest", "registry")
+KINDS = ("container", "network", "volume", "image", "guest", "registry", "user")
 
 
 class Lesson:
@@ -176,7 +176,8 @@ class Lesson:
 
     def made(self, **things: str) -> None:
         """Note what the lesson makes (before making it): ``container=``, ``network=``,
-        ``volume=``, ``image=``, ``guest=``, ``registry=``."""
+        ``volume=``, ``image=``, ``guest=``, ``registry=``, ``user=`` (a throwaway account
+        a rootless part made as root: see ``accounts``)."""
         for kind in things:
             if kind not in KINDS:
                 raise ValueError(f"made(): unknown kind {kind!r}; the kinds are "
@@ -304,6 +305,10 @@ def _remove(kind: str, ref: str) -> str:
 
         gone = libvirt_guest.remove_guest(ref)
         return f"destroyed guest {ref}" if gone else ""
+    if kind == "user":
+        from . import accounts
+
+        return f"deleted user {ref}" if accounts.remove(ref) else ""
     if kind == "registry":
         from ..images import local_registry
 
