@@ -25,17 +25,18 @@ LESSONS_PY = sorted((REPO / "lessons").glob("[0-9][0-9]-*.py"))
 def test_ports_are_the_primers_unless_a_range_is_set(monkeypatch, tmp_path):
     monkeypatch.delenv("EDU_PORTS", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    assert course.ports() == {"web": 8080, "node": 47561}
+    assert course.ports() == {"web": 8080, "node": 47561, "scale": 8081}
     settings = tmp_path / "edu" / "course.json"
     settings.parent.mkdir()
     settings.write_text(json.dumps({"ports": "20100-20109"}))
-    assert course.ports() == {"web": 20100, "node": 20101}
-    monkeypatch.setenv("EDU_PORTS", "30000-30001")  # the environment wins over the file
-    assert course.port("node") == 30001
+    assert course.ports() == {"web": 20100, "node": 20101, "scale": 20102}
+    monkeypatch.setenv("EDU_PORTS", "30000-30002")  # the environment wins over the file
+    assert course.port("node") == 30001 and course.port("scale") == 30002
 
 
 @pytest.mark.parametrize("value, words", [
-    ("8080", "has 1 port(s); the lessons publish 2"),
+    ("8080", "has 1 port(s); the lessons publish 3"),
+    ("8080-8081", "has 2 port(s); the lessons publish 3 (web, node, scale)"),
     ("a-b", "a range like 20100-20109"),
     ("70000-70010", "within 1-65535"),
     ("20109-20100", "within 1-65535"),
@@ -54,9 +55,9 @@ def test_no_lesson_hard_codes_a_published_port():
     for path in LESSONS_PY:
         for cell in jupytext.read(path).cells:
             if cell.cell_type == "code":
-                for port in ("8080", "47561"):
+                for port in ("8080", "47561", "8081"):
                     assert port not in cell.source, f"{path.name} hard-codes {port}: " \
-                        "use edu_runtime.notebook.port('web') / port('node')"
+                        "use edu_runtime.notebook.port('web'), port('node') or port('scale')"
 
 
 # ---- declarations --------------------------------------------------------------------------

@@ -22,7 +22,8 @@ separate process, so a Jupyter kernel never loads libvirt or forks for it):
 - ``dockerd``: a Docker daemon answers on its socket.
 
 **Settings.** The host ports lessons publish come from one setting, ``ports``: by default the
-primer's (``web`` 8080, ``node`` 47561); a classroom gives each student a range instead,
+primer's (``web`` 8080, ``node`` 47561; ``scale`` 8081, lesson 02's front, has none in the
+primer); a classroom gives each student a range instead,
 ``EDU_PORTS=20100-20109`` or ``{"ports": "20100-20109"}`` in ``~/.config/edu/course.json``,
 and the lessons' ports are taken from it in order.
 
@@ -41,8 +42,8 @@ from functools import lru_cache
 from pathlib import Path
 
 #: What each lesson publishes, in order: the primer's ports, unless a range is set.
-PORT_NAMES = ("web", "node")
-PRIMER_PORTS = {"web": 8080, "node": 47561}
+PORT_NAMES = ("web", "node", "scale")
+PRIMER_PORTS = {"web": 8080, "node": 47561, "scale": 8081}
 NEEDS = ("linux", "containers", "bridge", "root", "qemu", "dockerd")
 
 
@@ -285,8 +286,8 @@ def _port_range(text: str, source: str) -> list[int]:
 
 
 def ports() -> dict[str, int]:
-    """The host ports lessons publish, by name: ``{"web": 8080, "node": 47561}`` unless a
-    range is set (``EDU_PORTS``, or ``ports`` in the settings file)."""
+    """The host ports lessons publish, by name: ``{"web": 8080, "node": 47561, "scale": 8081}``
+    unless a range is set (``EDU_PORTS``, or ``ports`` in the settings file)."""
     env = os.environ.get("EDU_PORTS")
     if env:
         found = _port_range(env, "EDU_PORTS")
@@ -305,7 +306,8 @@ def ports() -> dict[str, int]:
 
 
 def port(name: str) -> int:
-    """One named host port (``web``: lesson 08's WordPress, ``node``: lesson 09's app)."""
+    """One named host port (``web``: lesson 08's WordPress, ``node``: lesson 09's app,
+    ``scale``: lesson 02's app and its front)."""
     table = ports()
     if name not in table:
         raise CourseError(f"no course port named {name!r}; the names are "
