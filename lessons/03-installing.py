@@ -390,7 +390,7 @@ doctor_table({**report, "results": [r for r in report["results"] if r["name"] in
 # (`dockerd-rootless-setuptool.sh install` runs dockerd as you, in such a namespace made by
 # RootlessKit); for edu it is simply what happens when you are not root.
 #
-# As root, the next part makes a throwaway user for this (`useradd -m edu-st-PID`, noted
+# As root, the next part makes a throwaway user for this (`useradd -m edu-st-PID-lesson`, noted
 # in the lesson's ledger first, so the reset deletes it with everything of theirs). As a
 # student, it is you. The user runs, with their own store and their own supervisor:
 #

@@ -35,8 +35,11 @@ def _in(path: str, name: str) -> bool:
 
 
 def test_a_throwaway_student_runs_a_rootless_container_and_reset_deletes_them(scratch):
+    sessions = f"{accounts.PREFIX}{os.getpid()}"  # the test session's own (tests/accounts)
+    had_session_account = sessions in {pw.pw_name for pw in pwd.getpwall()}
     student = accounts.throwaway(note=scratch.made)
-    assert student.name == f"{accounts.PREFIX}{os.getpid()}" and student.throwaway
+    # Never the session's own account: a reset would delete it under the later tests.
+    assert student.name == f"{sessions}-lesson" and student.throwaway
     assert {"kind": "user", "ref": student.name} in scratch.ledger()  # noted first
     assert student.uid != 0 and student.home.is_dir()
     assert student.run(["id", "-u"]).stdout.strip() == str(student.uid)
@@ -58,6 +61,7 @@ def test_a_throwaway_student_runs_a_rootless_container_and_reset_deletes_them(sc
     assert accounts.processes(uid) == []
     assert accounts.remove(student.name) is False  # gone already: nothing to do
     assert str(Lesson("97-accounts", quiet=True).reset()).endswith("the host is as it was.")
+    assert (sessions in {pw.pw_name for pw in pwd.getpwall()}) == had_session_account
 
 
 def test_a_private_checkout_is_copied_for_the_student(scratch, tmp_path, monkeypatch):

@@ -113,7 +113,10 @@ def _read(name: str) -> Served | None:
 def _reap() -> None:
     """Reap the registries this process started that have exited (stopped from elsewhere)."""
     for pid, proc in list(_children.items()):
-        if proc.poll() is not None:
+        if proc.poll() is None and not kernel.pid_alive(pid):  # exiting: let it finish
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=STOP_TIMEOUT)
+        if proc.returncode is not None:
             del _children[pid]
 
 

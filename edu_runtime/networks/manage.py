@@ -36,6 +36,7 @@ def rm(name: str) -> None:
 
                 holder.remove_network(record)
         registry.forget(name)  # the checks and their sentences are the registry's
+        _teardown_if_idle()
 
 
 # ---- leftovers -------------------------------------------------------------------------------
@@ -108,9 +109,22 @@ def release_warm() -> list[str]:
             _warm_file().unlink(missing_ok=True)
         if warm_holder():
             return []
-        return [n["name"] for n in registry.records() if n.get("bridge") and
-                os.path.exists(f"/sys/class/net/{n['bridge']}") and
-                retire_if_unused(n["name"])]
+        retired = [n["name"] for n in registry.records() if n.get("bridge") and
+                   os.path.exists(f"/sys/class/net/{n['bridge']}") and
+                   retire_if_unused(n["name"])]
+        _teardown_if_idle()
+        return retired
+
+
+def _teardown_if_idle() -> None:
+    """No container on any network and no warm holder: edu's nft table and DOCKER-USER
+    rules go too, even when no bridge was left to retire (the last network was removed
+    while a supervisor kept it warm)."""
+    if paths.is_root() and not warm_holder() and \
+            not any(n.get("containers") for n in registry.records()):
+        from . import nat
+
+        nat.teardown_all()
 
 
 def retire_if_unused(name: str) -> bool:

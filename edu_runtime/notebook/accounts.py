@@ -6,9 +6,10 @@ that for real, the lesson needs a user that is not root:
 
 - run by a student (not root), the account is the student's own (``me()``);
 - run as root (an instructor's machine, CI), the lesson makes a throwaway account with
-  ``useradd -m``, as an administrator would (``throwaway()``). It is named ``edu-st-PID``
-  (PID: the notebook's kernel), the test suite's pattern, so neither ever mistakes the
-  other's student for a leftover, and an account whose kernel is gone is known to be one.
+  ``useradd -m``, as an administrator would (``throwaway()``). It is named
+  ``edu-st-PID-lesson`` (PID: the notebook's kernel): the test suite's prefix, so a test
+  session's /etc/passwd check ignores it, but never a test session's own ``edu-st-PID``,
+  which a lesson run inside pytest would otherwise take for its own and delete on reset.
   The lesson notes it in its ledger *before* making it (``note(user=name)``), so its reset
   removes it (``remove``): processes ended, home, mail spool, /etc/subuid entries and
   /run/user/UID deleted.
@@ -109,14 +110,14 @@ def named(name: str) -> Account:
 
 
 def throwaway(note=None) -> Account:
-    """As root: a new account ``edu-st-PID`` (useradd -m, a /run/user dir as a login makes
+    """As root: a new account ``edu-st-PID-lesson`` (useradd -m, a /run/user dir as a login makes
     one), able to run the course's ``edu``; ``note(user=name)`` is called before it is made."""
     if os.geteuid() != 0:
         raise AccountError("making a user needs root; as yourself, use accounts.me()")
     for tool in ("useradd", "userdel", "setpriv"):
         if shutil.which(tool) is None:
             raise AccountError(f"{tool} is missing: apt-get install passwd util-linux")
-    name = f"{PREFIX}{os.getpid()}"
+    name = f"{PREFIX}{os.getpid()}-lesson"
     if note is not None:
         note(user=name)
     try:
