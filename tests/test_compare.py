@@ -165,7 +165,8 @@ def test_the_hosts_ps_shows_the_containers_sleep_and_only_the_guests_qemu(busybo
     noted = []
     r = processes.both_running(note=lambda **thing: noted.append(thing))
     # Told before each was made, with the names a reset needs.
-    assert noted == [{"container": r["container"]["id"]}, {"guest": r["guest"]["name"]}]
+    assert noted == [{"container": r["container"]["id"]},
+                     {"guest": r["guest"]["name"], "undo": libvirt_guest.UNDO}]
     # Each one's own ps: the container sees its shell; the guest a whole system, its kernel's
     # threads included.
     assert "sh -c ps" in r["container"]["ps"] and "kthreadd" not in r["container"]["ps"]

@@ -5,7 +5,7 @@ said to be one in the subtitle."""
 from __future__ import annotations
 
 import pytest
-from test_plots import _overlap, drawn_texts
+from test_plots import fits_a_projector
 
 from edu_runtime.notebook import bars
 
@@ -24,15 +24,7 @@ def _close():
 
 
 def projector(fig) -> list[str]:
-    texts = drawn_texts(fig)
-    page = fig.bbox
-    for text, box in texts:
-        assert (box.x0 >= page.x0 - 1 and box.y0 >= page.y0 - 1 and box.x1 <= page.x1 + 1
-                and box.y1 <= page.y1 + 1), text.get_text()
-        assert text.get_fontsize() >= 12, text.get_text()
-    for i, (a, box_a) in enumerate(texts):
-        for b, box_b in texts[i + 1:]:
-            assert not _overlap(box_a, box_b), (a.get_text(), b.get_text())
+    texts = fits_a_projector(fig)
     (ax,) = fig.axes
     assert "(MiB)" in ax.get_xlabel() or "(s)" in ax.get_ylabel()
     assert ax.get_xlabel() and ax.get_ylabel()

@@ -276,3 +276,22 @@ def test_reset_removes_what_the_lesson_made_and_says_so(scratch, root, busybox, 
     assert str(Lesson("98-scratch", quiet=True).reset()).endswith(
         "nothing to remove, the host is as it was.")
     assert not Path(lesson.ledger_path).exists()
+
+
+UNDONE: list[str] = []
+
+
+def undo_spy(ref: str) -> bool:
+    """A face's own undo (as vm_compare's guests name theirs): records what it removed."""
+    UNDONE.append(ref)
+    return ref != "gone-already"
+
+
+def test_a_faces_own_thing_is_removed_by_the_undo_it_named(scratch):
+    lesson = Lesson("98-scratch", quiet=True)
+    with pytest.raises(ValueError, match="or any other with undo="):
+        lesson.made(guest="g1")  # the engine cannot know how to remove a guest
+    lesson.made(guest="g1", undo="test_notebook_lesson:undo_spy")
+    lesson.made(guest="gone-already", undo="test_notebook_lesson:undo_spy")
+    said = Lesson("98-scratch", quiet=True).reset()  # a new kernel: found in the ledger
+    assert UNDONE == ["gone-already", "g1"] and said.removed == ["removed guest g1"]

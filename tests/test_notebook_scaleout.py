@@ -11,7 +11,7 @@ import json
 import threading
 
 import pytest
-from test_plots import _overlap, drawn_texts
+from test_plots import drawn_texts, fits_a_projector
 
 from edu_runtime.notebook import scaleout
 
@@ -123,15 +123,7 @@ def _close_figures():
 
 def test_the_scale_figure_fits_a_projector_with_its_ratios():
     fig = scaleout.scale_figure(RUNS, LABELS)
-    texts = drawn_texts(fig)
-    page = fig.bbox
-    for text, box in texts:
-        assert (box.x0 >= page.x0 - 1 and box.y0 >= page.y0 - 1 and box.x1 <= page.x1 + 1
-                and box.y1 <= page.y1 + 1), text.get_text()
-        assert text.get_fontsize() >= 12, text.get_text()
-    for i, (a, box_a) in enumerate(texts):
-        for b, box_b in texts[i + 1:]:
-            assert not _overlap(box_a, box_b), (a.get_text(), b.get_text())
+    texts = fits_a_projector(fig)
     words = [t.get_text() for t, _ in texts]
     assert fig.get_suptitle() == "4 replicas: ×3.8 the throughput of 1, for visits that wait 20 ms"
     assert "visits that wait 20 ms: ×3.8" in words and "visits that do not wait: ×1.1" in words

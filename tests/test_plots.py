@@ -89,6 +89,20 @@ def _overlap(a, b, slack: float = 0.5) -> bool:
             and min(a.y1, b.y1) - max(a.y0, b.y0) > slack)
 
 
+def fits_a_projector(fig) -> list:
+    """No text leaves the figure or overlaps another, none smaller than 12 pt; the texts."""
+    texts = drawn_texts(fig)
+    page = fig.bbox
+    for text, box in texts:
+        assert (box.x0 >= page.x0 - 1 and box.y0 >= page.y0 - 1 and box.x1 <= page.x1 + 1
+                and box.y1 <= page.y1 + 1), text.get_text()
+        assert text.get_fontsize() >= 12, text.get_text()
+    for i, (a, box_a) in enumerate(texts):
+        for b, box_b in texts[i + 1:]:
+            assert not _overlap(box_a, box_b), (a.get_text(), b.get_text())
+    return texts
+
+
 def _rgb(artist) -> tuple:
     from matplotlib.colors import to_rgb
     from matplotlib.lines import Line2D

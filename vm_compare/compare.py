@@ -408,7 +408,7 @@ def guest_name(libvirt_guest, note: Note | None) -> str:
     """A new guest's name, told to ``note`` before the guest is made."""
     name = libvirt_guest.new_name()
     if note is not None:
-        note(guest=name)
+        note(guest=name, undo=libvirt_guest.UNDO)
     return name
 
 

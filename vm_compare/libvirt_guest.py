@@ -424,6 +424,11 @@ def cleanup_stale(uri: str | None = None) -> list[str]:
     return removed
 
 
+#: How a lesson's reset removes a guest it noted (``Lesson.made(guest=NAME, undo=UNDO)``): the
+#: notebook layer is part of the engine, which never imports vm_compare, so the ledger names it.
+UNDO = "vm_compare.libvirt_guest:remove_guest"
+
+
 def remove_guest(name: str, uri: str | None = None) -> bool:
     """Destroy and undefine guest ``name`` if it exists (a lesson's reset); True if it did.
 

@@ -174,7 +174,7 @@ def both_running(image: str = "busybox", *, accel: str | None = None,
         w = -1
         inside_container = read_until(r, END, 60)
         name = libvirt_guest.new_name()
-        note(guest=name)
+        note(guest=name, undo=libvirt_guest.UNDO)
         progress("booting the guest")
         with libvirt_guest.boot(guest, accel=accel, name=name) as b:
             if b.console.wait_for(re.escape(END.encode()) + rb"\r?\n",

@@ -36,7 +36,7 @@ from typing import Any
 from . import course, replay
 from .checks import Said
 
-KINDS = ("container", "network", "volume", "image", "guest", "registry", "user")
+KINDS = ("container", "network", "volume", "image", "registry", "user")
 
 
 class Lesson:
@@ -174,18 +174,21 @@ class Lesson:
         except (FileNotFoundError, ValueError):
             return []
 
-    def made(self, **things: str) -> None:
+    def made(self, undo: str | None = None, **things: str) -> None:
         """Note what the lesson makes (before making it): ``container=``, ``network=``,
-        ``volume=``, ``image=``, ``guest=``, ``registry=``, ``user=`` (a throwaway account
-        a rootless part made as root: see ``accounts``)."""
+        ``volume=``, ``image=``, ``registry=``, ``user=`` (a throwaway account a rootless
+        part made as root: see ``accounts``), or anything else a face makes with the
+        ``undo`` that removes it, as ``"module:function"`` (called with the name; true if
+        it removed something): vm_compare's guests. The engine never imports its faces, so
+        the face names its own undo, and a reset in a new kernel finds it in the ledger."""
         for kind in things:
-            if kind not in KINDS:
+            if kind not in KINDS and undo is None:
                 raise ValueError(f"made(): unknown kind {kind!r}; the kinds are "
-                                 f"{', '.join(KINDS)}")
+                                 f"{', '.join(KINDS)}, or any other with undo=")
         with self._locked():  # two kernels of one lesson must not lose each other's notes
             entries = self.ledger()
             for kind, ref in things.items():
-                entry = {"kind": kind, "ref": str(ref)}
+                entry = {"kind": kind, "ref": str(ref), **({"undo": undo} if undo else {})}
                 if entry not in entries:
                     entries.append(entry)
             self._write_ledger(entries)
@@ -224,7 +227,7 @@ class Lesson:
         entries = self.ledger()
         for entry in reversed(entries):
             try:
-                what = _remove(entry["kind"], entry["ref"])
+                what = _remove(entry["kind"], entry["ref"], entry.get("undo"))
             except ImportError:  # no engine here, so nothing of it can exist here
                 what = ""
             except Exception as exc:  # noqa: BLE001 - say it, and keep removing the rest
@@ -264,8 +267,14 @@ def doctor_report() -> dict[str, Any]:
     return report
 
 
-def _remove(kind: str, ref: str) -> str:
+def _remove(kind: str, ref: str, undo: str | None = None) -> str:
     """Remove one thing a lesson made; what was removed, or "" when it was already gone."""
+    if undo is not None:  # a face's own thing, removed by the face's own function
+        import importlib
+
+        module, _, function = undo.partition(":")
+        gone = getattr(importlib.import_module(module), function)(ref)
+        return f"removed {kind} {ref}" if gone else ""
     if kind == "container":
         from .. import Container
 
@@ -300,11 +309,6 @@ def _remove(kind: str, ref: str) -> str:
         except Exception:  # noqa: BLE001 - not there (any more)
             return ""
         return f"untagged image {ref}"
-    if kind == "guest":
-        from vm_compare import libvirt_guest
-
-        gone = libvirt_guest.remove_guest(ref)
-        return f"destroyed guest {ref}" if gone else ""
     if kind == "user":
         from . import accounts
 
