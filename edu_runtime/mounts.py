@@ -119,7 +119,10 @@ class SpecialFilesystems(Step):
 
     @staticmethod
     def _dev(dev: Path) -> None:
-        kernel.mount("tmpfs", str(dev), "tmpfs", kernel.MS_NOSUID, "mode=755,size=65536k")
+        # nodev as the root (rootfs.py): the nodes bound below are mounts of their own, so
+        # they still open; a node made with mknod in /dev does not.
+        kernel.mount("tmpfs", str(dev), "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
+                     "mode=755,size=65536k")
         for name in DEVICES:
             node = dev / name
             node.touch()

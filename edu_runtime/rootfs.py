@@ -78,7 +78,11 @@ class RootFS(Step):
         """mount -t overlay with the image's layers as lowerdir."""
         p = ctx.paths
         opts = overlay.mount_options(ctx.lowerdirs, p.upper, p.work, ctx.rootless)
-        kernel.mount("overlay", str(p.merged), "overlay", 0, opts)
+        # nodev: root in a container keeps CAP_MKNOD (Docker's default set), so it can make
+        # a node for the host's disk; nodev makes the kernel refuse to open it (EACCES).
+        # Docker refuses the open with its devices cgroup instead; the escape suite checks
+        # both (notebooks/10-limits-and-security).
+        kernel.mount("overlay", str(p.merged), "overlay", kernel.MS_NODEV, opts)
 
     def observe(self, ctx) -> dict[str, Any]:
         """The overlay mount as the container's mountinfo shows it."""
