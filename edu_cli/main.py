@@ -38,6 +38,8 @@ COMMANDS = {
     "logout": "registry",
     "build": "build", "commit": "build",
     "compare": "compare",
+    "stats": "stats",
+    "compose": "compose",
 }
 
 
