@@ -366,7 +366,8 @@ class Container:
                  remove: bool = False, observe: bool = False,
                  stdio: tuple[int, int, int] | None = None, container_id: str | None = None,
                  tty: bool = False, init: bool = False, volumes: list[str] | None = None,
-                 fork_here: bool | None = None, tty_size: tuple[int, int] | None = None):
+                 fork_here: bool | None = None, tty_size: tuple[int, int] | None = None,
+                 labels: dict[str, str] | None = None):
         from .images.store import Store
 
         # What this container was made with, JSON-ready: kept in its record, so that
@@ -378,7 +379,8 @@ class Container:
             publish=publish, publish_all=publish_all, cap_add=cap_add, cap_drop=cap_drop,
             aliases=aliases, healthcheck=healthcheck,
             seccomp=seccomp, no_new_privs=no_new_privs, read_only=read_only, pid=pid,
-            ipc=ipc, uts=uts, remove=remove, init=init, volumes=volumes).items()
+            ipc=ipc, uts=uts, remove=remove, init=init, volumes=volumes,
+            labels=dict(labels) if labels else None).items()
             if v is not None}
         self.store = store or Store()
         img = image if hasattr(image, "config") else self.store.get(image)

@@ -104,10 +104,12 @@ def _dir(name: str) -> Path:
     return volumes_dir() / check_name(name)
 
 
-def create(name: str | None = None, *, anonymous: bool = False) -> dict[str, Any]:
-    """``docker volume create [NAME]``: make the volume (a random name if none); its inspect.
+def create(name: str | None = None, *, anonymous: bool = False,
+           labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """``docker volume create [--label K=V] [NAME]``: make the volume (a random name if
+    none); its inspect.
 
-    Creating a volume that exists returns it unchanged, as Docker does.
+    Creating a volume that exists returns it unchanged, labels and all, as Docker does.
     """
     if name is None:
         name, anonymous = secrets.token_hex(32), True
@@ -118,7 +120,7 @@ def create(name: str | None = None, *, anonymous: bool = False) -> dict[str, Any
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "_data").mkdir(parents=True)
         meta = {"CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "Labels": {ANONYMOUS_LABEL: ""} if anonymous else {}}
+                "Labels": {**(labels or {}), **({ANONYMOUS_LABEL: ""} if anonymous else {})}}
         (tmp / "volume.json").write_text(json.dumps(meta))
         try:
             os.rename(tmp, d)  # all or nothing; a concurrent create of the same name wins

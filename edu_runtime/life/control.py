@@ -62,12 +62,25 @@ def find(ref: str) -> dict[str, Any]:
     return states.find(ref)
 
 
-def ls(all: bool = False) -> list[dict[str, Any]]:
-    """``docker ps [-a]``: the records of running and paused containers (all with ``all``),
-    newest first, after cleaning up what killed ``edu`` processes left."""
+def ls(all: bool = False, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """``docker ps [-a] [--filter label=K=V]``: the records of running and paused containers
+    (all with ``all``), only those carrying every one of ``labels``, newest first, after
+    cleaning up what killed ``edu`` processes left."""
     cleanup_stale()
     return [r for r in states.records()
-            if all or r.get("status") in (RUNNING, PAUSED)]
+            if (all or r.get("status") in (RUNNING, PAUSED))
+            and has_labels(labels_of(r), labels)]
+
+
+def labels_of(rec: dict[str, Any]) -> dict[str, str]:
+    """The labels a container was made with (``Container(labels=...)``)."""
+    return dict((rec.get("spec") or {}).get("labels") or {})
+
+
+def has_labels(have: dict[str, str], want: dict[str, str] | None) -> bool:
+    """Whether ``have`` carries every label of ``want`` with its value (Docker's
+    ``--filter label=K=V``; a value of None matches any value)."""
+    return all(k in have and (v is None or have[k] == v) for k, v in (want or {}).items())
 
 
 def _name(rec: dict[str, Any]) -> str:
@@ -229,9 +242,15 @@ def logs(ref: str, follow: bool = False, tail: int | str | None = None
     return _log_lines(rec, follow, int(tail))
 
 
+def log_path(rec: dict[str, Any]) -> Path:
+    """Where a supervised container's output is kept (Docker's json-file format: read it
+    with ``read_lines`` and ``entries``)."""
+    return states.base() / rec["id"] / "container.log"
+
+
 def _log_lines(rec: dict[str, Any], follow: bool, tail: int | None
                ) -> Iterator[tuple[str, str]]:
-    path = states.base() / rec["id"] / "container.log"
+    path = log_path(rec)
     chunk, offset = read_lines(path, 0)
     lines = chunk.splitlines()
     if tail is not None:
@@ -461,7 +480,9 @@ def _config(rec: dict[str, Any], spec: dict[str, Any], argv: list[str]) -> dict[
             "Cmd": argv[len(entrypoint):] if argv[:len(entrypoint)] == entrypoint else argv,
             "Image": rec.get("image", spec.get("image", "")),
             "WorkingDir": proc.get("workdir", ""),
-            "Entrypoint": entrypoint or None}
+            "Entrypoint": entrypoint or None,
+            # The image's labels, with the container's own over them (as Docker merges).
+            "Labels": {**(_image_config(rec).get("Labels") or {}), **labels_of(rec)}}
 
 
 def _image_config(rec: dict[str, Any]) -> dict[str, Any]:

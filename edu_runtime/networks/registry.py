@@ -221,8 +221,10 @@ def _default() -> dict[str, Any]:
 
 # ---- the registry: create, ls, inspect, rm ---------------------------------------------------
 
-def create(name: str, subnet: str | None = None) -> dict[str, Any]:
-    """``docker network create NAME [--subnet CIDR]``: register a bridge network."""
+def create(name: str, subnet: str | None = None, labels: dict[str, str] | None = None
+           ) -> dict[str, Any]:
+    """``docker network create NAME [--subnet CIDR] [--label K=V]``: register a bridge
+    network (``labels`` kept in its record, as ``inspect`` shows them)."""
     if not _NAME.fullmatch(name):
         raise NetworkError(f"invalid network name {name!r}: use letters, digits and _.- "
                            "(starting with a letter or digit), up to 64 characters")
@@ -251,6 +253,7 @@ def create(name: str, subnet: str | None = None) -> dict[str, Any]:
             if why:
                 raise NetworkError(f"subnet {subnet} overlaps {why}: pick another subnet")
         record = _new_record(name, net)
+        record["labels"] = dict(labels or {})
         write(record)
         return record
 
