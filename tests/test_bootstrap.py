@@ -343,6 +343,7 @@ def test_debian_again_is_instant(built):
 @pytest.mark.parametrize("name,check,expect", [
     ("python", "python3 -c 'print(1+1)'", "2"),
     ("node", "node -e 'console.log(1+1)'", "2"),
+    ("node", "npm --version | cut -d. -f1", "9"),  # Debian 12's npm, as the primer needs
 ])
 def test_runs_through_a_real_overlay(built, tmp_path, name, check, expect):
     store, image = _build(built, name)
@@ -358,7 +359,7 @@ def test_runs_through_a_real_overlay(built, tmp_path, name, check, expect):
 @pytest.mark.slow
 @pytest.mark.parametrize("name,package,cmd,tag,share", [
     ("python", "python3", ["python3"], "python:3.11", 0.5),
-    ("node", "nodejs", ["node"], "node:18", 1.0),
+    ("node", "nodejs", ["node"], "node:18", 2.5),  # npm's node-* packages: 2 x debian
 ])
 def test_top_layer_is_small_and_clean(built, name, package, cmd, tag, share):
     store, image = _build(built, name)
@@ -392,6 +393,39 @@ def test_top_layer_is_small_and_clean(built, name, package, cmd, tag, share):
     assert image.config["config"]["Cmd"] == cmd
     assert f"docker.io/library/{tag}" in image.tags
     assert image.config["history"][-2]["created_by"].startswith("/bin/sh -c apt-get")
+
+
+def test_host_cas_are_named_with_their_digests(tmp_path):
+    assert bs.host_cas(tmp_path / "missing") == {}
+    (tmp_path / "b.crt").write_bytes(b"B")
+    (tmp_path / "a.crt").write_bytes(b"A")
+    (tmp_path / "notes.txt").write_bytes(b"not a certificate")
+    assert bs.host_cas(tmp_path) == {"a.crt": hashlib.sha256(b"A").hexdigest(),
+                                     "b.crt": hashlib.sha256(b"B").hexdigest()}
+    assert "update-ca-certificates" not in bs._apt_script("nodejs npm")
+    assert bs._apt_script("nodejs npm", True).endswith(
+        "&& cp /tmp/host-ca/*.crt /usr/local/share/ca-certificates/ && update-ca-certificates")
+
+
+@pytest.mark.slow
+def test_node_trusts_the_cas_the_host_added(built, tmp_path):
+    """What update-ca-certificates made of the host's added CAs is in node's bundle (none
+    added, none there), and the label names them; the mount they came through left no
+    trace in the layer."""
+    store, image = _build(built, "node")
+    cas = bs.host_cas()
+    assert labels(image)[bs.HOST_CA_LABEL] == " ".join(f"{n}={d}" for n, d in cas.items())
+    assert labels(image)[bs.SOURCE] == "debian:nodejs,npm"
+    top = store.layer_dir(image.diff_ids[-1])
+    assert not os.path.lexists(top / "tmp/host-ca")
+    bundle = (top / "etc/ssl/certs/ca-certificates.crt").read_text()
+    for name in cas:
+        pem = (bs.HOST_CA_DIR / name).read_text().strip()
+        assert pem in bundle, name
+        assert (top / "usr/local/share/ca-certificates" / name).read_text().strip() == pem
+    if not cas:
+        assert not list((top / "usr/local/share/ca-certificates").glob("*.crt"))
+    assert "update-ca-certificates" in image.config["history"][-2]["created_by"] or not cas
 
 
 @pytest.mark.slow

@@ -121,3 +121,26 @@ def test_the_log_is_read_step_by_step():
             "Step 4/4 : COPY a /a\n ---> 2\n")
     assert building.read_log(text) == {"steps": 4, "done": 4, "work": 2, "cached": 1}
     assert building.read_log("") == {"steps": 0, "done": 0, "work": 0, "cached": 0}
+    assert building.read_steps(text + "Removing intermediate container 3\n") == [
+        {"step": 1, "instruction": "FROM busybox", "cached": False, "id": "71bc4366c859"},
+        {"step": 2, "instruction": "RUN echo hi", "cached": True, "id": "1"},
+        {"step": 3, "instruction": "ENV A=b", "cached": True, "id": ""},
+        {"step": 4, "instruction": "COPY a /a", "cached": False, "id": "2"}]
+
+
+def test_a_build_says_which_cache_entries_it_wrote_and_forget_takes_them(tags, tmp_path):
+    from edu_runtime.images import build
+
+    ctx = context(tmp_path)
+    first = building.build_image(ctx, tags(), progress=False)
+    assert [r["cached"] for r in first["rows"]] == [False] * 6
+    assert len(first["remembered"]) == 5  # one entry per step after FROM
+    again = building.build_image(ctx, tags(), progress=False)
+    assert again["remembered"] == [] and [r["id"] for r in again["rows"]] == \
+        [r["id"] for r in first["rows"]]
+    fresh = building.build_image(ctx, tags(), progress=False, no_cache=True)
+    assert not any(r["cached"] for r in fresh["rows"]) and len(fresh["remembered"]) == 5
+    assert Path(fresh["log"]).read_text().startswith("edu build --no-cache -t ")
+    assert build.forget(Store(), first["remembered"] + fresh["remembered"]) >= 5
+    assert not any((Store().root / "build-cache" / f"{k}.json").exists()
+                   for k in first["remembered"] + fresh["remembered"])

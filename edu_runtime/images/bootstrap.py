@@ -14,7 +14,9 @@ is what the official Docker images do, done in the open:
   versions, as Docker Hub keeps them.
 * ``python`` and ``node``: a second layer, made the way ``docker build`` makes a ``RUN``
   layer. Mount an overlay of the debian image with an empty upper dir, run apt-get in it,
-  and pack what the upper dir caught.
+  and pack what the upper dir caught. ``node`` is Debian's nodejs and npm, so the primer's
+  ``RUN npm install`` works on ``FROM node``, and it trusts the CAs the host's admin added
+  (``host_cas``), so that npm reaches its registry where the network re-signs TLS.
 
 Every image says where it came from in ``io.edu.provenance.*`` labels. ``bootstrap`` does no
 work when the image is already there with the same provenance.
@@ -426,34 +428,64 @@ def _pack(stage: Path, src: Path, *, upper: bool) -> tuple[Path, layers.PackStat
 
 # ---- python and node: a RUN layer on top of debian ----------------------------------------
 
-# name -> (Debian package, Cmd, how many version parts the tags keep: python:3.11, node:18).
-# npm is left out: Debian 12's npm pulls in hundreds of node-* packages, several times the
-# size of nodejs itself, and the lessons only run `node`.
+# name -> (Debian packages, the first naming the image's version; Cmd; how many version
+# parts the tags keep: python:3.11, node:18). node has npm, as every node image on Docker Hub
+# has, so the primer's `RUN npm install` works on `FROM node` (lesson 09). Debian 12's npm is
+# its own 9.2 with its dependencies as about 250 node-* packages: 157 MB and about 25 s more
+# to build, once, where the npm bundled in Docker Hub's images is about 10 MB.
 _APT_IMAGES: dict[str, tuple[str, list[str], int]] = {
     "python": ("python3", ["python3"], 2),
-    "node": ("nodejs", ["node"], 1),
+    "node": ("nodejs npm", ["node"], 1),
 }
+
+#: The certificate authorities this host's admin added (update-ca-certificates reads them
+#: from here; Debian leaves it empty). Where a network re-signs TLS on its way out (a proxy
+#: that inspects it, as many schools and companies run), a build's `npm install` trusts the
+#: registry only with that CA, so the images that fetch over TLS get them, as a company's own
+#: base images do. Named, with their digests, in a label; none added where there are none.
+HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+HOST_CA_LABEL = "io.edu.provenance.host-ca"
+_TRUSTS_HOST_CAS = ("node",)
+_HOST_CA_MOUNT = "/tmp/host-ca"  # on the build root's tmpfs: never in the layer
 
 _BUILD_ENV = {"PATH": PATH_ENV.partition("=")[2], "HOME": "/root", "LC_ALL": "C",
               "DEBIAN_FRONTEND": "noninteractive"}
 
 
-def _apt_script(package: str) -> str:
+def _apt_script(package: str, host_cas: bool = False) -> str:
     """The shell line the build runs in the chroot; it is also the layer's history entry."""
     # Everything deleted here was created in the upper dir by this very script (the debian
     # image has no lists, caches or logs), so deleting it leaves no whiteout in the layer.
-    return (f"apt-get -q update && apt-get -q install -y --no-install-recommends {package} "
-            "&& rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb "
-            "/var/log/apt/* /var/log/dpkg.log /var/log/alternatives.log "
-            "/var/cache/ldconfig/aux-cache")
+    script = (f"apt-get -q update && apt-get -q install -y --no-install-recommends {package} "
+              "&& rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin "
+              "/var/cache/apt/archives/*.deb /var/log/apt/* /var/log/dpkg.log "
+              "/var/log/alternatives.log /var/cache/ldconfig/aux-cache")
+    if host_cas:
+        script += (f" && cp {_HOST_CA_MOUNT}/*.crt /usr/local/share/ca-certificates/ "
+                   "&& update-ca-certificates")
+    return script
+
+
+def host_cas(where: Path = HOST_CA_DIR) -> dict[str, str]:
+    """The host's added CA certificates (``*.crt``, as update-ca-certificates takes them):
+    name -> sha256."""
+    try:
+        names = sorted(p.name for p in where.glob("*.crt") if p.is_file())
+    except OSError:
+        return {}
+    return {n: hashlib.sha256((where / n).read_bytes()).hexdigest() for n in names}
 
 
 def _apt_image(store: Store, name: str, progress: bool, refresh: bool) -> Image:
     package, cmd, tag_depth = _APT_IMAGES[name]
+    main = package.split()[0]
     base = bootstrap(store, "debian", progress=progress)
     base_labels = base.config.get("config", {}).get("Labels") or {}
-    want = {BASE_LABEL: base.id, SOURCE: f"debian:{package}", BUILT_BY: "edu bootstrap",
-            RECIPE_LABEL: RECIPE}
+    want = {BASE_LABEL: base.id, SOURCE: "debian:" + ",".join(package.split()),
+            BUILT_BY: "edu bootstrap", RECIPE_LABEL: RECIPE}
+    cas = host_cas() if name in _TRUSTS_HOST_CAS else {}
+    if name in _TRUSTS_HOST_CAS:  # a CA added on the host later rebuilds the image
+        want[HOST_CA_LABEL] = " ".join(f"{n}={d}" for n, d in cas.items())
     found = _existing(store, f"{name}:latest", want)
     if found and not refresh:
         return found
@@ -462,7 +494,7 @@ def _apt_image(store: Store, name: str, progress: bool, refresh: bool) -> Image:
     _check_mirror(mirror)
     lower = store.lowerdirs(base)
     _check_build_targets(lower)
-    script = _apt_script(package)
+    script = _apt_script(package, bool(cas))
     bar = _Progress(name, ["apt-get", "layer", "store"], progress)
     try:
         with store.staging() as stage:
@@ -472,7 +504,8 @@ def _apt_image(store: Store, name: str, progress: bool, refresh: bool) -> Image:
             upper.chmod(0o755)  # the upper dir's mode is the merged root's mode
             opts = overlay.mount_options(lower, upper, work, rootless=False)
             code, tail, log = _run(["/bin/sh", "-c", script], _BUILD_ENV, name, bar,
-                                   prepare=lambda: _enter_build_root(merged, opts))
+                                   prepare=lambda: _enter_build_root(merged, opts,
+                                                                     host_cas=bool(cas)))
             if code != 0:
                 raise BootstrapError(
                     f"apt-get failed (exit {code}) installing {package} into the {name} image, "
@@ -482,7 +515,7 @@ def _apt_image(store: Store, name: str, progress: bool, refresh: bool) -> Image:
             bar.phase("layer")
             before = set(_dpkg_list(_admindir(lower)))
             added = [p for p in _dpkg_list(upper / "var/lib/dpkg") if p not in before]
-            version = _version_of(package, added)
+            version = _version_of(main, added)
             blob, stats = _pack(stage, upper, upper=True)
             created = _rfc3339(int(time.time()))
             labels = {**want, VERSION: version, PACKAGES: " ".join(added),
@@ -518,7 +551,7 @@ def _check_build_targets(lower: list[Path]) -> None:
                                  "run 'edu bootstrap debian --refresh'")
 
 
-def _enter_build_root(merged: Path, opts: str) -> None:
+def _enter_build_root(merged: Path, opts: str, *, host_cas: bool = False) -> None:
     """In the build child, in its own mount namespace: assemble the root and chroot into it.
 
     Nothing here is ever unmounted by hand. Every mount lives in the child's private mount
@@ -541,6 +574,9 @@ def _enter_build_root(merged: Path, opts: str) -> None:
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{m}/dev/{name}")
     kernel.mount("tmpfs", f"{m}/tmp", "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, "mode=1777")
+    if host_cas:  # read by the script's cp, from the tmpfs: the layer never sees the mount
+        os.mkdir(f"{m}{_HOST_CA_MOUNT}")
+        _bind(str(HOST_CA_DIR), f"{m}{_HOST_CA_MOUNT}", readonly=True)
     # resolv.conf and hosts: the host's, bind-mounted read-only over the image's own files.
     # A mount is not a write, so overlay copies nothing up: the upper dir, and so the layer,
     # never holds the host's files, nor a whiteout for deleting them afterwards. (Copying the

@@ -21,6 +21,8 @@ Introduced in notebooks/02-why-containers.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import signal
@@ -70,6 +72,41 @@ def read_log(text: str) -> dict[str, int]:
     return out
 
 
+def read_steps(text: str) -> list[dict[str, Any]]:
+    """Each step of a build's output: ``{"step", "instruction", "cached", "id"}`` (``id``:
+    the image so far after it, as ``---> ID`` says; the same ID again means the same
+    layers)."""
+    rows: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        step = STEP.match(line)
+        if step:
+            rows.append({"step": int(step[1]), "instruction": step[3], "cached": False,
+                         "id": ""})
+        elif rows and line.strip() == CACHED:
+            rows[-1]["cached"] = True
+        elif rows and line.strip().startswith("---> ") and " " not in line.strip()[5:]:
+            rows[-1]["id"] = line.strip()[5:]
+    return rows
+
+
+def _written(store, since: float, ids: set[str]) -> list[str]:
+    """The build-cache entries written since ``since`` whose image is one of ``ids`` (short
+    IDs): what a build remembered, for ``images.build.forget``."""
+    from ..images.store import canonical_json
+
+    keys = []
+    for entry in sorted((store.root / "build-cache").glob("*.json")):
+        try:
+            if entry.stat().st_mtime < since:
+                continue
+            config = json.loads(entry.read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if hashlib.sha256(canonical_json(config)).hexdigest()[:12] in ids:
+            keys.append(entry.stem)
+    return keys
+
+
 def _last_lines(path: Path) -> tuple[str, str]:
     """The last step line and the last non-empty line of the log."""
     text = path.read_text(errors="replace")
@@ -79,20 +116,24 @@ def _last_lines(path: Path) -> tuple[str, str]:
 
 
 def build_image(context: str | Path, tag: str, *, build_args: dict[str, str] | None = None,
-                progress: bool = True) -> dict[str, Any]:
-    """``edu build -t TAG [--build-arg K=V] CONTEXT``, with a bar and its output in a log;
-    ``{"tag", "id", "steps", "work", "cached", "seconds", "size", "log"}`` (``work``: the
-    RUN, COPY and ADD steps, ``cached``: those the cache gave). Raises BuildFailed (with
-    the log's last lines) when the build fails."""
+                progress: bool = True, no_cache: bool = False) -> dict[str, Any]:
+    """``edu build [--no-cache] -t TAG [--build-arg K=V] CONTEXT``, with a bar and its output
+    in a log; ``{"tag", "id", "steps", "work", "cached", "seconds", "size", "log", "rows",
+    "remembered"}`` (``work``: the RUN, COPY and ADD steps, ``cached``: those the cache
+    gave; ``rows``: each step, as ``read_steps``; ``remembered``: the cache entries it
+    wrote, which ``images.build.forget`` gives back). Raises BuildFailed (with the log's
+    last lines) when the build fails."""
     from ..images.store import Store
     from ..progress import bar as new_bar
 
     log = log_path(tag)
     argv = [sys.executable, "-m", "edu_cli.main", "build", "-t", tag]
+    if no_cache:
+        argv.append("--no-cache")
     for key, value in (build_args or {}).items():
         argv += ["--build-arg", f"{key}={value}"]
     argv.append(str(context))
-    log.write_text(f"edu build -t {tag} {context}\n")
+    log.write_text(f"edu build {'--no-cache ' if no_cache else ''}-t {tag} {context}\n")
     bar = new_bar(total=1, desc=f"build {tag}", unit="step", leave=False, disable=not progress)
     stop = threading.Event()
 
@@ -106,7 +147,7 @@ def build_image(context: str | Path, tag: str, *, build_args: dict[str, str] | N
             if last:
                 bar.set_postfix_str(_cut(seen[3] if last == step and seen else last))
 
-    start = time.monotonic()
+    start, since = time.monotonic(), time.time() - 1  # -1: a coarse mtime is not missed
     tail = threading.Thread(target=follow, name="build-progress", daemon=True)
     with open(log, "a") as out:  # the child's stdout and stderr, appended after our line
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
@@ -127,11 +168,14 @@ def build_image(context: str | Path, tag: str, *, build_args: dict[str, str] | N
     if code != 0:
         raise BuildFailed(f"edu build -t {tag} failed (exit {code}). Its last lines:\n"
                           f"{_tail(text)}\nThe whole output: {log}")
-    image = Store().get(tag)
-    counts = read_log(text)
+    seconds = round(time.monotonic() - start, 2)
+    store = Store()
+    image = store.get(tag)
+    counts, rows = read_log(text), read_steps(text)
+    made = {r["id"] for r in rows if not r["cached"] and r["step"] > 1}
     return {"tag": tag, "id": image.id, "steps": counts["steps"], "work": counts["work"],
-            "cached": counts["cached"], "seconds": round(time.monotonic() - start, 2),
-            "size": image.size, "log": str(log)}
+            "cached": counts["cached"], "seconds": seconds, "size": image.size,
+            "log": str(log), "rows": rows, "remembered": _written(store, since, made)}
 
 
 def _tail(text: str, lines: int = 15) -> str:
