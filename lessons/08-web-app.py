@@ -8,6 +8,13 @@
 #         - bridge
 #         - root
 #         what: 'behind -p: the netns, the veth pair, the bridge, the DNAT rule, conntrack'
+#       compose:
+#         needs:
+#         - containers
+#         - bridge
+#         - root
+#         what: 'the same app as a compose file: up, the site, down (the volume stays),
+#           up again, down -v'
 #       docker:
 #         needs:
 #         - containers
@@ -72,7 +79,9 @@
 #    each and what it means;
 # 4. read the kernel's connection table (conntrack) and find your own request in it, with the
 #    address it was sent to and the address that answered;
-# 5. say how Docker does the same (iptables, docker-proxy), and where edu differs.
+# 5. run the same two containers from a compose file, and say what `down` and `down -v`
+#    keep;
+# 6. say how Docker does the same (iptables, docker-proxy), and where edu differs.
 #
 # The first cell says which parts run live on this machine and which replay a recording of a
 # real run (and why). Run each cell with **Shift-Enter**.
@@ -604,6 +613,136 @@ print(f"{DB}'s eth0 is cabled to the host's {db_veth} (ifindex {peer})")
 ex
 
 # %% [markdown]
+# ## 6. The same app as a compose file
+#
+# Two `run` commands with a dozen flags are easy to get wrong. A **compose file** writes them
+# down once: `lessons/apps/wordpress/compose.yaml` has the two services, the database's
+# environment, a **named volume** for its data, and `depends_on: condition:
+# service_healthy`, so WordPress starts only once the database's healthcheck passes. One
+# command makes the network, the volume and both containers, in that order:
+#
+#     edu compose -p l08-site up -d        # docker compose -p l08-site up -d
+#     edu compose -p l08-site down         # containers and network go; the volume stays
+#     edu compose -p l08-site down -v      # ... and the volume too
+#
+# (`-p l08-site` names the project; without it the directory's name, `wordpress`, would.)
+# The cell first removes `l08-web` and `l08-db` (`edu rm -f`): the port is theirs. Then it
+# brings the project up, installs the site and writes a post, takes it `down`, brings it
+# `up` again and visits, then `down -v`, and `up` once more.
+
+# %%
+q_kept = predict("After `edu compose down` and a second `up` (new containers), GET / answers:",
+                 ["302 to the installer: the containers are new, so is the site",
+                  "200: the site is there, with its post",
+                  "an error: the new database cannot read the old data"])
+q_kept
+
+
+# %%
+COMPOSE_FILE = APPS / "wordpress" / "compose.yaml"
+PROJECT = "l08-site"
+
+
+def compose_site():
+    import os
+
+    from edu_runtime import compose, volumes
+    from edu_runtime.life import control
+    from edu_runtime.notebook import wordpress
+
+    for name in (WEB, DB):  # docker rm -f l08-web l08-db: the port is theirs
+        control.remove(name, force=True)
+    project = compose.load([COMPOSE_FILE], project_name=PROJECT,
+                           environ={**os.environ, "WP_PORT": str(PORT)})
+    for svc in project.services:
+        lesson.made(container=project.container_name(svc))
+    for res in project.networks.values():
+        lesson.made(network=res.name)
+    for res in project.volumes.values():
+        lesson.made(volume=res.name)
+    print("compose.yaml, without its comments:")
+    for line in COMPOSE_FILE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            print("  " + line.split("  #")[0].rstrip())
+
+    def up(label):
+        said = []
+        start = time.monotonic()
+        compose.up(project, say=said.append)
+        print(f"\n$ edu compose -p {PROJECT} up -d   {label}")
+        print("\n".join(" " + line for line in said if "Waiting" not in line))
+        site = wordpress.Site(URL)
+
+        def answering():
+            try:
+                return site.get("/")["status"] in (200, 302)
+            except wordpress.WordPressError:
+                return False
+        wait_until("WordPress answering", answering, timeout=30)
+        page = site.get("/")
+        print(f"  GET / -> {page['status']} {page['location']}  "
+              f"({time.monotonic() - start:.1f} s after up)")
+        return site, page
+
+    def down(volumes_too):
+        said = []
+        compose.down(project, volumes=volumes_too, say=said.append)
+        print(f"\n$ edu compose -p {PROJECT} down{' -v' if volumes_too else ''}")
+        print("\n".join(" " + line for line in said))
+        kept = sorted(v["Name"] for v in volumes.ls() if v["Name"].startswith(PROJECT))
+        print(f"  volumes left: {', '.join(kept) or 'none'}; containers left: "
+              f"{len(compose.ps(project))}")
+        return kept
+
+    out = {}
+    site, first = up("(the first time)")
+    out["first"] = first["status"]
+    site.install("A site kept in a volume", ADMIN["user"], ADMIN["password"], ADMIN["email"])
+    site.login(ADMIN["user"], ADMIN["password"])
+    made = site.post("Still here?", "Written before docker compose down.")
+    print(f"  installed, and post {made['id']} written: 'Still here?'")
+    rows = compose.ps(project)
+    print(f"\n$ edu compose -p {PROJECT} ps")
+    for row in rows:
+        print(f"  {row['name']:<22}{row['service']:<11}{row['status']:<24}{row['ports']}")
+    out["ps"] = [{k: row[k] for k in ("name", "service", "status")} for row in rows]
+    out["after_down"] = down(False)
+    site, again = up("(the volume is the one from before)")
+    seen = site.read(made["id"])
+    print(f"  GET /?p={made['id']} -> {seen['status']}: {seen['lines'][:1]}")
+    out["again"] = again["status"]
+    out["seen"] = seen["lines"][:2]
+    out["after_down_v"] = down(True)
+    _, fresh = up("(after down -v: a new, empty volume)")
+    out["fresh"] = fresh["status"]
+    down(True)
+    return out
+
+
+composed = lesson.live("compose", compose_site)
+
+# %%
+q_kept.check("200: the site is there, with its post" if composed["again"] == 200 else
+             "302 to the installer: the containers are new, so is the site",
+             why="down removed the containers and the network, but a named volume is not "
+                 "part of any container: the new database container found the old data in "
+                 "it (its entrypoint says so) and WordPress found its tables there. Only "
+                 "down -v removes the volume; after it, the next up starts from nothing, "
+                 "and GET / is the installer again.")
+
+# %% [markdown]
+# What each command keeps:
+#
+# | | containers | network `l08-site_default` | volume `l08-site_db-data` (the site) |
+# |---|---|---|---|
+# | `up -d` | made (db first, then wordpress once db is healthy) | made | made if missing |
+# | `down` | removed | removed | **kept** |
+# | `down -v` | removed | removed | removed |
+#
+# The same holds for Docker's `docker compose`. Its names are the same (`PROJECT-SERVICE-1`,
+# `PROJECT_default`); the older `docker-compose` 1.29 writes `PROJECT_SERVICE_1`.
+
+# %% [markdown]
 # ## Checks
 
 # %%
@@ -631,6 +770,11 @@ results = [
           bool(seen["entry"]) and seen["entry"]["dnat"] and seen["entry"]["snat"]
           and seen["entry"]["reply"].startswith(f"{seen['ip']}:80 -> {seen['gateway']}:"),
           hint="part 5, step 5"),
+    check("down kept the volume (the site came back with its post); down -v removed it",
+          composed["after_down"] == [f"{PROJECT}_db-data"] and composed["again"] == 200
+          and composed["seen"][:1] == ["Still here?"] and composed["after_down_v"] == []
+          and composed["fresh"] == 302,
+          hint="part 6: the volumes left after each down"),
     check("exercise: db_veth is l08-db's veth, on the bridge",
           lambda: db_veth in seen["bridge_ports"] and db_veth != seen["veth"]["host"],
           hint="run the exercise: iflink inside l08-db, ifindex on the host"),
