@@ -1,0 +1,467 @@
+"""The escape suite: one harmless attempt per isolation layer, run inside a container.
+
+A container is a process on the host's one kernel, walled in by several layers, each of which
+a real attack has had to get past: the pid and mount namespaces (what it can see), the
+capabilities (which privileged operations root may try), the seccomp filter (which syscalls
+reach the kernel at all), masked and read-only paths (/proc and /sys files that talk to the
+host's kernel), and, for device nodes, nodev mounts (edu) or the devices cgroup (Docker). This
+module tries one thing per layer, from inside a container, and names the layer that said no.
+
+Every attempt is harmless by construction: it stops before any effect, or asks for something
+the kernel refuses *after* the permission checks. The clock is set to an invalid time zone
+(settimeofday checks CAP_SYS_TIME first, then the range: EINVAL, nothing set); the module
+loaded is empty; the mount asks for a filesystem type that does not exist; files are opened
+for writing and closed unwritten; the process ptraced or signalled (with signal 0) is a
+``sleep`` the suite starts itself; a device node is opened, never read.
+
+The layer is read from evidence, not assumed: the errno, the container's CapEff, its
+``Seccomp:`` mode and what Docker's profile answers for that syscall with those capabilities
+(``seccomp.applicable_rules``), and the mount the path lives on (mountinfo). An attempt whose
+defence is removed (the *control*: ``--cap-add SYS_TIME``, ``--security-opt
+seccomp=unconfined``, ``--pid host``, or no container at all) must then succeed or fail
+differently: that shows the attempt was real, and which layer held it.
+
+Each attempt runs in an edu container and, where dockerd answers, in a Docker container of the
+same image beside it (``docker_tag``: the caller loads edu's image into Docker).
+
+Introduced in notebooks/10-limits-and-security.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import kernel, seccomp
+
+#: Syscall numbers of the calls libc has no wrapper for, per architecture.
+_NR = {"x86_64": {"init_module": 175, "keyctl": 250, "clone3": 435, "open_by_handle_at": 304},
+       "aarch64": {"init_module": 105, "keyctl": 219, "clone3": 435,
+                   "open_by_handle_at": 265}}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One escape attempt: what it tries, the code run in the container, and its control."""
+
+    name: str
+    layer: str                  # the isolation layer it tests, in words
+    what: str                   # what it tries, one line
+    code: str                   # Python run in a child process in the container; calls res()
+    syscall: str | None = None  # the syscall whose seccomp answer is evidence
+    cap: str | None = None      # the capability the kernel checks for it
+    control: dict[str, Any] = field(default_factory=dict)  # edu kwargs, or {"host": True}
+    docker_control: tuple[str, ...] = ()                   # docker run flags for the control
+
+
+ATTEMPTS: tuple[Attempt, ...] = (
+    Attempt("host-pids", "host PIDs", "signal 0 to a host process, by its host PID",
+            "n = sum(p.isdigit() for p in os.listdir('/proc'))\n"
+            "res(call(libc.kill, T['pid'], 0), f'sees {n} processes')",
+            syscall="kill", cap="CAP_KILL", control={"pid": "host"},
+            docker_control=("--pid", "host")),
+    Attempt("ptrace", "host PIDs", "ptrace(PTRACE_ATTACH) a host process",
+            "e = call(libc.ptrace, 16, T['pid'], None, None)\n"
+            "if e == 0: libc.ptrace(17, T['pid'], None, None)\n"
+            "res(e)", syscall="ptrace", cap="CAP_SYS_PTRACE", control={"pid": "host"},
+            docker_control=("--pid", "host")),
+    Attempt("proc1-root", "host root", "the host's / through /proc/1/root",
+            "a, b = os.stat('/proc/1/root/'), os.stat('/')\n"
+            "own = (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)\n"
+            "res(0, 'PID 1 is the container\\'s own: /proc/1/root is this /' if own else\n"
+            "    'reached another root', blocked=own, own_root=own)",
+            cap="CAP_SYS_PTRACE", control={"pid": "host"}, docker_control=("--pid", "host")),
+    Attempt("open-by-handle", "host root", "open_by_handle_at (the 'Shocker' fd trick)",
+            "class FH(ctypes.Structure):\n"
+            "    _fields_ = [('n', ctypes.c_uint), ('t', ctypes.c_int),\n"
+            "                ('f', ctypes.c_ubyte * 8)]\n"
+            "fd = os.open('/', os.O_RDONLY)\n"
+            "res(sysc('open_by_handle_at', fd, ctypes.byref(FH(8, 1)), 0))",
+            syscall="open_by_handle_at", cap="CAP_DAC_READ_SEARCH",
+            control={"cap_add": ["DAC_READ_SEARCH"]},
+            docker_control=("--cap-add", "DAC_READ_SEARCH")),
+    Attempt("mount", "mount", "mount a filesystem",
+            "os.makedirs('/mnt', exist_ok=True)\n"
+            "res(call(libc.mount, b'none', b'/mnt', b'edu-no-such-fs', 0, None))",
+            syscall="mount", cap="CAP_SYS_ADMIN", control={"cap_add": ["SYS_ADMIN"]},
+            docker_control=("--cap-add", "SYS_ADMIN")),
+    Attempt("module", "module load", "init_module with an empty module",
+            "res(sysc('init_module', ctypes.create_string_buffer(1), 0, b''))",
+            syscall="init_module", cap="CAP_SYS_MODULE", control={"cap_add": ["SYS_MODULE"]},
+            docker_control=("--cap-add", "SYS_MODULE")),
+    Attempt("clock", "clock", "settimeofday (an invalid zone: checked after the permission)",
+            "class TZ(ctypes.Structure):\n"
+            "    _fields_ = [('w', ctypes.c_int), ('d', ctypes.c_int)]\n"
+            "res(call(libc.settimeofday, None, ctypes.byref(TZ(100000, 0))))",
+            syscall="settimeofday", cap="CAP_SYS_TIME", control={"cap_add": ["SYS_TIME"]},
+            docker_control=("--cap-add", "SYS_TIME")),
+    Attempt("userns", "unshare", "unshare(CLONE_NEWUSER): a user namespace of its own",
+            "res(call(libc.unshare, 0x10000000))", syscall="unshare",
+            control={"seccomp": False}, docker_control=("--security-opt", "seccomp=unconfined")),
+    Attempt("clone3", "unshare", "clone3 (its flags hide in memory, out of seccomp's sight)",
+            "res(sysc('clone3', None, 0))", syscall="clone3",
+            control={"seccomp": False}, docker_control=("--security-opt", "seccomp=unconfined")),
+    Attempt("keyctl", "keyctl", "keyctl: the kernel's keyrings, shared by every container",
+            "res(sysc('keyctl', 0, -3, 0))", syscall="keyctl",
+            control={"seccomp": False}, docker_control=("--security-opt", "seccomp=unconfined")),
+    Attempt("mknod", "devices", "mknod a block device for a host disk, then open it",
+            "node = T['tmp'] + '/edu-escape-blk'\n"
+            "try:\n"
+            "    os.mknod(node, 0o600 | stat.S_IFBLK, os.makedev(*T['blk']))\n"
+            "except OSError as e:\n"
+            "    res(e.errno, 'mknod refused', step='mknod')\n"
+            "else:\n"
+            "    try:\n"
+            "        os.close(os.open(node, os.O_RDONLY))\n"
+            "        res(0, 'opened the host disk (nothing read)', step='open')\n"
+            "    except OSError as e:\n"
+            "        res(e.errno, 'made the node; open refused', step='open',\n"
+            "            mount=mount_of(node))\n"
+            "    finally:\n"
+            "        os.unlink(node)",
+            syscall="mknodat", cap="CAP_MKNOD", control={"host": True}),
+    Attempt("masked", "masked paths", "read a masked /proc file (kernel timers, keys)",
+            "p = T['masked']\n"
+            "data = open(p, 'rb').read(64)\n"
+            "m = mount_of(p)\n"
+            "masked = not data and m[0] == p and (m[1] == '/null' or m[3] == 'tmpfs')\n"
+            "res(0, f'read {len(data)} bytes of {p}', blocked=not data, masked=masked, mount=m)",
+            control={"host": True}, docker_control=("--security-opt", "systempaths=unconfined")),
+    Attempt("proc-write", "read-only paths", "open a /proc/sys file for writing",
+            "p = T['procsys']\n"
+            "try:\n"
+            "    os.close(os.open(p, os.O_WRONLY))\n"
+            "    res(0, f'{p} opened for writing (nothing written)')\n"
+            "except OSError as e:\n"
+            "    res(e.errno, p, mount=mount_of(p))",
+            control={"host": True}, docker_control=("--security-opt", "systempaths=unconfined")),
+    Attempt("sys-write", "/sys writes", "open a /sys file for writing",
+            "p = T['sysfs']\n"
+            "try:\n"
+            "    os.close(os.open(p, os.O_WRONLY))\n"
+            "    res(0, f'{p} opened for writing (nothing written)')\n"
+            "except OSError as e:\n"
+            "    res(e.errno, p, mount=mount_of(p))",
+            control={"host": True}),
+)
+
+#: The program run in the container: evidence first, then each attempt in a child process
+#: of its own (so a control's new user namespace or ptrace ends with it), one JSON line each.
+SCRIPT = r"""
+import ctypes, json, os, stat, sys
+T = json.loads(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+def call(fn, *a):
+    ctypes.set_errno(0)
+    a = [ctypes.c_long(x) if isinstance(x, int) else x for x in a]
+    return ctypes.get_errno() if fn(*a) == -1 else 0
+def sysc(name, *a):
+    return call(libc.syscall, T['nr'][name], *a)
+def mount_of(path):
+    best = ('', '', '', '')
+    for line in open('/proc/self/mountinfo'):
+        f = line.split()
+        mp = f[4]
+        if (path == mp or path.startswith(mp.rstrip('/') + '/')) and len(mp) >= len(best[0]):
+            best = (mp, f[3], f[5], line.split(' - ')[1].split()[0])
+    return best
+st = dict(l.split(':', 1) for l in open('/proc/self/status') if ':' in l)
+print(json.dumps({'evidence': {'CapEff': st['CapEff'].strip(), 'Seccomp': st['Seccomp'].strip(),
+                               'uid': os.getuid()}}), flush=True)
+for name, code in T['attempts']:
+    pid = os.fork()
+    if pid == 0:
+        out = {'name': name}
+        def res(err, detail='', blocked=None, **kw):
+            out.update(errno=err, detail=detail, blocked=err != 0 if blocked is None else blocked,
+                       **kw)
+        try:
+            exec(code, {**globals(), 'res': res})
+        except OSError as e:
+            out.update(errno=e.errno, detail=str(e), blocked=True)
+        except Exception as e:
+            out.update(errno=None, detail=repr(e), blocked=True, broken=True)
+        print(json.dumps(out), flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    """One attempt in one runtime and configuration, with the layer that stopped it."""
+
+    attempt: str
+    runtime: str          # edu, docker or host
+    config: str           # "default", or the control's flags
+    blocked: bool
+    errno: str            # EPERM, ENOSYS, ... ("" when it worked or no errno applies)
+    layer: str            # what stopped it, from the evidence ("" when it worked)
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+# ---- what to aim at, on this host -----------------------------------------------------------
+
+def _first(paths: list[str], ok) -> str:
+    return next((p for p in paths if ok(p)), paths[0])
+
+
+def _writable(path: str) -> bool:
+    try:
+        os.close(os.open(path, os.O_WRONLY))  # opened and closed: nothing is written
+        return True
+    except OSError:
+        return False
+
+
+def _block_device() -> tuple[int, int]:
+    """A block device this host's root can open (read-only, nothing read): major, minor."""
+    base = Path("/sys/dev/block")
+    for entry in sorted(base.iterdir()) if base.is_dir() else []:
+        major, _, minor = entry.name.partition(":")
+        dev = Path("/dev") / entry.resolve().name
+        try:
+            os.close(os.open(dev, os.O_RDONLY | os.O_NONBLOCK))
+            return int(major), int(minor)
+        except OSError:
+            continue
+    return 7, 0  # loop0: there on most hosts
+
+
+def targets(sleeper_pid: int, tmp: str = "/tmp") -> dict[str, Any]:
+    """What the attempts aim at here: a host process, the first masked, /proc/sys and /sys
+    files this kernel has, a block device the host can open, syscall numbers."""
+    return {
+        "pid": sleeper_pid, "tmp": tmp, "blk": list(_block_device()),
+        "nr": _NR.get(os.uname().machine, _NR["x86_64"]),
+        "masked": _first(["/proc/kcore", "/proc/timer_list", "/proc/keys"], os.path.exists),
+        "procsys": _first(["/proc/sysrq-trigger", "/proc/sys/kernel/sysrq",
+                           "/proc/sys/vm/drop_caches", "/proc/sys/kernel/panic"], _writable),
+        "sysfs": _first(["/sys/kernel/uevent_helper",
+                         "/sys/kernel/mm/transparent_hugepage/enabled",
+                         "/sys/kernel/profiling", "/sys/power/state"], _writable),
+    }
+
+
+# ---- the layer, from the evidence -----------------------------------------------------------
+
+def seccomp_answer(syscall: str, caps: set[str]) -> int | None:
+    """What Docker's default profile answers for ``syscall`` with ``caps``: None for allow,
+    else the errno (EPERM for a syscall it does not name, ENOSYS for clone3)."""
+    profile = json.loads(seccomp.DEFAULT_PROFILE.read_text())
+    answer: int | None = errno.EPERM
+    for rule in seccomp.applicable_rules(profile, caps):
+        if syscall in rule.get("names", ()):
+            if rule.get("action") == "SCMP_ACT_ALLOW":
+                return None
+            answer = rule.get("errnoRet") or errno.EPERM
+    return answer
+
+
+def layer(attempt: Attempt, out: dict[str, Any], evidence: dict[str, Any]) -> str:
+    """The layer that stopped ``attempt``, from its result ``out`` and the container's
+    evidence (CapEff, Seccomp mode): "" when nothing did."""
+    if not out.get("blocked"):
+        return ""
+    err = out.get("errno") or 0
+    caps = set(kernel.decode_caps(evidence.get("CapEff", "0")))
+    if evidence.get("Seccomp") == "2" and attempt.syscall and err:
+        answer = seccomp_answer(attempt.syscall, caps)
+        if answer is not None and err == answer:
+            return "seccomp" + (" (ENOSYS)" if err == errno.ENOSYS else "")
+    mount = out.get("mount") or ("", "", "", "")
+    if err == errno.ESRCH or out.get("own_root"):
+        return "pid namespace"
+    if err == errno.EROFS:
+        return "read-only sysfs" if mount[3] == "sysfs" else f"read-only mount ({mount[0]})"
+    if out.get("masked"):
+        return "masked path"
+    if attempt.cap and attempt.cap not in caps and err in (errno.EPERM, errno.EACCES):
+        return f"capability {attempt.cap}"
+    if attempt.name == "mknod" and out.get("step") == "open":
+        if err == errno.EACCES and "nodev" in mount[2].split(","):
+            return "nodev mount"
+        if err == errno.EPERM:
+            return "devices cgroup"
+    if err == errno.ENOSYS:
+        return "not in this kernel"
+    if err:  # every guard let it through: the kernel itself refused the harmless argument
+        return f"none: past every guard ({errno.errorcode.get(err, err)} for the bad argument)"
+    return "not reached"
+
+
+# ---- running them ---------------------------------------------------------------------------
+
+def _parse(text: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    evidence: dict[str, Any] = {}
+    results = {}
+    for line in text.splitlines():
+        if not line.startswith("{"):
+            continue
+        item = json.loads(line)
+        if "evidence" in item:
+            evidence = item["evidence"]
+        else:
+            results[item["name"]] = item
+    return evidence, results
+
+
+def _argv(attempts: list[Attempt], tgt: dict[str, Any]) -> list[str]:
+    return ["python3", "-c", SCRIPT,
+            json.dumps({**tgt, "attempts": [[a.name, a.code] for a in attempts]})]
+
+
+def container_names(prefix: str = "escape") -> list[str]:
+    """Every container name the suite may use (edu's and Docker's), so a lesson can note
+    them before they are made."""
+    configs = sorted({_config_name(a.control) for a in ATTEMPTS if not a.control.get("host")})
+    return [f"{prefix}-{runtime}-{c}" for runtime in ("edu", "docker")
+            for c in ["default", *configs, "systempaths"]]
+
+
+def _config_name(control: dict[str, Any]) -> str:
+    if control.get("pid"):
+        return "pid-host"
+    if control.get("seccomp") is False:
+        return "unconfined"
+    return "cap-" + "-".join(c.lower().replace("_", "") for c in control.get("cap_add", []))
+
+
+def _run_edu(image: str, attempts: list[Attempt], tgt: dict[str, Any], name: str,
+             control: dict[str, Any]) -> str:
+    from .container import Container
+
+    with tempfile.TemporaryFile() as out:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        try:
+            Container(image, _argv(attempts, tgt), name=name, remove=True, network="none",
+                      stdio=(devnull, out.fileno(), out.fileno()), **control).run()
+        finally:
+            os.close(devnull)
+        out.seek(0)
+        return out.read().decode(errors="replace")
+
+
+def _run_docker(tag: str, attempts: list[Attempt], tgt: dict[str, Any], name: str,
+                flags: tuple[str, ...]) -> str:
+    done = subprocess.run(["docker", "run", "--rm", "--name", name, "--network", "none",
+                           *flags, tag, *_argv(attempts, tgt)],
+                          capture_output=True, text=True, timeout=120)
+    return done.stdout + done.stderr
+
+
+def _run_host(attempts: list[Attempt], tgt: dict[str, Any]) -> str:
+    with tempfile.TemporaryDirectory(prefix="edu-escape-") as tmp:
+        argv = _argv(attempts, {**tgt, "tmp": tmp})
+        done = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True,
+                              timeout=60)
+    return done.stdout + done.stderr
+
+
+def _results(runtime: str, config: str, attempts: list[Attempt], text: str) -> list[Result]:
+    evidence, found = _parse(text)
+    out = []
+    for a in attempts:
+        item = found.get(a.name)
+        if item is None:
+            out.append(Result(a.name, runtime, config, True, "", "not run",
+                              text.strip().splitlines()[-1][:200] if text.strip() else ""))
+            continue
+        err = item.get("errno") or 0
+        out.append(Result(a.name, runtime, config, bool(item.get("blocked")),
+                          errno.errorcode.get(err, str(err)) if err else "",
+                          layer(a, item, evidence), str(item.get("detail", ""))))
+    return out
+
+
+def run(image: str = "python", docker_tag: str | None = None, controls: bool = False,
+        prefix: str = "escape", only: list[str] | None = None) -> list[Result]:
+    """Run every attempt (or ``only`` those named) in an edu container of ``image`` and, with
+    ``docker_tag`` (the same image loaded into Docker), in a Docker container beside it. With
+    ``controls``, each attempt again with its defence removed. Nothing is left behind: the
+    containers are --rm, the target process is killed, temp files go."""
+    attempts = [a for a in ATTEMPTS if only is None or a.name in only]
+    sleeper = subprocess.Popen(["sleep", "300"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        tgt = targets(sleeper.pid)
+        results = _results("edu", "default", attempts,
+                           _run_edu(image, attempts, tgt, f"{prefix}-edu-default", {}))
+        if docker_tag:
+            results += _results("docker", "default", attempts, _run_docker(
+                docker_tag, attempts, tgt, f"{prefix}-docker-default", ()))
+        if controls:
+            results += _controls(image, docker_tag, attempts, tgt, prefix)
+        return results
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def _flags(control: dict[str, Any]) -> str:
+    if control.get("host"):
+        return "no container (the host)"
+    if control.get("pid"):
+        return "--pid host"
+    if control.get("seccomp") is False:
+        return "--security-opt seccomp=unconfined"
+    return " ".join(f"--cap-add {c}" for c in control.get("cap_add", []))
+
+
+def _controls(image: str, docker_tag: str | None, attempts: list[Attempt],
+              tgt: dict[str, Any], prefix: str) -> list[Result]:
+    results: list[Result] = []
+    groups: dict[str, list[Attempt]] = {}
+    for a in attempts:
+        groups.setdefault(json.dumps(a.control, sort_keys=True), []).append(a)
+    host_needed = []
+    for key, group in sorted(groups.items()):
+        control = json.loads(key)
+        if control.get("host"):
+            host_needed += group
+            continue
+        name = _config_name(control)
+        results += _results("edu", _flags(control), group, _run_edu(
+            image, group, tgt, f"{prefix}-edu-{name}", control))
+    if host_needed:
+        results += _results("host", _flags({"host": True}), host_needed,
+                            _run_host(host_needed, tgt))
+    if docker_tag:
+        by_flags: dict[tuple[str, ...], list[Attempt]] = {}
+        for a in attempts:
+            if a.docker_control:
+                by_flags.setdefault(a.docker_control, []).append(a)
+        for flags, group in sorted(by_flags.items()):
+            name = "systempaths" if "systempaths" in " ".join(flags) else \
+                _config_name(group[0].control)
+            results += _results("docker", " ".join(flags), group, _run_docker(
+                docker_tag, group, tgt, f"{prefix}-docker-{name}", flags))
+    return results
+
+
+def table(results: list[Result]) -> list[dict[str, str]]:
+    """One row per attempt: edu's and Docker's verdicts side by side (default configs)."""
+    rows = []
+    by = {(r.attempt, r.runtime, r.config): r for r in results}
+    for a in ATTEMPTS:
+        if (a.name, "edu", "default") not in by:
+            continue
+        row = {"attempt": a.name, "layer tested": a.layer, "tries": a.what}
+        for runtime in ("edu", "docker"):
+            r = by.get((a.name, runtime, "default"))
+            if r is not None:
+                verdict = f"blocked {r.errno}".strip() if r.blocked else "ALLOWED"
+                row[runtime] = f"{verdict}: {r.layer}" if r.layer else verdict
+        rows.append(row)
+    return rows
