@@ -65,3 +65,16 @@ def test_a_large_ratio_is_written_without_its_tenths():
 def test_no_memory_measured_is_refused():
     with pytest.raises(ValueError, match="no memory"):
         bars.engine_memory({"parts": {"dockerd": None}}, EDU)
+
+
+BUILDS = {"builds": [{"label": "first build\n(--no-cache)", "seconds": [3.4, 3.1]},
+                     {"label": "server.js changed", "seconds": [0.12, 0.1]},
+                     {"label": "package.json changed", "seconds": [2.9, 3.0]}]}
+
+
+def test_build_times_has_the_first_build_over_the_code_change():
+    words = " ".join(projector(bars.build_times(BUILDS)))
+    assert f"×{3.25 / 0.11:.0f} faster" in words and "median 0.11 s" in words
+    assert "median of 2 builds" in words and "package.json changed" in words
+    banner = "replay of a real run on Debian GNU/Linux 12, 2 cores, 2026-01-01"
+    assert banner in " ".join(projector(bars.build_times({**BUILDS, "replay": banner})))

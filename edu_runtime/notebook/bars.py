@@ -6,7 +6,10 @@ on the figure in bold, and a replayed value says so in the subtitle.
   edu's supervisor (PSS, which splits shared pages fairly between their users);
 - ``rebuild_times(result)``: lesson 05's rebuild after a code change, a Dockerfile with the
   dependencies installed before the code is copied against one that copies the code first:
-  each rebuild a dot, the median a bar.
+  each rebuild a dot, the median a bar;
+- ``build_times(result)``: lesson 09's builds of one app: from nothing, after a code change,
+  after a change to its dependencies; each build a dot, the median a bar, how many times
+  faster the code change rebuilt than the first build in the title.
 
 Both draw from plain data (a lesson's part value, live or replayed), and import matplotlib
 only when drawing, so a replay draws them on a machine without the engine.
@@ -121,6 +124,35 @@ def rebuild_times(result: dict[str, Any]):
     ax.tick_params(axis="y", labelsize=TICK_PT)
     ax.set_ylabel("edu build, after editing app.py (s)", fontsize=LABEL_PT)
     ax.set_xlabel("the Dockerfile's order", fontsize=LABEL_PT)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def build_times(result: dict[str, Any]):
+    """Builds of one app (``result["builds"]``: a list of ``{"label", "seconds": [...]}``:
+    the first build, then one after a code change, then any others): each build a dot, the
+    median a bar, the first's median over the code change's in the title."""
+    builds = [(b["label"], b["seconds"]) for b in result["builds"]]
+    medians = [statistics.median(runs) for _, runs in builds]
+    ratio = medians[0] / medians[1]
+    banner = result.get("replay") or "measured live on this machine"
+    n = min(len(runs) for _, runs in builds)
+    fig, ax = _figure(f"A code change rebuilds {times(ratio)} faster than the first build",
+                      f"{banner}: median of {n} builds each")
+    colours = ("#7f7f7f", EDU, "#d62728", "#9467bd")
+    top = max(max(runs) for _, runs in builds)
+    for i, ((_, runs), med) in enumerate(zip(builds, medians, strict=True)):
+        ax.bar(i, med, width=0.55, color=colours[i % len(colours)], alpha=0.85,
+               gid=f"build-{i}")
+        ax.scatter([i] * len(runs), runs, color="black", zorder=3, s=36)
+        ax.text(i, max(max(runs), med) + 0.04 * top, f"median {med:.2f} s", ha="center",
+                va="bottom", fontsize=NOTE_PT, fontweight="bold")
+    ax.set_xticks(range(len(builds)), [label for label, _ in builds], fontsize=TICK_PT)
+    ax.set_ylim(0, top * 1.18)
+    ax.tick_params(axis="y", labelsize=TICK_PT)
+    ax.set_ylabel("edu build, start to tag (s)", fontsize=LABEL_PT)
+    ax.set_xlabel("the build", fontsize=LABEL_PT)
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(axis="y", alpha=0.3)
     return fig
