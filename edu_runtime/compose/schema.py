@@ -67,7 +67,8 @@ def validate(data: Any, file: str = "") -> None:
     if not isinstance(data, dict):
         raise ComposeError(f"{where}the top level must be a mapping with a services key, "
                            f"not a {_kind(data)}: start the file with 'services:'")
-    validator = jsonschema.validators.validator_for(spec())(spec())
+    # The file names draft 2019-09 by an old URL jsonschema no longer knows: said here.
+    validator = jsonschema.Draft201909Validator(spec())
     errors = list(validator.iter_errors(data))
     if errors:
         error = jsonschema.exceptions.best_match(errors)
