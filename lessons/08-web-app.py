@@ -314,6 +314,15 @@ def run_them():
     took = wait_until(f"{DB} healthy", lambda: control.inspect(DB)["State"].get(
         "Health", {}).get("Status") == "healthy")
     print(f"{DB} is healthy after {took:.1f} s")
+    # The kernel's connection table now, for this network's addresses: part 5 tells the
+    # connections l08-web opens from those that were there before it.
+    import ipaddress
+
+    from edu_runtime.networks import conntrack, registry
+
+    subnet = ipaddress.ip_network(registry.get(NET)["subnet"])
+    before = sorted([proto, t.src, t.sport, t.dst, t.dport] for proto, t in conntrack.keys()
+                    if ipaddress.ip_address(t.src) in subnet)
     web = Container("wordpress", name=WEB, hostname="web", network=NET, env=WP_ENV,
                     publish=[f"127.0.0.1:{PORT}:80"])
     lesson.made(container=web.id)
@@ -328,7 +337,7 @@ def run_them():
         health = info["State"].get("Health", {}).get("Status", "")
         print(f"  {name:<9}{info['Config']['Image']:<11}"
               f"{info['State']['Status'] + (f' ({health})' if health else ''):<20}{shown}")
-    return {"web": web.id, "db": db.id}
+    return {"web": web.id, "db": db.id, "conntrack_before": before}
 
 
 ran = lesson.live("run", run_them)
@@ -398,7 +407,7 @@ q_first.check("302: a redirect to the installer, /wp-admin/install.php"
 # WordPress asks wordpress.org for news, versions and translations from its dashboard and
 # installer, and each call would wait for a network that is not there. The image switches
 # those calls off, and part 5 shows, from the kernel's own table, that the container opened
-# no connection but to its database.
+# no connection but to its database (step 6).
 
 # %% [markdown]
 # ## 5. Behind `-p`: what the kernel does with your request
@@ -496,6 +505,21 @@ def behind():
     out["conntrack"] = raw
     out["entry"] = ({"original": str(entry[0].original), "reply": str(entry[0].reply),
                      "dnat": entry[0].dnat, "snat": entry[0].snat} if entry else None)
+    print(f"\n6. every connection {WEB} itself opened since it started (conntrack again)")
+    before = {(p, conntrack.Tuple(src, dst, sport, dport))
+              for p, src, sport, dst, dport in ran["conntrack_before"]}
+    opened = conntrack.opened_by(ip, before)
+    db_ip = control.inspect(DB)["NetworkSettings"]["Networks"][NET]["IPAddress"]
+    where = {}
+    for e in opened:
+        to = f"{e.proto} {e.original.dst}:{e.original.dport}"
+        where[to] = where.get(to, 0) + 1
+    for to, n in sorted(where.items()):
+        print(f"  {to:<24} {n:>3} connection(s)" + (f"  ({DB})" if db_ip in to else ""))
+    print(f"  anywhere else: {sum(n for to, n in where.items() if db_ip not in to)}"
+          " (no DNS lookup, no wordpress.org)")
+    out["opened"] = where
+    out["db_ip"] = db_ip
     log = [line for _, line in control.logs(WEB) if "GET /?p=1 " in line]
     out["logged_from"] = log[-1].split()[0] if log else ""
     print(f"\n{WEB}'s access log: {log[-1].strip()[:90] if log else '(nothing)'}")
@@ -533,6 +557,9 @@ q_from.check("the bridge's gateway address (10.x.y.1)"
 #   notebook sent it (to 127.0.0.1:PORT); the second is how the answer comes back: *from*
 #   the container's port 80, *to* the gateway. The kernel rewrote the first packet with the
 #   rules above, then rewrites every later packet of the connection from this entry alone.
+# - **what l08-web opened**: the same table, read for entries whose *original* source is
+#   l08-web's address: only TCP connections to the database's port 3306. A DNS lookup would
+#   be a `udp ... :53` entry, a call to wordpress.org a `tcp ... :443` one; there are none.
 
 # %% [markdown]
 # ### Extra details: Docker's `-p`, beside edu's
@@ -770,6 +797,10 @@ results = [
           bool(seen["entry"]) and seen["entry"]["dnat"] and seen["entry"]["snat"]
           and seen["entry"]["reply"].startswith(f"{seen['ip']}:80 -> {seen['gateway']}:"),
           hint="part 5, step 5"),
+    check("l08-web opened connections to its database only (nothing left the host)",
+          bool(seen["opened"]) and all(to == f"tcp {seen['db_ip']}:3306"
+                                       for to in seen["opened"]),
+          hint="part 5, step 6"),
     check("down kept the volume (the site came back with its post); down -v removed it",
           composed["after_down"] == [f"{PROJECT}_db-data"] and composed["again"] == 200
           and composed["seen"][:1] == ["Still here?"] and composed["after_down_v"] == []
