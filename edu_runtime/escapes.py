@@ -386,23 +386,27 @@ def _results(runtime: str, config: str, attempts: list[Attempt], text: str) -> l
 
 
 def run(image: str = "python", docker_tag: str | None = None, controls: bool = False,
-        prefix: str = "escape", only: list[str] | None = None) -> list[Result]:
-    """Run every attempt (or ``only`` those named) in an edu container of ``image`` and, with
-    ``docker_tag`` (the same image loaded into Docker), in a Docker container beside it. With
-    ``controls``, each attempt again with its defence removed. Nothing is left behind: the
-    containers are --rm, the target process is killed, temp files go."""
+        prefix: str = "escape", only: list[str] | None = None, edu: bool = True
+        ) -> list[Result]:
+    """Run every attempt (or ``only`` those named) in an edu container of ``image`` (unless
+    not ``edu``) and, with ``docker_tag`` (the same image loaded into Docker), in a Docker
+    container beside it. With ``controls``, each attempt again with its defence removed.
+    Nothing is left behind: the containers are --rm, the target process is killed, temp
+    files go."""
     attempts = [a for a in ATTEMPTS if only is None or a.name in only]
     sleeper = subprocess.Popen(["sleep", "300"], stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         tgt = targets(sleeper.pid)
-        results = _results("edu", "default", attempts,
-                           _run_edu(image, attempts, tgt, f"{prefix}-edu-default", {}))
+        results = []
+        if edu:
+            results += _results("edu", "default", attempts,
+                                _run_edu(image, attempts, tgt, f"{prefix}-edu-default", {}))
         if docker_tag:
             results += _results("docker", "default", attempts, _run_docker(
                 docker_tag, attempts, tgt, f"{prefix}-docker-default", ()))
         if controls:
-            results += _controls(image, docker_tag, attempts, tgt, prefix)
+            results += _controls(image, docker_tag, attempts, tgt, prefix, edu)
         return results
     finally:
         sleeper.kill()
@@ -420,13 +424,13 @@ def _flags(control: dict[str, Any]) -> str:
 
 
 def _controls(image: str, docker_tag: str | None, attempts: list[Attempt],
-              tgt: dict[str, Any], prefix: str) -> list[Result]:
+              tgt: dict[str, Any], prefix: str, edu: bool = True) -> list[Result]:
     results: list[Result] = []
     groups: dict[str, list[Attempt]] = {}
     for a in attempts:
         groups.setdefault(json.dumps(a.control, sort_keys=True), []).append(a)
     host_needed = []
-    for key, group in sorted(groups.items()):
+    for key, group in sorted(groups.items()) if edu else ():
         control = json.loads(key)
         if control.get("host"):
             host_needed += group
@@ -455,7 +459,7 @@ def table(results: list[Result]) -> list[dict[str, str]]:
     rows = []
     by = {(r.attempt, r.runtime, r.config): r for r in results}
     for a in ATTEMPTS:
-        if (a.name, "edu", "default") not in by:
+        if not any((a.name, rt, "default") in by for rt in ("edu", "docker")):
             continue
         row = {"attempt": a.name, "layer tested": a.layer, "tries": a.what}
         for runtime in ("edu", "docker"):

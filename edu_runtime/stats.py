@@ -355,22 +355,32 @@ def sample(ref: str, interval: float = 0.5) -> Sample:
 def series(ref: str, seconds: float, interval: float = 0.25) -> list[Sample]:
     """Rows for one container every ``interval`` seconds for ``seconds`` (for a plot); ends
     early when the container stops. ``t`` is the time of each row since the first reading."""
+    return series_of([ref], seconds, interval)[ref]
+
+
+def series_of(refs: list[str], seconds: float, interval: float = 0.25
+              ) -> dict[str, list[Sample]]:
+    """``series`` for several containers at once, read at the same moments: by ref."""
     from .life import control
 
-    rec = control.find(ref)
-    before = read(rec)
-    if before is None:
-        raise StatsError(f"container {rec.get('name') or ref} is not running: start it first "
-                         "(stats are read from a running container's cgroup)")
-    start, out = before.when, []
+    recs = {ref: control.find(ref) for ref in refs}
+    before = {ref: read(rec) for ref, rec in recs.items()}
+    for ref, reading in before.items():
+        if reading is None:
+            raise StatsError(f"container {recs[ref].get('name') or ref} is not running: start "
+                             "it first (stats are read from a running container's cgroup)")
+    start = min(r.when for r in before.values() if r is not None)
+    out: dict[str, list[Sample]] = {ref: [] for ref in refs}
     deadline = start + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and before:
         time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
-        after = read(rec)
-        if after is None:
-            break
-        out.append(combine(rec, before, after, t=after.when - start))
-        before = after
+        for ref in list(before):
+            after = read(recs[ref])
+            if after is None:  # it stopped: its series ends here
+                del before[ref]
+                continue
+            out[ref].append(combine(recs[ref], before[ref], after, t=after.when - start))
+            before[ref] = after
     return out
 
 
