@@ -50,19 +50,24 @@ def up_cmd(args) -> int:
     from edu_runtime import compose
 
     project = _project(args)
-    _run(lambda: compose.up(project, args.services or None, build=args.build,
-                            out=sys.stdout, say=_say, timeout=args.timeout))
     if args.detach:
+        _run(lambda: compose.up(project, args.services or None, build=args.build,
+                                out=sys.stdout, say=_say, timeout=args.timeout))
         return 0
-    names = [r["name"] for r in compose.containers(project)]
-    print(f"Attaching to {', '.join(names)}", flush=True)
-    try:
+    try:  # Ctrl-C while starting or attached: what started is stopped, as Compose does
+        _run(lambda: compose.up(project, args.services or None, build=args.build,
+                                out=sys.stdout, say=_say, timeout=args.timeout))
+        names = [r["name"] for r in compose.containers(project)]
+        print(f"Attaching to {', '.join(names)}", flush=True)
         _print_logs(project, args.services or None, follow=True, exits=True)
     except KeyboardInterrupt:
         print("Gracefully stopping... (press Ctrl+C again to force)", file=sys.stderr,
               flush=True)
-        _run(lambda: compose.stop(project, args.services or None, timeout=args.timeout,
-                                  say=_say))
+        try:
+            _run(lambda: compose.stop(project, args.services or None, timeout=args.timeout,
+                                      say=_say))
+        except KeyboardInterrupt:  # forced: SIGKILL at once
+            _run(lambda: compose.stop(project, args.services or None, timeout=0, say=_say))
         return 130
     return 0
 

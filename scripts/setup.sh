@@ -22,7 +22,8 @@ PACKAGES=(gcc python3-dev python3-venv pkg-config busybox-static cpio e2fsprogs
           gnupg)
 # The browser test (tests/test_browser.py) drives Debian's Chromium with Playwright: no browser
 # download, which an offline classroom or CI could not do. Students do not need it.
-if [ $for_tests = 1 ]; then PACKAGES+=(chromium); fi
+# tests/test_compose.py runs Debian's docker-compose (1.29) beside edu compose as a reference.
+if [ $for_tests = 1 ]; then PACKAGES+=(chromium docker-compose); fi
 
 missing_packages() {
     local p

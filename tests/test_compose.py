@@ -541,3 +541,31 @@ def test_same_file_as_docker_compose_1_29(project):
 def _fetch_when_up(port: int) -> str:
     assert wait_for(lambda: _answers(port), 10)
     return fetch(port)
+
+
+def test_ctrl_c_on_an_attached_up_stops_the_services(project):
+    import signal
+
+    d = project
+    write(d, """
+        services:
+          loop:
+            image: busybox
+            command: ["sh", "-c", "trap 'echo bye; exit 0' TERM; echo ready; sleep 1000 & wait"]
+        """)
+    proc = subprocess.Popen([sys.executable, "-m", "edu_cli.main", "compose", "up"], cwd=d,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()  # up has started it, and attaches
+        assert first.startswith("Attaching to"), first + proc.stderr.read()
+        assert wait_for(lambda: any(line for _, _, line in compose.logs(compose.load(cwd=d))))
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "Gracefully stopping..." in err and "Traceback" not in err
+    assert f"{d.name}-loop-1  | ready" in out
+    assert [r["state"] for r in compose.ps(compose.load(cwd=d))] == ["exited"]

@@ -372,7 +372,8 @@ def down(project: Project, *, volumes: bool = False, timeout: float = 10,
 
 
 def _service_recs(project: Project, services: list[str] | None) -> list[dict[str, Any]]:
-    wanted = set(project.order(services)) if services else None
+    project.order(services)  # an unknown service is an error
+    wanted = set(services) if services else None
     return [r for r in containers(project)
             if wanted is None or control.labels_of(r).get(SERVICE) in wanted]
 
@@ -390,13 +391,14 @@ def stop(project: Project, services: list[str] | None = None, *, timeout: float 
 
 
 def start(project: Project, services: list[str] | None = None, *, say: Say = None) -> None:
-    """``docker compose start``: the stopped containers again, in dependency order."""
+    """``docker compose start``: the stopped containers (of ``services``) again, in
+    dependency order, each after its dependencies meet their conditions."""
     from ..steps import StepError
 
     recs = _service_recs(project, services)
     if not recs:
         raise ComposeError("no containers to start: run edu compose up first")
-    for name in project.order(services):
+    for name in [n for n in project.order(services) if not services or n in services]:
         for rec in [r for r in recs if control.labels_of(r).get(SERVICE) == name]:
             try:
                 for dep, condition in project.services[name].depends_on.items():
@@ -431,11 +433,11 @@ def ps(project: Project) -> list[dict[str, Any]]:
 def logs(project: Project, services: list[str] | None = None, *, follow: bool = False,
          poll: float = 0.1) -> Iterator[tuple[str, str, str]]:
     """(container name, stream, text) for each line the project's containers printed; with
-    ``follow``, until every one has exited, and then ("name", "exit", "CODE") for each one
-    that exited while followed."""
+    ``follow``, until every one has exited, with ("name", "exit", "CODE") after the last
+    line of each one once it has exited."""
     recs = _service_recs(project, services)
     offsets = {r["id"]: 0 for r in recs}
-    running = {r["id"] for r in recs if r.get("status") in _LIVE}
+    running = {r["id"] for r in recs}  # until seen exited (then its "exit" comes)
     while True:
         news = False
         for r in recs:
