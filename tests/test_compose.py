@@ -569,3 +569,14 @@ def test_ctrl_c_on_an_attached_up_stops_the_services(project):
     assert "Gracefully stopping..." in err and "Traceback" not in err
     assert f"{d.name}-loop-1  | ready" in out
     assert [r["state"] for r in compose.ps(compose.load(cwd=d))] == ["exited"]
+
+
+def test_label_filters():
+    from edu_runtime.life import control
+
+    have = {"a": "1", "b": ""}
+    assert control.has_labels(have, None) and control.has_labels(have, {"a": "1"})
+    assert control.has_labels(have, {"b": None}) and not control.has_labels(have, {"a": "2"})
+    assert not control.has_labels(have, {"c": None})
+    assert control.labels_of({"spec": {"labels": have}}) == have
+    assert control.labels_of({"spec": {}}) == {}

@@ -58,10 +58,29 @@ def spec() -> dict[str, Any]:
     return json.loads(text)
 
 
+def _jsonschema():
+    """jsonschema, imported without rfc3987_syntax: that module builds a grammar for one
+    string format ("iri") at import, about 1.7 s, on every ``edu compose`` command, and the
+    compose schema does not use it (formats are not checked here). Where it was imported
+    before (a notebook), nothing changes."""
+    import sys
+
+    if "jsonschema" in sys.modules or "rfc3987_syntax" in sys.modules:
+        import jsonschema
+
+        return jsonschema
+    sys.modules["rfc3987_syntax"] = None  # an ImportError, which jsonschema allows for
+    try:
+        import jsonschema
+    finally:
+        del sys.modules["rfc3987_syntax"]
+    return jsonschema
+
+
 def validate(data: Any, file: str = "") -> None:
     """Raise ComposeError for the first thing the compose specification refuses in ``data``
     (the parsed YAML), then for the first key the edu subset does not support."""
-    import jsonschema
+    jsonschema = _jsonschema()
 
     where = f"{file}: " if file else ""
     if not isinstance(data, dict):
