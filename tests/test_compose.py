@@ -580,3 +580,32 @@ def test_label_filters():
     assert not control.has_labels(have, {"c": None})
     assert control.labels_of({"spec": {"labels": have}}) == have
     assert control.labels_of({"spec": {}}) == {}
+
+
+def test_pull_and_up_fetch_a_missing_image_from_a_registry(project):
+    """The test registry on 127.0.0.1:5000 (setup.sh --test) stands for Docker Hub."""
+    need(subprocess.run(["curl", "-sf", "-m", "3", "http://127.0.0.1:5000/v2/"],
+                        capture_output=True).returncode == 0, "the test registry is not up")
+    d = project
+    ref = f"127.0.0.1:5000/cmp-busybox:{d.name}"
+    edu("tag", "busybox", ref, cwd=d)
+    try:
+        edu("push", ref, cwd=d)
+        edu("rmi", ref, cwd=d)
+        write(d, f"services:\n  app:\n    image: {ref}\n    command: echo pulled\n")
+        out = edu("compose", "pull", cwd=d)
+        assert f"Service app  Pulling {ref}" in out.stderr
+        edu("rmi", ref, cwd=d)
+        out = edu("compose", "up", cwd=d)  # missing: pulled first, as Compose does
+        assert f"Pulling {ref}" in out.stderr and f"{d.name}-app-1  | pulled" in out.stdout
+        edu("compose", "down", cwd=d)
+        # An image that cannot be had: refused before anything is made.
+        write(d, f"services:\n  app:\n    image: {ref}\n  gone:\n"
+                 f"    image: 127.0.0.1:5000/cmp-no-such-image:{d.name}\n")
+        out = edu("compose", "up", "-d", cwd=d, check=False)
+        assert out.returncode == 1
+        assert "edu: service 'gone': cannot pull 127.0.0.1:5000/cmp-no-such-image" in out.stderr
+        assert leftovers(d.name) == NOTHING
+    finally:
+        edu("compose", "down", cwd=d, check=False)
+        edu("rmi", ref, cwd=d, check=False)
