@@ -108,11 +108,21 @@ def test_cpu_percent_is_dockers_formula():
 
 # ---- real containers --------------------------------------------------------------------------
 
-def test_busy_loop_reads_one_core(busybox, root):
+def _on_cpu_ns(pid: int) -> int:
+    """The time the kernel's scheduler has run ``pid`` (ns): a second witness, not stats'."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+def test_busy_loop_reads_the_core_it_got(busybox, root):
+    """A busy loop reads 100 % when it has a core to itself; on a shared host, what the
+    scheduler gave it (its schedstat over the same second), never more than one core."""
     with running(busybox, ["sh", "-c", "while :; do :; done"], name=_name()) as (c, rec):
+        pid = c.processes()[0]
+        before, started = _on_cpu_ns(pid), time.monotonic()
         s = stats.sample(rec["id"], interval=1.0)
-        # One core's worth; other work on this 2-core host may take a share of it.
-        assert 60 <= s.cpu_percent <= 115, s
+        witness = (_on_cpu_ns(pid) - before) / ((time.monotonic() - started) * 1e9) * 100
+        assert abs(s.cpu_percent - witness) <= 15, (s.cpu_percent, witness)
+        assert 20 <= s.cpu_percent <= 105, s
         assert s.pids == 1 and s.name == rec["name"]
 
 
@@ -121,7 +131,8 @@ def test_cpu_quota_throttles_and_series(busybox, root):
                  name=_name()) as (c, rec):
         rows = stats.series(rec["id"], seconds=1.5, interval=0.5)
         assert len(rows) == 3 and [r.t for r in rows] == sorted(r.t for r in rows)
-        assert all(5 <= r.cpu_percent <= 35 for r in rows), rows  # 0.2 CPUs: about 20 %
+        assert all(r.cpu_percent <= 30 for r in rows), rows  # 0.2 CPUs: at most about 20 %
+        assert sum(r.cpu_percent for r in rows) / len(rows) >= 5, rows
         assert rows[-1].throttled_periods > rows[0].throttled_periods > 0
 
 
@@ -173,9 +184,9 @@ def test_docker_stats_beside_edu(busybox, root):
         their_mem = float(theirs["MemUsage"].split("MiB")[0])
         assert abs(ours.memory / MIB - their_mem) < 4, (ours, theirs)
         assert theirs["MemUsage"].endswith("/ 96MiB")
-        # Two busy loops side by side on 2 cores, with whatever else runs: each near one.
-        assert 40 <= float(theirs["CPUPerc"].rstrip("%")) <= 115
-        assert 40 <= ours.cpu_percent <= 115
+        # Two busy loops side by side on a shared 2-core host: each gets up to one core.
+        assert 15 <= float(theirs["CPUPerc"].rstrip("%")) <= 105
+        assert 15 <= ours.cpu_percent <= 105
         assert sorted(theirs) == fields  # the same fields as docker's {{json .}}
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
