@@ -382,6 +382,10 @@ BAD = {
                  "services.web: service 'web' has neither an image nor a build context"),
     "no-services": ("version: '3.8'\n", "no services are defined"),
     "list": ("- web\n", "the top level must be a mapping"),
+    "service-name": ("services:\n  web app: {image: busybox}\n",
+                     "services: 'web app' is not a valid name here: use only letters"),
+    "port-target": ("services:\n  web:\n    image: busybox\n    ports: [{published: 80}]\n",
+                    "services.web.ports[0]: a port in the long form needs a target"),
 }
 
 
@@ -401,7 +405,8 @@ def test_cli_refuses_a_bad_file_in_one_sentence_and_makes_nothing(tmp_path):
     (d / "compose.yaml").write_text("services:\n  web:\n    image: busybox\n    ports: ['x']\n")
     out = edu("compose", "up", "-d", cwd=d, check=False)
     assert out.returncode == 1
-    assert out.stderr.count("\n") == 1 and out.stderr.startswith("edu: services.web.ports[0]")
+    assert out.stderr.count("\n") == 1
+    assert out.stderr.startswith("edu: compose.yaml: services.web.ports[0]")
     assert leftovers("cmp-bad") == NOTHING
     out = edu("compose", "-f", "nope.yaml", "ps", cwd=d, check=False)
     assert out.returncode == 1 and "not found" in out.stderr

@@ -290,9 +290,13 @@ def load(files: list[str | Path] | None = None, *, project_name: str | None = No
          cwd: str | Path | None = None) -> Project:
     """Read, interpolate, validate and normalise a compose project (nothing is made)."""
     cwd = Path(cwd or os.getcwd())
-    paths = [cwd / f for f in files] if files else [
-        find_file(Path(project_directory) if project_directory else cwd)]
-    directory = (Path(project_directory) if project_directory else paths[0].parent).absolute()
+    if files:
+        paths = [Path(f) for f in files]  # errors name them as given
+    else:
+        found = find_file(Path(project_directory) if project_directory else cwd)
+        paths = [Path(found.name) if found.parent == cwd else found]
+    directory = (Path(project_directory) if project_directory else (cwd / paths[0]).parent
+                 ).absolute()
     if project_directory and not directory.is_dir():
         raise ComposeError(f"project directory {directory} does not exist: give an "
                            "existing directory")
@@ -302,7 +306,7 @@ def load(files: list[str | Path] | None = None, *, project_name: str | None = No
     merged: dict[str, Any] = {}
     for path in paths:
         try:
-            text = path.read_text()
+            text = (cwd / path).read_text()
         except FileNotFoundError:
             raise ComposeError(f"compose file {path} not found: check the -f path") from None
         except OSError as exc:
@@ -321,9 +325,14 @@ def load(files: list[str | Path] | None = None, *, project_name: str | None = No
         if not name:
             raise ComposeError(f"cannot make a project name from the directory "
                                f"{directory.name!r}: give one with -p NAME")
-    project = Project(name=name, directory=directory, files=[p.absolute() for p in paths],
+    project = Project(name=name, directory=directory, files=[cwd / p for p in paths],
                       services={}, networks={}, volumes={}, warnings=warnings)
-    _normalise(project, merged, env)
+    try:
+        _normalise(project, merged, env)
+    except ComposeError as exc:  # named after the file, as the schema's errors are
+        if len(paths) > 1:
+            raise
+        raise ComposeError(f"{paths[0]}: {exc}") from None
     return project
 
 
@@ -537,6 +546,9 @@ def _ports(port: Any, path: str) -> list[str]:
         host = str(port.get("published") or "")
         ip = port.get("host_ip") or ""
         spec = ":".join(p for p in (ip, host) if p or ip) + (":" if host or ip else "")
+        if not port.get("target"):
+            raise ComposeError(f"{path}: a port in the long form needs a target (the "
+                               "container's port): add target: PORT")
         return [f"{spec}{port['target']}/{port.get('protocol') or 'tcp'}"]
     if isinstance(port, int) and port > 65535:
         raise ComposeError(f"{path}: {port} is not a port: YAML reads an unquoted HOST:CONTAINER "

@@ -103,8 +103,11 @@ def describe(error) -> str:
     path = path_text(error.absolute_path)
     v = error.validator
     if v == "additionalProperties":
-        extra = re.findall(r"'([^']+)' was unexpected", error.message) or \
-            re.findall(r"'([^']+)' does not match any of the regexes", error.message) or ["?"]
+        bad_name = re.findall(r"'([^']+)' does not match any of the regexes", error.message)
+        if bad_name and not error.schema.get("properties"):  # a name, not a misspelt key
+            return (f"{path}: {bad_name[0]!r} is not a valid name here: use only letters, "
+                    "digits, '.', '_' and '-'")
+        extra = bad_name or re.findall(r"'([^']+)' was unexpected", error.message) or ["?"]
         what = path + "." + extra[0] if error.absolute_path else extra[0]
         return (f"{what}: {extra[0]!r} is not a key the compose specification allows here: "
                 "check its spelling and indentation, or remove it")
