@@ -44,21 +44,20 @@ def throttle_figure(rows: list[dict[str, Any]], cpus: float, free: list[dict[str
     if free:
         left.plot([r["t"] for r in free], [r["cpu_percent"] for r in free], marker="o",
                   linewidth=3, color="#1f77b4", label="no limit")
-    left.axhline(quota, linestyle="--", color="#555555", linewidth=2)
-    left.annotate(f"quota: {quota:.0f} %", (ts[0] if ts else 0, quota),
-                  textcoords="offset points", xytext=(0, 8), fontsize=NOTE_PT, color="#555555")
+    left.axhline(quota, linestyle="--", color="#555555", linewidth=2,
+                 label=f"quota: {quota:.0f} %")
     left.set_ylim(0, 130)
     left.set_xlabel("seconds", fontsize=LABEL_PT)
     left.set_ylabel("CPU % (100 = one core)", fontsize=LABEL_PT)
     left.set_title("CPU %, as edu stats shows it", fontsize=LABEL_PT)
-    left.legend(fontsize=NOTE_PT, frameon=False, loc="lower right")
+    left.legend(fontsize=NOTE_PT, frameon=False, loc="upper right")
     periods = [r["throttled_periods"] for r in rows]
     ms = [r["throttled_ns"] / 1e6 for r in rows]
     right.plot(ts, ms, marker="o", linewidth=3, color="#9467bd")
     if rows:
-        right.annotate(f"{periods[-1]} periods throttled,\n{ms[-1]:.0f} ms in all",
-                       (ts[-1], ms[-1]), textcoords="offset points", xytext=(-12, -40),
-                       ha="right", fontsize=NOTE_PT, color="#9467bd")
+        right.text(0.04, 0.96, f"{periods[-1]} periods throttled,\n{ms[-1]:.0f} ms in all",
+                   transform=right.transAxes, ha="left", va="top", fontsize=NOTE_PT,
+                   color="#9467bd")
     right.set_ylim(0, max(ms, default=1) * 1.25 + 1)
     right.set_xlabel("seconds", fontsize=LABEL_PT)
     right.set_ylabel("throttled time so far (ms)", fontsize=LABEL_PT)
