@@ -401,12 +401,14 @@ def _mount_one(root: int, m: Mount) -> None:
         kernel.mount(m.source, f"/proc/self/fd/{target}", None, kernel.MS_BIND | kernel.MS_REC)
     finally:
         os.close(target)
-    if m.read_only:
-        mounted = safepath.open_in_root(root, m.destination)  # now the new mount's root
-        try:
-            _remount_ro_recursive(os.readlink(f"/proc/self/fd/{mounted}"))
-        finally:
-            os.close(mounted)
+    # nodev on every volume, read-only or not: root in a container keeps CAP_MKNOD, and a
+    # node for a host disk made in a volume would otherwise open (the container's / and /dev
+    # are nodev too: rootfs.py, mounts.py; Docker refuses such opens in its devices cgroup).
+    mounted = safepath.open_in_root(root, m.destination)  # now the new mount's root
+    try:
+        _remount_recursive(os.readlink(f"/proc/self/fd/{mounted}"), m.read_only)
+    finally:
+        os.close(mounted)
 
 
 def _fill_from_image(root: int, m: Mount) -> None:
@@ -433,10 +435,18 @@ def _fill_from_image(root: int, m: Mount) -> None:
         os.close(src)
 
 
-def _remount_ro_recursive(top: str) -> None:
+def _remount_recursive(top: str, read_only: bool) -> None:
     # The new mount and every mount below it (MS_REC brought the source's submounts along),
-    # parents first. Each remount repeats the flags locked on that mount (see mounts.py).
+    # parents first: nodev, and read-only if asked. Each remount repeats the flags locked on
+    # that mount (nosuid, noexec, ro: see kernel.remount_readonly), or it fails in a user
+    # namespace.
     below = [m["mount_point"] for m in kernel.mountinfo()
              if m["mount_point"] == top or m["mount_point"].startswith(top + "/")]
     for point in dict.fromkeys(below):
-        kernel.remount_readonly(point)
+        st = os.statvfs(point)
+        flags = kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_NODEV
+        for bit, flag in ((os.ST_NOSUID, kernel.MS_NOSUID), (os.ST_NOEXEC, kernel.MS_NOEXEC),
+                          (os.ST_RDONLY, kernel.MS_RDONLY)):
+            if st.f_flag & bit:
+                flags |= flag
+        kernel.mount("none", point, None, flags | (kernel.MS_RDONLY if read_only else 0))

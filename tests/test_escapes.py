@@ -134,3 +134,34 @@ def test_table_and_nothing_left(results):
     assert not [r for r in control.ls(all=True) if r.get("name", "").startswith(PREFIX)]
     names = escapes.container_names(PREFIX)
     assert f"{PREFIX}-edu-default" in names and f"{PREFIX}-docker-systempaths" in names
+
+
+def test_a_node_made_in_a_volume_does_not_open(busybox, tmp_path):
+    """The mknod attempt in a named volume and in a bind mount: made, written, never opened
+    (each volume is remounted nodev); a read-only one stays read-only."""
+    import os
+
+    from edu_runtime import Container, volumes
+
+    major, minor = escapes.targets(os.getpid())["blk"]
+    script = (f"echo hi > /vol/f && echo hi > /bind/f && "
+              f"mknod /vol/z b {major} {minor} && mknod /bind/z b {major} {minor} && "
+              "for n in /vol/z /bind/z; do head -c1 $n >/dev/null && echo $n opened; done; "
+              "rm /vol/z /bind/z; echo x > /ro/f || echo ro refused; "
+              "grep -E ' /(vol|bind|ro) ' /proc/self/mountinfo | cut -d' ' -f5,6")
+    name = f"{PREFIX}-vol"
+    out = tmp_path / "out"
+    with open(out, "w+b") as sink, open(os.devnull, "rb") as nothing:
+        code = Container(busybox, ["sh", "-c", script], remove=True, network="none",
+                         volumes=[f"{name}:/vol", f"{tmp_path}:/bind", f"{tmp_path}:/ro:ro"],
+                         stdio=(nothing.fileno(), sink.fileno(), sink.fileno())).run()
+    try:
+        said = out.read_text()
+        assert code == 0, said
+        assert "opened" not in said and "Permission denied" in said, said
+        assert "ro refused" in said and (tmp_path / "f").read_text() == "hi\n"
+        options = dict(line.split() for line in said.splitlines() if line.startswith("/"))
+        assert all("nodev" in options[p].split(",") for p in ("/vol", "/bind", "/ro")), options
+        assert "ro" in options["/ro"].split(",") and "rw" in options["/vol"].split(",")
+    finally:
+        volumes.rm(name)
