@@ -174,7 +174,9 @@ def mount_of(path):
     return best
 st = dict(l.split(':', 1) for l in open('/proc/self/status') if ':' in l)
 print(json.dumps({'evidence': {'CapEff': st['CapEff'].strip(), 'Seccomp': st['Seccomp'].strip(),
-                               'uid': os.getuid()}}), flush=True)
+                               'uid': os.getuid(),
+                               'uid_map': ' '.join(open('/proc/self/uid_map').read().split())}}),
+      flush=True)
 for name, code in T['attempts']:
     pid = os.fork()
     if pid == 0:
@@ -289,6 +291,11 @@ def layer(attempt: Attempt, out: dict[str, Any], evidence: dict[str, Any]) -> st
         return "masked path"
     if attempt.cap and attempt.cap not in caps and err in (errno.EPERM, errno.EACCES):
         return f"capability {attempt.cap}"
+    # Rootless: capabilities held in a user namespace count only for what that namespace
+    # owns; the host's clock, modules and devices belong to the initial one.
+    mapped = evidence.get("uid_map", "0 0 4294967295")
+    if attempt.cap and mapped != "0 0 4294967295" and err in (errno.EPERM, errno.EACCES):
+        return f"user namespace ({attempt.cap} counts only inside it)"
     if attempt.name == "mknod" and out.get("step") == "open":
         if err == errno.EACCES and "nodev" in mount[2].split(","):
             return "nodev mount"

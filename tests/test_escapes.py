@@ -107,6 +107,9 @@ def test_layer_reads_the_evidence():
     assert escapes.layer(by_name["clone3"], {"blocked": True, "errno": errno.ENOSYS},
                          filtered) == "seccomp (ENOSYS)"
     assert escapes.layer(by_name["mount"], {"blocked": False, "errno": 0}, filtered) == ""
+    rootless = {**unconfined, "CapEff": "00000000aa0425fb", "uid_map": "0 1001 1"}
+    assert escapes.layer(by_name["clock"], eperm, rootless) == \
+        "user namespace (CAP_SYS_TIME counts only inside it)"
     ro = {"blocked": True, "errno": errno.EROFS, "mount": ["/sys", "/", "ro", "sysfs"]}
     assert escapes.layer(by_name["sys-write"], ro, filtered) == "read-only sysfs"
 
