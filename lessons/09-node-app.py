@@ -134,10 +134,15 @@ def steps_said(built):
 
 
 def build_it():
-    from edu_runtime.images import explain
+    from edu_runtime.images import bootstrap, explain
     from edu_runtime.images.store import Store
     from edu_runtime.notebook.building import build_image
 
+    labels = Store().get("node").config["config"].get("Labels") or {}
+    if " npm=" not in " " + labels.get(bootstrap.PACKAGES, ""):  # made before node had npm
+        print("This store's node image has no npm (it predates the course's node with npm): "
+              "building it again, as `edu bootstrap node` would")
+        bootstrap.bootstrap(Store(), "node", refresh=True)
     lesson.made(image=TAG)  # noted first: reset untags it, even after a Ctrl-C
     built = build_image(APP, TAG)
     print(f"$ edu build -t {TAG} lessons/apps/node-app")
