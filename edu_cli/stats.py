@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 HEADER = ("CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O",
           "BLOCK I/O", "PIDS")
@@ -84,9 +83,8 @@ def stats_cmd(args) -> int:
             return 0
         while True:  # Docker redraws the screen about every second until Ctrl-C
             out = _render(stats.samples(args.containers, interval=1.0, all=args.all), fmt)
-            sys.stdout.write("\033[2J\033[H" + out + "\n")
+            sys.stdout.write("\033[2J\033[H" + out + "\n")  # clear, home, table
             sys.stdout.flush()
-            time.sleep(0.0)
     except states.NoSuchContainer as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

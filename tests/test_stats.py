@@ -239,3 +239,20 @@ def test_sizes_as_docker_prints_them():
     assert bytes_size(0) == "0B" and bytes_size(8_000_000 * 1024) == "7.629GiB"
     assert human_size(0) == "0B" and human_size(1050) == "1.05kB"
     assert human_size(20480) == "20.5kB" and human_size(736) == "736B"
+
+
+def test_cli_streams_until_interrupted(busybox, root):
+    """Without --no-stream the table is redrawn about every second until Ctrl-C."""
+    import signal
+
+    with running(busybox, ["sleep", "60"], name=_name()) as (c, rec):
+        proc = subprocess.Popen([sys.executable, "-m", "edu_cli.main", "stats", rec["name"]],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=REPO)
+        time.sleep(3.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    frames = out.split("\033[2J\033[H")[1:]
+    assert len(frames) >= 2, out
+    assert all(f.startswith("CONTAINER ID") and rec["name"] in f for f in frames)
+    assert proc.returncode == 130 and "Traceback" not in err
