@@ -256,3 +256,27 @@ def test_cli_streams_until_interrupted(busybox, root):
     assert len(frames) >= 2, out
     assert all(f.startswith("CONTAINER ID") and rec["name"] in f for f in frames)
     assert proc.returncode == 130 and "Traceback" not in err
+
+
+def test_v2_driver_cgroup_read_as_made(tmp_path, proc):
+    """A v2 container cgroup as the driver makes it (test_cgroups plays the kernel), with
+    limits set through it, read back by stats."""
+    from test_cgroups import fake_kernel_mkdir_v2, write_files
+
+    from edu_runtime.cgroups import Limits, V2Driver
+
+    root = tmp_path / "sys/fs/cgroup"
+    write_files(root, {"cgroup.controllers": "cpu io memory pids\n",
+                       "cgroup.subtree_control": "\n", "cgroup.procs": "1\n"})
+    write_files(root / "edu", {"cgroup.subtree_control": "\n", "cgroup.procs": "",
+                               "cgroup.type": "domain\n"})
+    cg = V2Driver(root).create("web")
+    where = cg.paths()["unified"]
+    fake_kernel_mkdir_v2(where)
+    cg.set_limits(Limits(memory=32 * MIB, pids=10))
+    (where / "memory.current").write_text(f"{5 * MIB}\n")
+    (where / "memory.stat").write_text(f"anon {4 * MIB}\ninactive_file {MIB}\n")
+    (where / "pids.current").write_text("7\n")
+    (where / "cpu.stat").write_text("usage_usec 750\nnr_throttled 0\nthrottled_usec 0\n")
+    r = stats.read_cgroup(cg.paths(), [42], proc)
+    assert (r.memory, r.memory_limit, r.pids, r.cpu_ns) == (4 * MIB, 32 * MIB, 7, 750_000)
