@@ -192,10 +192,11 @@ for layer in built["layers"]:
 #
 # The primer's students find images on Docker Hub. A registry is a web server with one
 # HTTP API for images; Docker Hub is one, and lesson 04 started one of our own on
-# 127.0.0.1. This part starts it again, **tags** `node-app` with the registry's name and
+# 127.0.0.1. This part starts one again, **tags** `node-app` with the registry's name and
 # **pushes** it (`docker tag node-app 127.0.0.1:PORT/edu/node-app:1`, then `docker push`),
 # **searches** the registry for `node`, and **pulls** the image by that name, as a
-# classmate would.
+# classmate would. (On Docker Hub the name would be `YOURNAME/node-app:1`, after `docker
+# login`.)
 
 # %%
 import io
