@@ -270,7 +270,7 @@ def _wait_for(project: Project, dep: str, condition: str, say: Say) -> None:
         rec = control.find(rec["id"])
         status = rec.get("status")
         if condition == "service_healthy":
-            health = (rec.get("health") or {}).get("status")
+            health = _health(rec)
             if health == "healthy":
                 _tell(say, "Container", cname, "Healthy")
                 return
@@ -288,6 +288,21 @@ def _wait_for(project: Project, dep: str, condition: str, say: Say) -> None:
             _tell(say, "Container", cname, "Exited")
             return
         time.sleep(0.1)
+
+
+def _health(rec: dict[str, Any]) -> str:
+    """The health of the container's current run: a verdict left from before it was
+    started again (``stop`` marks it unhealthy) counts only once a check of this run has
+    been logged; until then it is starting."""
+    from datetime import datetime
+
+    h = rec.get("health") or {}
+    log = h.get("log") or []
+    try:
+        last = datetime.fromisoformat(log[-1]["start"]).timestamp() if log else 0.0
+    except (KeyError, TypeError, ValueError):
+        last = 0.0
+    return h.get("status", "starting") if last >= (rec.get("started") or 0) else "starting"
 
 
 def _failed(name: str, exc: Exception) -> ComposeError:
