@@ -444,6 +444,12 @@ def test_names_and_interpolation(tmp_path):
     assert (proj.networks["ext"].name, proj.networks["ext"].external) == ("theirs", True)
     assert compose.load(cwd=d, environ={}, project_name="other").name == "other"
     assert compose.load(cwd=d, environ={"COMPOSE_PROJECT_NAME": "fromenv"}).name == "fromenv"
+    text = (d / "docker-compose.yml").read_text()
+    (d / "docker-compose.yml").write_text("name: ${TOP:-top}\n" + text)
+    assert compose.load(cwd=d, environ={}).name == "top"  # Compose v2's top-level name
+    assert compose.load(cwd=d, environ={"COMPOSE_PROJECT_NAME": "env"}).name == "env"
+    with pytest.raises(compose.ComposeError, match="invalid project name 'Top'"):
+        compose.load(cwd=d, environ={"TOP": "Top"})
 
 
 def test_vendored_schema_is_debians_unchanged():

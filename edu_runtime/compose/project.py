@@ -16,7 +16,8 @@ What happens, in Compose's order:
    against the project directory; named volumes and networks get the project's prefix.
 
 Names are Compose v2's: the project name is the directory's basename, lowercased, with
-everything but ``a-z 0-9 _ -`` removed (``-p`` or ``COMPOSE_PROJECT_NAME`` override it);
+everything but ``a-z 0-9 _ -`` removed (``-p``, ``COMPOSE_PROJECT_NAME`` or the file's
+top-level ``name`` override it, in that order);
 containers are ``PROJECT-SERVICE-1``, the default network ``PROJECT_default``, volumes
 ``PROJECT_VOL``, networks ``PROJECT_NET``, and images built for a service without an
 ``image`` key ``PROJECT-SERVICE``. (docker-compose 1.29 joins with underscores:
@@ -315,9 +316,14 @@ def load(files: list[str | Path] | None = None, *, project_name: str | None = No
         if not isinstance(data, dict):
             validate(data, str(path))  # says what the top level must be
         data = _interpolate_all(data, env, [], warnings)
+        # Compose v2's top-level name (newer than the vendored schema, which refuses it).
+        top_name = data.pop("name", None) if isinstance(data, dict) else None
+        if top_name is not None:
+            merged["name"] = check_project_name(str(top_name))
         validate(data, str(path))
         merged = _merge(merged, data)
-    name = project_name or env.get("COMPOSE_PROJECT_NAME")
+    top_name = merged.pop("name", None)
+    name = project_name or env.get("COMPOSE_PROJECT_NAME") or top_name
     if name:
         check_project_name(name)
     else:
