@@ -215,6 +215,12 @@ def test_up_names_labels_order_env_ports_volumes_and_down(project):
     edu("compose", "start", cwd=d, env=env)
     assert all(r["state"] == "running" for r in compose.ps(compose.load(cwd=d, environ=env)))
     assert wait_for(lambda: _answers(port), 10)
+    out = edu("compose", "restart", "-t", "1", "web", cwd=d, env=env)
+    assert out.stderr.strip() == f"Container {name}-web-1  Restarted"
+    after = {r["name"]: (r["id"], r["state"])
+             for r in compose.ps(compose.load(cwd=d, environ=env))}
+    assert after[f"{name}-web-1"] == (now[f"{name}-web-1"], "running")
+    assert wait_for(lambda: _answers(port), 10)
 
     # down keeps the named volume; down -v removes it; nothing else is left either way.
     out = edu("compose", "down", "-t", "1", cwd=d, env=env)
