@@ -214,8 +214,10 @@ def exec_cmd(args) -> int:
     """``edu exec``: run a command in a running container, with the container's security."""
     from edu_runtime.life.enter import ExecError, exec_in
 
+    from .attach import check_tty
     from .run import _env
 
+    check_tty(args.interactive, args.tty)
     rec = _find(args.container)
     if not args.command:
         raise UserError("edu exec needs a command: edu exec CONTAINER COMMAND [ARG...]", 1)

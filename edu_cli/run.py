@@ -117,6 +117,7 @@ def run_supervised(args) -> int:
 
     from . import attach
 
+    attach.check_tty(args.interactive, args.tty)
     cleanup_stale()
     make_container(args)  # validates the flags and the image here, with our error messages
     reply, conn = client.request({
@@ -130,7 +131,7 @@ def run_supervised(args) -> int:
         conn.close()
         print(reply["id"])
         return 0
-    how = attach.relay(conn)
+    how = attach.relay(conn, keyboard=args.interactive)
     conn.close()
     if how == "detached":
         print(f"\r\nedu: detached from {reply['name']}; it keeps running "

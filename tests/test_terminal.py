@@ -176,3 +176,34 @@ def test_run_it_as_a_user_owns_its_terminal(box):
         assert t.wait(60) == 0
     fields = t.text.split()
     assert fields[0].startswith("crw") and fields[2] == "1234" and fields[-1] == "/dev/pts/0"
+
+
+
+def test_a_keyboard_that_is_not_a_terminal(root, busybox, tmp_path):
+    """Docker's rules when stdin is a file or /dev/null (a CI job, a cron line, a pipe):
+    ``-it`` is refused before anything is made; ``-t`` alone does not read stdin; ``-i``
+    alone pipes it in. Never a traceback."""
+    import subprocess
+
+    from edu_runtime.life import states
+
+    script = tmp_path / "script"
+    script.write_text("echo from-the-file\nexit 3\n")
+    name = f"t-{uuid.uuid4().hex[:8]}"
+
+    def run(*flags: str, stdin: str = "/dev/null", cmd: tuple = ("sh",)):
+        with open(stdin) as f:
+            return subprocess.run(edu("run", *flags, "--rm", "--name", name, "--network",
+                                      "none", "busybox", *cmd),
+                                  stdin=f, capture_output=True, text=True, timeout=60)
+
+    refused = run("-it")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("edu: the input device is not a TTY")
+    assert name not in {r.get("name") for r in states.records()}  # nothing half-made
+    alone = run("-t", cmd=("echo", "hi"))
+    assert (alone.returncode, alone.stdout.strip(), alone.stderr) == (0, "hi", "")
+    piped = run("-i", stdin=str(script))
+    assert (piped.returncode, piped.stdout.strip()) == (3, "from-the-file")
+    for proc in (refused, alone, piped):
+        assert "Traceback" not in proc.stderr

@@ -41,6 +41,11 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[os.write(fd, data):]
 
 
+def _send_file(fd: int, remote: int) -> None:
+    while data := os.read(fd, 65536):
+        _write_all(remote, data)
+
+
 def relay(remote: int, stdin: int | None, stdout: int, *, detach: bytes = b"",
           stdin_closed: Callable[[], None] | None = None) -> str:
     """Copy ``remote``'s output to ``stdout`` and ``stdin`` to ``remote`` until ``remote``
@@ -50,7 +55,13 @@ def relay(remote: int, stdin: int | None, stdout: int, *, detach: bytes = b"",
     sel = selectors.DefaultSelector()
     sel.register(remote, selectors.EVENT_READ)
     if stdin is not None:
-        sel.register(stdin, selectors.EVENT_READ)
+        try:
+            sel.register(stdin, selectors.EVENT_READ)
+        except PermissionError:  # a regular file or /dev/null: epoll refuses what is
+            _send_file(stdin, remote)  # always readable, so it is sent whole, then closed
+            if stdin_closed is not None:
+                stdin_closed()
+            stdin = None
     pending = b""
     try:
         with raw(stdin):
