@@ -248,9 +248,11 @@ def test_up_attached_prints_prefixed_logs_and_exit_codes(project):
           second:
             image: busybox
             command: sh -c 'echo two; exit 3'
-            depends_on: [first]
+            depends_on:
+              first: {condition: service_completed_successfully}
         """)
     out = edu("compose", "up", cwd=d)
+    assert f"Container {d.name}-first-1  Exited" in out.stderr  # waited for, then second
     name = d.name
     assert f"Attaching to {name}-first-1, {name}-second-1" in out.stdout
     assert f"{name}-first-1   | one" in out.stdout
