@@ -254,3 +254,25 @@ def test_a_stepper_whose_helper_dies_says_so(root_store):
                    capture_output=True)  # the next command cleans up after the killed one
     assert not [r for r in states.records() if r.get("status") in ("creating", "running")
                 and not kernel.pid_alive(r.get("owner", 0))]
+
+
+def test_inspect_straight_after_run_shows_the_end(root_store):
+    """The supervisor answers a waiting notebook before its teardown; ``run()`` still returns
+    only once the record says how the container ended, so ``inspect()`` straight after it
+    shows ExitCode 137 and OOMKilled, as after ``docker run``, every time."""
+    out = notebook("""
+        import json
+        from edu_runtime.life import control
+        ends = []
+        for i in range(5):
+            c = Container("busybox", ["sh", "-c", "tail /dev/zero"], network="none",
+                          memory="32m", name=f"t-oom-{os.getpid()}-{i}")
+            code = c.run()
+            state = control.inspect(c.id)["State"]
+            ends.append([code, state["Status"], state["ExitCode"], state["OOMKilled"]])
+            control.remove(c.id)
+        stop.set()
+        print(json.dumps(ends))
+    """.replace("os.getpid()", "__import__('os').getpid()"), timeout=120)
+    ends = json.loads(out.stdout.strip().splitlines()[-1])
+    assert ends == [[137, "exited", 137, True]] * 5

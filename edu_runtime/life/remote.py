@@ -87,9 +87,30 @@ def wait(container, out=None, err=None) -> int:
         _copy_log(log, offset, out, err)
     container.exit_code = reply.get("exit_code")
     container.oom_killed = bool(reply.get("oom_killed"))
+    if "log" not in reply:
+        _until_recorded(container.id, container.remote_pid)
     container.remote_pid = 0
     container.status = "exited"
     return container.exit_code if container.exit_code is not None else 125
+
+
+def _until_recorded(cid: str, pid: int, timeout: float = 10.0) -> None:
+    """The supervisor answers a waiter as soon as PID 1 has exited, before its teardown;
+    wait (milliseconds) until the record says so too, so that an ``inspect()`` straight
+    after ``run()`` shows the exit code and OOMKilled, as after ``docker run``."""
+    import time
+
+    from . import states
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            rec = states.find(cid)
+        except states.NoSuchContainer:
+            return
+        if rec.get("status") != states.RUNNING or rec.get("pid") != pid:
+            return  # exited, or already restarted by its policy
+        time.sleep(0.01)
 
 
 def _copy_log(log, offset: int, out, err) -> int:
