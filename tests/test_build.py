@@ -99,6 +99,9 @@ def test_cache_hits_misses_and_no_cache(edu, tmp_path):
     (ctx / "a.txt").write_text(f"two {nonce}\n")
     changed = edu("build", "-t", tag, str(ctx)).stdout
     assert "Using cache" not in changed
+    for out in (again, changed):  # the last step's ID is the image's, as Docker prints it
+        steps = [line.split()[-1] for line in out.splitlines() if line.startswith(" ---> ")]
+        assert out.splitlines()[-2] == f"Successfully built {steps[-1]}"
     assert edu("run", "--rm", tag, "cat", "/b.txt").stdout == f"two {nonce}\n"
     assert "Using cache" not in edu("build", "--no-cache", "-t", tag, str(ctx)).stdout
 

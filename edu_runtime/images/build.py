@@ -346,6 +346,7 @@ class Builder:
             self.say(f" ---> {_short(hit.id)}")
             return hit
         new = make()
+        _docker_defaults(new.run)  # as in the image it may end: the last ---> is its ID
         self._remember(key, new)
         self.say(f" ---> {_short(new.id)}")
         return new
