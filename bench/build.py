@@ -82,6 +82,9 @@ def main() -> None:
     bootstrap.bootstrap(store, "node", progress=True)
     edu = str(Path(sys.executable).parent / "edu")
     work = Path(tempfile.mkdtemp(prefix="edu-bench-build-", dir=Path.home()))
+    # Docker's node:latest is someone else's (a test's) if it was there before: kept.
+    had_node = subprocess.run(["docker", "image", "inspect", "node:latest"],
+                              capture_output=True).returncode == 0
     try:
         files, size = make_context(work / "app", args.files, args.mb)
         print(f"context: {files} files in node_modules, {size / 2**20:.1f} MiB")
@@ -120,9 +123,8 @@ def main() -> None:
                              "warm": warm_result, "cold": cold_result})
         print(f"saved {out}")
     finally:
-        subprocess.run(["docker", "rmi", "-f", "edu-bench-app", "node:latest"],
-                       capture_output=True)
-        subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", "edu-bench-app",
+                        *([] if had_node else ["node:latest"])], capture_output=True)
         subprocess.run([edu, "rmi", "edu-bench-app"], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
