@@ -87,10 +87,27 @@ def _print_logs(project, services, follow: bool, exits: bool = False) -> None:
 
 
 def down_cmd(args) -> int:
-    """``edu compose down [-v] [-t N]``."""
-    from edu_runtime import compose
+    """``edu compose down [-v] [-t N]``; with ``-p NAME`` and no compose file, what carries
+    that project's label (as ``docker compose -p NAME down`` does)."""
+    import os
+    from pathlib import Path
 
-    project = _project(args)
+    from edu_runtime import compose
+    from edu_runtime.compose import project as model
+
+    try:
+        project = _project(args)
+    except UserError:
+        if not args.project_name or args.file or any(
+                (Path(args.project_directory or os.getcwd()) / f).exists()
+                for f in model.DEFAULT_FILES):
+            raise
+        try:
+            name = model.check_project_name(args.project_name)
+        except compose.ComposeError as exc:
+            raise UserError(str(exc), exc.exit_code) from None
+        project = compose.Project(name=name, directory=Path(os.getcwd()), files=[],
+                                  services={}, networks={}, volumes={})
     _run(lambda: compose.down(project, volumes=args.volumes, timeout=args.timeout, say=_say))
     return 0
 

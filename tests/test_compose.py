@@ -628,3 +628,15 @@ def test_pull_and_up_fetch_a_missing_image_from_a_registry(project):
     finally:
         edu("compose", "down", cwd=d, check=False)
         edu("rmi", ref, cwd=d, check=False)
+
+
+def test_down_by_project_name_without_the_file(project):
+    d = project
+    write(d, "services:\n  one:\n    image: busybox\n    command: sleep 100\n")
+    edu("compose", "up", "-d", cwd=d)
+    (d / "compose.yaml").rename(d / "elsewhere.yaml")
+    out = edu("compose", "down", cwd=d, check=False)
+    assert out.returncode == 1 and "no configuration file provided" in out.stderr
+    out = edu("compose", "-p", d.name, "down", "-t", "0", cwd=d)
+    assert f"Container {d.name}-one-1  Removed" in out.stderr
+    assert leftovers(d.name) == NOTHING
