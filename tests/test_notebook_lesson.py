@@ -295,3 +295,12 @@ def test_a_faces_own_thing_is_removed_by_the_undo_it_named(scratch):
     lesson.made(guest="gone-already", undo="test_notebook_lesson:undo_spy")
     said = Lesson("98-scratch", quiet=True).reset()  # a new kernel: found in the ledger
     assert UNDONE == ["gone-already", "g1"] and said.removed == ["removed guest g1"]
+
+
+def test_wait_until_says_how_long_and_what_it_waited_for():
+    from edu_runtime.notebook import wait_until
+
+    calls = iter([False, False, True])
+    assert 0 <= wait_until("the third call", lambda: next(calls), timeout=5) < 5
+    with pytest.raises(TimeoutError, match="the database healthy: still not so after 0.2 s"):
+        wait_until("the database healthy", lambda: False, timeout=0.2)

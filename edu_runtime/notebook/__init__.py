@@ -24,8 +24,8 @@ from typing import Any
 _FROM = {"Lesson": "lesson", "StepperView": "stepper", "step_through": "stepper",
          "predict": "checks", "exercise": "checks", "check": "checks", "summary": "checks",
          "port": "course", "ports": "course", "RecordingError": "replay",
-         "course_plan": "lesson", "doctor_report": "lesson", "doctor_table": "tables",
-         "plan_table": "tables", "waterfall": "figures"}
+         "course_plan": "lesson", "doctor_report": "lesson", "wait_until": "lesson",
+         "doctor_table": "tables", "plan_table": "tables", "waterfall": "figures"}
 __all__ = sorted(_FROM)
 
 

@@ -244,6 +244,19 @@ class Lesson:
         return text
 
 
+def wait_until(what: str, test, timeout: float = 60) -> float:
+    """Poll ``test()`` until it is true (a database healthy, a page answering); the seconds
+    it took. After ``timeout`` seconds, an error that says what was awaited."""
+    import time
+
+    start = time.monotonic()
+    while not test():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"{what}: still not so after {timeout} s")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
 def course_plan() -> list[dict[str, str]]:
     """Every lesson's parts, read from the lessons' own declarations, and what each will do
     on this host: ``{"lesson", "part", "what", "how": "live" | "replay", "why"}``."""
