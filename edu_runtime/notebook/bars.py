@@ -107,26 +107,11 @@ def rebuild_times(result: dict[str, Any]):
     title."""
     orders = [(o["label"], o["seconds"]) for o in result["orders"]]
     medians = [statistics.median(runs) for _, runs in orders]
-    ratio = medians[1] / medians[0]
-    banner = result.get("replay") or "measured live on this machine"
-    n = min(len(runs) for _, runs in orders)
-    fig, ax = _figure(f"Code copied first: {times(ratio)} longer to rebuild after a code change",
-                      f"{banner}: median of {n} rebuilds each, one file changed")
-    colours = (EDU, "#d62728")
-    top = max(max(runs) for _, runs in orders)
-    for i, ((_, runs), med) in enumerate(zip(orders, medians, strict=True)):
-        ax.bar(i, med, width=0.55, color=colours[i], alpha=0.85, gid=f"order-{i}")
-        ax.scatter([i] * len(runs), runs, color="black", zorder=3, s=36)
-        ax.text(i, max(max(runs), med) + 0.04 * top, f"median {med:.2f} s", ha="center",
-                va="bottom", fontsize=NOTE_PT, fontweight="bold")
-    ax.set_xticks(range(len(orders)), [label for label, _ in orders], fontsize=TICK_PT)
-    ax.set_ylim(0, top * 1.18)
-    ax.tick_params(axis="y", labelsize=TICK_PT)
-    ax.set_ylabel("edu build, after editing app.py (s)", fontsize=LABEL_PT)
-    ax.set_xlabel("the Dockerfile's order", fontsize=LABEL_PT)
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.grid(axis="y", alpha=0.3)
-    return fig
+    return _median_bars(
+        result, orders, (EDU, "#d62728"), "order",
+        f"Code copied first: {times(medians[1] / medians[0])} longer to rebuild after a code "
+        "change", "rebuilds each, one file changed",
+        "edu build, after editing app.py (s)", "the Dockerfile's order")
 
 
 def build_times(result: dict[str, Any]):
@@ -135,24 +120,32 @@ def build_times(result: dict[str, Any]):
     median a bar, the first's median over the code change's in the title."""
     builds = [(b["label"], b["seconds"]) for b in result["builds"]]
     medians = [statistics.median(runs) for _, runs in builds]
-    ratio = medians[0] / medians[1]
+    return _median_bars(
+        result, builds, ("#7f7f7f", EDU, "#d62728", "#9467bd"), "build",
+        f"A code change rebuilds {times(medians[0] / medians[1])} faster than the first build",
+        "builds each", "edu build, start to tag (s)", "the build")
+
+
+def _median_bars(result: dict[str, Any], series: list[tuple[str, list[float]]],
+                 colours: tuple[str, ...], gid: str, title: str, counted: str, ylabel: str,
+                 xlabel: str):
+    """Each run a dot, each series' median a labelled bar, the banner in the subtitle."""
     banner = result.get("replay") or "measured live on this machine"
-    n = min(len(runs) for _, runs in builds)
-    fig, ax = _figure(f"A code change rebuilds {times(ratio)} faster than the first build",
-                      f"{banner}: median of {n} builds each")
-    colours = ("#7f7f7f", EDU, "#d62728", "#9467bd")
-    top = max(max(runs) for _, runs in builds)
-    for i, ((_, runs), med) in enumerate(zip(builds, medians, strict=True)):
+    n = min(len(runs) for _, runs in series)
+    fig, ax = _figure(title, f"{banner}: median of {n} {counted}")
+    top = max(max(runs) for _, runs in series)
+    for i, (_, runs) in enumerate(series):
+        med = statistics.median(runs)
         ax.bar(i, med, width=0.55, color=colours[i % len(colours)], alpha=0.85,
-               gid=f"build-{i}")
+               gid=f"{gid}-{i}")
         ax.scatter([i] * len(runs), runs, color="black", zorder=3, s=36)
         ax.text(i, max(max(runs), med) + 0.04 * top, f"median {med:.2f} s", ha="center",
                 va="bottom", fontsize=NOTE_PT, fontweight="bold")
-    ax.set_xticks(range(len(builds)), [label for label, _ in builds], fontsize=TICK_PT)
+    ax.set_xticks(range(len(series)), [label for label, _ in series], fontsize=TICK_PT)
     ax.set_ylim(0, top * 1.18)
     ax.tick_params(axis="y", labelsize=TICK_PT)
-    ax.set_ylabel("edu build, start to tag (s)", fontsize=LABEL_PT)
-    ax.set_xlabel("the build", fontsize=LABEL_PT)
+    ax.set_ylabel(ylabel, fontsize=LABEL_PT)
+    ax.set_xlabel(xlabel, fontsize=LABEL_PT)
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(axis="y", alpha=0.3)
     return fig
