@@ -164,9 +164,11 @@ def clean_host(root, busybox):
 #: fresh-store run checks it made), so it runs once too.
 #: 02 too: on an empty store it bootstraps debian, python and busybox (35 to 45 s) before it
 #: builds mariadb, the app and the front (25 s), then runs again: about 95 s in all, against
-#: about 50 s once on the machine's store, where 01 has left debian; and its mariadb stays
-#: in the machine's build cache for lesson 08. (Both measured on the course VM; its two runs
-#: on an empty store pass too.)
+#: about 50 s once on the machine's store, where 01 has left debian. (Both measured on the
+#: course VM; its two runs on an empty store pass too.)
+#: 08, 09 and 10 are not here: each runs alone on an empty store, twice, as issue 15 asks, so
+#: their first run builds what a student's first run builds (debian, mariadb and wordpress;
+#: debian, node with npm and the app; busybox and python).
 SHARED_STORE = ("01-containers-vs-vms", "02-why-containers", "04-images", "05-dockerfile",
                 "07-run-it")
 
@@ -185,8 +187,8 @@ def test_a_lesson_runs_live_and_leaves_the_host_as_it_was(name, tmp_path, clean_
     assert summaries and all(s.startswith(tuple(f"{n} of {n} " for n in range(1, 50)))
                              for s in summaries), summaries
     assert f"Reset {name}:" in outputs
-    if store:
-        assert "Unable to find image 'busybox' locally" in outputs  # it made its own
+    if store:  # it made its own base images, as `docker run` pulls them
+        assert "Unable to find image '" in outputs
     # Run twice in a row: the second run finds what the first left, which is nothing.
     if name not in SHARED_STORE:  # two TCG runs of 01 would cost minutes: its reset is tested
         again = execute(name, tmp_path, EDU_SOLVE="1", **store)
