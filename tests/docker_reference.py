@@ -302,7 +302,7 @@ def _files(tag: str) -> dict[str, dict]:
             run("docker", "export", "-o", str(out), cid)
             return files_of_tar(out)
     finally:
-        run("docker", "rm", "-f", cid, check=False)
+        run("docker", "rm", "-f", "-v", cid, check=False)  # -v: its anonymous volumes too
 
 
 def files_of_tar(path: Path) -> dict[str, dict]:
