@@ -175,6 +175,21 @@ def test_health_starting_until_the_first_check(edu):
         ps_status(edu, name)
 
 
+def test_a_start_after_stop_is_starting_again_at_once(edu):
+    """A stop leaves the health "unhealthy" (Docker's mark when its monitor closes); the
+    next start resets it to "starting" before `edu start` returns, as Docker's does, so
+    whoever waits for "healthy" (compose's service_healthy) never reads the old mark."""
+    name = edu.name()
+    edu("run", "-d", "--name", name, "--health-cmd", "true", "--health-interval", "1h",
+        "busybox", "sleep", "60")
+    edu("stop", "-t", "0", name)
+    assert health_of(name)["status"] == "unhealthy"
+    for _ in range(5):
+        edu("start", name)
+        assert health_of(name)["status"] == "starting"  # at once: no wait_for
+        edu("stop", "-t", "0", name)
+
+
 def test_a_failing_check_turns_unhealthy_after_retries(edu):
     name = edu.name()
     edu("run", "-d", "--name", name, "--health-cmd", "echo sick; exit 3", *FAST,

@@ -91,6 +91,13 @@ class Checker:
             elif m.probe is None and now >= m.due:
                 self._start(m)
 
+    def follow(self, container: Any) -> None:
+        """A container has just started: its health is "starting" from now, before anyone
+        is told it runs (not the "unhealthy" its last stop left), as Docker's start resets
+        it. ``tick`` then finds it followed."""
+        if container.pid and container.pid not in self.monitors:
+            self.monitors[container.pid] = self._monitor(container)
+
     def wait(self, longest: float) -> float:
         """Seconds until a check is due or overdue, at most ``longest``."""
         now = time.monotonic()

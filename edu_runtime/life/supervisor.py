@@ -327,6 +327,7 @@ class Supervisor:
         states.update(c.id, owner=os.getpid(), restart=sup.restart, tty=sup.tty,
                       restart_count=sup.restarts)
         self.by_pid[c.pid] = sup
+        self.checks.follow(c)
         for fd, stream in ours.items():
             os.set_blocking(fd, False)
             sup.fds[fd] = stream
