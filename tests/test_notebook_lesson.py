@@ -49,15 +49,19 @@ def test_a_bad_port_range_is_refused_with_a_sentence(monkeypatch, value, words):
 
 
 def test_no_lesson_hard_codes_a_published_port():
-    """Markdown may quote the primer (`-p 8080:80`); code takes ports from the setting."""
+    """Markdown may quote the primer (`-p 8080:80`); code takes host ports from the setting.
+    A container's own port (after the colon: `{PORT}:8080`) is the app's, not the host's."""
+    import re
+
     import jupytext
 
     for path in LESSONS_PY:
         for cell in jupytext.read(path).cells:
             if cell.cell_type == "code":
                 for port in ("8080", "47561", "8081"):
-                    assert port not in cell.source, f"{path.name} hard-codes {port}: " \
-                        "use edu_runtime.notebook.port('web'), port('node') or port('scale')"
+                    assert not re.search(rf"(?<![:\d]){port}(?!\d)", cell.source), \
+                        f"{path.name} hard-codes {port}: use edu_runtime.notebook." \
+                        "port('web'), port('node') or port('scale')"
 
 
 # ---- declarations --------------------------------------------------------------------------
@@ -266,7 +270,7 @@ def test_reset_removes_what_the_lesson_made_and_says_so(scratch, root, busybox, 
     lesson.made(container=c.id)
     c.start()
     lesson.made(container="0" * 64)  # noted, then never made (a Ctrl-C before the start)
-    said = Lesson("98-scratch", quiet=True).reset()  # a new kernel: the ledger is on disk
+    said = Lesson("98-scratch", quiet=True, fresh=False).reset()  # a new kernel: from disk
     # Newest first: the container, then what it used.
     assert said.removed == ["removed container edu-lesson-test", "removed volume "
                             "edu-lesson-test-vol", "removed network edu-lesson-test-net"]
@@ -293,8 +297,26 @@ def test_a_faces_own_thing_is_removed_by_the_undo_it_named(scratch):
         lesson.made(guest="g1")  # the engine cannot know how to remove a guest
     lesson.made(guest="g1", undo="test_notebook_lesson:undo_spy")
     lesson.made(guest="gone-already", undo="test_notebook_lesson:undo_spy")
-    said = Lesson("98-scratch", quiet=True).reset()  # a new kernel: found in the ledger
+    said = Lesson("98-scratch", quiet=True, fresh=False).reset()  # a new kernel: on disk
     assert UNDONE == ["gone-already", "g1"] and said.removed == ["removed guest g1"]
+
+
+def test_a_new_run_first_removes_what_an_interrupted_one_left(scratch, root, capsys):
+    """Run All again after a Ctrl-C or a kernel restart before the reset cell: the new run
+    starts clean (no "name already in use"), and says what it removed."""
+    from edu_runtime import networks
+
+    lesson = Lesson("98-scratch", quiet=True)
+    lesson.made(network="edu-lesson-left-net")
+    networks.create("edu-lesson-left-net")
+    capsys.readouterr()
+    again = Lesson("98-scratch", quiet=True)  # the next run's first cell
+    assert capsys.readouterr().out == ("An earlier run of this lesson left things behind, "
+                                       "removed first: removed network edu-lesson-left-net.\n")
+    assert "edu-lesson-left-net" not in {n["name"] for n in networks.ls()}
+    assert again.ledger() == []
+    Lesson("98-scratch", quiet=True)
+    assert capsys.readouterr().out == ""  # nothing left: nothing said
 
 
 def test_wait_until_says_how_long_and_what_it_waited_for():

@@ -42,7 +42,9 @@ KINDS = ("container", "network", "volume", "image", "registry", "user")
 class Lesson:
     """One lesson's live parts, replays and ledger."""
 
-    def __init__(self, name: str, quiet: bool = False):
+    def __init__(self, name: str, quiet: bool = False, fresh: bool = True):
+        """``fresh``: first remove what an earlier run of the lesson left behind (a run
+        interrupted before its reset cell), and say so."""
         self.name = name
         self.info = course.declaration(name)
         self.recording = replay.Recording(name)
@@ -51,6 +53,20 @@ class Lesson:
             self.recording.begin()
         if not quiet:
             print(self.summary())
+        if fresh and not all(self.replaying(p.name) for p in self.info.parts):
+            self._clear_leftovers()
+
+    def _clear_leftovers(self) -> None:
+        """What an earlier run left (it was interrupted, or its kernel restarted before the
+        reset cell) is removed first, and said, so Run All works again from the top."""
+        try:
+            if not self.ledger():
+                return
+        except ImportError:  # no engine here: nothing of it can exist here
+            return
+        said = self.reset()
+        print("An earlier run of this lesson left things behind, removed first: "
+              + said.split(": ", 1)[1])
 
     # ---- live or replay ----------------------------------------------------------------
 
