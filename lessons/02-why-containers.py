@@ -85,7 +85,7 @@
 # a real run (and why). Run each cell with **Shift-Enter**.
 
 # %%
-from edu_runtime.notebook import Lesson, check, exercise, port, predict, summary
+from edu_runtime.notebook import Lesson, check, exercise, port, predict, summary, wait_until
 
 lesson = Lesson("02-why-containers")
 lesson.image("debian")  # the base of the database and of the front
@@ -131,21 +131,12 @@ APP_ENV = {"DB_HOST": "db", "DB_NAME": "counter", "DB_USER": "counter",
 print(f"network {NET}, volume {DATA}, published on http://127.0.0.1:{PORT}/")
 
 # %% [markdown]
-# A few helpers the parts share: wait until something is true (with a time limit), read a
-# container's state the way `docker inspect` shows it, and print one visit on one line.
+# Two helpers the parts share: read a container's state the way `docker inspect` shows it,
+# and print one visit on one line. (`wait_until`, from the course's notebook layer, waits
+# until something is true, with a time limit.)
 
 # %%
 import time
-
-
-def wait_until(what, test, timeout=60):
-    """Poll test() until it is true; the seconds it took (an error after timeout)."""
-    start = time.monotonic()
-    while not test():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"{what}: still not so after {timeout} s")
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 def state(name):
