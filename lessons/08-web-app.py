@@ -87,7 +87,7 @@
 # real run (and why). Run each cell with **Shift-Enter**.
 
 # %%
-from edu_runtime.notebook import Lesson, check, exercise, port, predict, summary
+from edu_runtime.notebook import Lesson, check, exercise, port, predict, summary, wait_until
 
 lesson = Lesson("08-web-app")
 lesson.image("debian")  # the base of both app images
@@ -126,21 +126,12 @@ ADMIN = {"user": "teacher", "password": "l08-teacher-pw", "email": "teacher@exam
 print(f"network {NET}, containers {WEB} and {DB}, WordPress on {URL}/")
 
 # %% [markdown]
-# Two small helpers the parts share: wait until something is true (with a time limit), and
-# print one HTTP request on one line, as a browser's network tab shows it.
+# A small helper the parts share: print one HTTP request on one line, as a browser's network
+# tab shows it. (`wait_until`, from the course's notebook layer, waits until something is
+# true, with a time limit.)
 
 # %%
 import time
-
-
-def wait_until(what, test, timeout=60):
-    """Poll test() until it is true; the seconds it took (an error after timeout)."""
-    start = time.monotonic()
-    while not test():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"{what}: still not so after {timeout} s")
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 def show(page):
