@@ -109,7 +109,8 @@ def host_state() -> dict:
             except OSError:
                 pass
     cdir = paths.state_dir() / "containers"
-    return {"mounts": len(Path("/proc/1/mountinfo").read_text().splitlines()),
+    return {"volumes": records(paths.state_dir(), "volumes"),
+            "mounts": len(Path("/proc/1/mountinfo").read_text().splitlines()),
             "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/edu/*")
                               if p.is_dir()),
             "netns": _lines(["ip", "netns", "list"]),
@@ -130,8 +131,9 @@ def quiesce(env: dict[str, str] | None = None) -> None:
                    cwd=REPO, capture_output=True, timeout=60, env={**os.environ, **(env or {})})
 
 
-def records(state: Path) -> list[str]:
-    cdir = state / "containers"
+def records(state: Path, kind: str = "containers") -> list[str]:
+    """The names of a store's containers (or volumes)."""
+    cdir = state / kind
     return sorted(p.name for p in cdir.iterdir()) if cdir.exists() else []
 
 
@@ -196,6 +198,7 @@ def test_a_lesson_runs_live_and_leaves_the_host_as_it_was(name, tmp_path, clean_
         assert "Unable to find image" not in "\n".join(text(c) for c in again["cells"])
         quiesce(store)
         assert records(tmp_path / "state") == []
+        assert records(tmp_path / "state", "volumes") == []  # anonymous ones too
     clean_host(store)
 
 

@@ -311,7 +311,7 @@ def _remove(kind: str, ref: str, undo: str | None = None) -> str:
             c = Container.get(ref)
         except Exception:  # noqa: BLE001 - gone already (removed by --rm, or by hand)
             return ""
-        c.remove(force=True)
+        c.remove(force=True, volumes=True)  # docker rm -fv: its anonymous volumes too
         return f"removed container {c.spec.get('name') or ref[:12]}"
     if kind == "network":
         from .. import networks
