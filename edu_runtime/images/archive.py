@@ -62,6 +62,7 @@ from .store import (
     Image,
     Store,
     StoreError,
+    _oci_layer_type,
     sha256_bytes,
 )
 
@@ -440,6 +441,13 @@ def _import_layer(store: Store, src: _Source, stage: Path, layer: _Layer, diff_i
     if layer.media and "zstd" in layer.media:
         raise ArchiveError(f"{what} is zstd-compressed, which edu cannot unpack yet. Save the "
                            "image with gzip or uncompressed layers.")
+    if layer.media:
+        try:
+            _oci_layer_type(layer.media)
+        except StoreError:
+            raise ArchiveError(f"{what} has the media type {layer.media!r}, which edu cannot "
+                               "unpack: it loads gzip and plain tar layers only. Save the "
+                               "image with such layers.") from None
     src.size(layer.name)  # it must be in the archive, even when the store has it already
     known = store.layer_info(diff_id)
     if known and store.has_blob(known["blob"]) and store.layer_dir(diff_id).is_dir():
@@ -533,6 +541,11 @@ def _check_config(config: bytes, n_layers: int, what: str) -> list[str]:
         raise ArchiveError(f"the config of {what} has no valid rootfs.diff_ids list.")
     if cfg.get("os", "linux") != "linux":
         raise ArchiveError(f"{what} is a {cfg.get('os')!r} image; edu runs Linux images only.")
+    arch = _ARCH.get(platform.machine(), platform.machine())
+    if cfg.get("architecture", arch) != arch:
+        raise ArchiveError(f"{what} has no image for linux/{arch}, only for "
+                           f"linux/{cfg.get('architecture')} (its config says so): it cannot "
+                           f"run here. Save an image built for linux/{arch}.")
     if len(diff_ids) != n_layers:
         raise ArchiveError(f"the config of {what} lists {len(diff_ids)} layers, but the "
                            f"archive gives {n_layers}: the archive is damaged.")
@@ -811,7 +824,7 @@ def _open_source(path: Path, stage: Path) -> Iterator[_Source]:
             tar_path = stage / "archive.tar"
             try:
                 with opener(path, "rb") as packed, open(tar_path, "wb") as out:
-                    shutil.copyfileobj(packed, out, _CHUNK)
+                    _copy_at_most(packed, out, layers.max_layer_bytes(), path)
             except (OSError, EOFError, lzma.LZMAError) as exc:
                 raise ArchiveError(f"{path} is compressed but cannot be decompressed "
                                    f"({exc}): the file is damaged.") from None
@@ -820,6 +833,20 @@ def _open_source(path: Path, stage: Path) -> Iterator[_Source]:
                            "('zstd -d FILE') and load the .tar.")
     with _TarSource(tar_path, str(path)) as src:
         yield src
+
+
+def _copy_at_most(src: BinaryIO, out: BinaryIO, limit: int, path: Path) -> None:
+    """Decompress ``src`` into ``out``, refused (never written) past ``limit`` bytes."""
+    done = 0
+    while chunk := src.read(min(_CHUNK, limit + 1 - done)):
+        done += len(chunk)
+        if done > limit:
+            raise ArchiveError(f"{path} decompresses to more than {limit} bytes: refused "
+                               "before anything past the limit was written (a compressed "
+                               f"archive may expand to at most what one layer may; "
+                               f"{layers.limit_hint(limit)}, or decompress it yourself and "
+                               "load the .tar")
+        out.write(chunk)
 
 
 def _read_bytes(src: _Source, name: str, what: str, limit: int) -> bytes:

@@ -22,6 +22,20 @@ container's root. Three things make that more than ``tar -x``:
   component is always created fresh (``O_EXCL``, never followed). A parent symlink inside the
   layer is allowed, as Docker allows it, but it lands inside the layer: ``etc -> /x`` makes
   ``etc/passwd`` go to ``<layer>/x/passwd``. Names with ``..`` and absolute names are refused.
+* **Bombs.** A gzip layer of a few kB can expand to terabytes. One setting bounds what a layer
+  may unpack to: ``EDU_MAX_LAYER_BYTES`` (default 8g; bytes, or with a unit k, m, g, t). The
+  uncompressed stream is counted as it is read and every member's size is checked from its
+  header *before* a byte of it is written, so a refused layer never writes past the limit.
+* **Duplicates and conflicts**, as Docker (overlay2) treats them: the last entry for a path
+  wins (a file replaces a file, a dir or a symlink; a dir replaces a non-dir; two dirs merge);
+  a hardlink to a member that comes later, or to a directory, is refused; a whiteout for a
+  name this same layer already holds is refused (Docker's mknod fails with EEXIST; a whiteout
+  deletes only what lower layers have).
+* **Setuid in rootless unpacks.** Where a rootless unpack cannot give a file its owner from
+  the image (a uid outside the user's namespace), the file stays the user's, and its setuid
+  and setgid bits are cleared: else an image's setuid-root ``su`` would be a setuid-*student*
+  program on the host. Where the owner can be set (inside a user namespace mapping it), the
+  bits are kept, as Docker rootless keeps them.
 * **Metadata order.** ``chown`` clears setuid bits and file capabilities, and writing a file
   into a directory changes the directory's mtime. So each file gets chown, then chmod, then
   xattrs, then its times; directories get theirs at the very end, deepest first.
@@ -39,6 +53,7 @@ import errno
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -56,6 +71,9 @@ OPAQUE_MARKER = ".wh..wh..opq"
 _AUFS_META_PREFIX = ".wh..wh."
 
 GiB = 1 << 30
+LIMIT_ENV = "EDU_MAX_LAYER_BYTES"
+DEFAULT_MAX_LAYER_BYTES = 8 * GiB
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _CHUNK = 1 << 20
 # PAX and GNU long-name headers are read into memory whole, so they get a hard cap.
 _MAX_HEADER_BYTES = 1 << 20
@@ -73,13 +91,54 @@ class LayerError(Exception):
     """A layer that cannot or must not be unpacked (or packed); the message names the member."""
 
 
+def max_layer_bytes() -> int:
+    """The most bytes one layer may unpack to: ``$EDU_MAX_LAYER_BYTES``, else 8 GiB."""
+    text = os.environ.get(LIMIT_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_LAYER_BYTES
+    m = re.fullmatch(r"(\d+)\s*([kmgt]?)i?b?", text.lower())
+    if not m or int(m[1]) == 0:
+        raise LayerError(f"{LIMIT_ENV}={text!r} is not a size: give bytes, or a number with "
+                         "a unit k, m, g or t (e.g. 16g).")
+    return int(m[1]) * _UNITS[m[2]]
+
+
+def limit_hint(limit: int) -> str:
+    """The sentence's end that names the limit and how to raise it."""
+    return (f"the limit is {_human(limit)} ({LIMIT_ENV}); if you trust this image, raise it, "
+            f"e.g. {LIMIT_ENV}={_setting(limit * 2)}")
+
+
+def _setting(n: int) -> str:
+    for unit in "tgmk":
+        if n % _UNITS[unit] == 0:
+            return f"{n // _UNITS[unit]}{unit}"
+    return str(n)
+
+
+def _human(n: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if n >= _UNITS[unit.lower()] and n % _UNITS[unit.lower()] == 0:
+            return f"{n // _UNITS[unit.lower()]} {unit}iB"
+    return f"{n} bytes"
+
+
 @dataclass(frozen=True)
 class Limits:
-    """How big one layer may be; past a limit the layer is refused, never truncated."""
+    """How big one layer may be; past a limit the layer is refused, never truncated.
 
-    max_member_bytes: int = 8 * GiB
-    max_total_bytes: int = 32 * GiB
+    ``None`` means the one setting, :func:`max_layer_bytes`, read when extract starts."""
+
+    max_member_bytes: int | None = None
+    max_total_bytes: int | None = None
     max_members: int = 1_000_000
+    max_stream_bytes: int | None = None  # the uncompressed tar, headers and padding too
+
+    def resolved(self) -> Limits:
+        """These limits with every ``None`` replaced by the setting."""
+        limit = max_layer_bytes()
+        return Limits(self.max_member_bytes or limit, self.max_total_bytes or limit,
+                      self.max_members, self.max_stream_bytes or limit)
 
 
 @dataclass(frozen=True)
@@ -93,6 +152,7 @@ class ExtractStats:
     diff_id: str  # sha256 of the uncompressed tar: what the image config lists
     digest: str  # sha256 of the input as read: the blob's name in a registry
     skipped: int = 0  # owners and xattrs a rootless unpack was not allowed to set
+    stripped: int = 0  # setuid/setgid bits cleared: a rootless unpack could not set the owner
 
 
 @dataclass(frozen=True)
@@ -108,7 +168,7 @@ class PackStats:
 
 # ---- extract ------------------------------------------------------------------------------
 
-def extract(src: str | Path | BinaryIO, dest: Path, *, limits: Limits = Limits(),
+def extract(src: str | Path | BinaryIO, dest: Path, *, limits: Limits | None = None,
             rootless: bool | None = None) -> ExtractStats:
     """Unpack the layer tar ``src`` (a path or binary file; plain tar or gzip) into ``dest``.
 
@@ -121,11 +181,12 @@ def extract(src: str | Path | BinaryIO, dest: Path, *, limits: Limits = Limits()
         # trusted.* xattrs need CAP_SYS_ADMIN in the *initial* user namespace: uid 0 in a
         # user namespace (rootless podman, our own rootless containers) is rootless here.
         rootless = kernel.rootless()
+    limits = (limits or Limits()).resolved()
     if isinstance(src, (str, Path)):
         with open(src, "rb") as f:
             return extract(f, dest, limits=limits, rootless=rootless)
     raw = _HashingReader(src)
-    tar_stream = _decompressor(raw)
+    tar_stream = _decompressor(raw, limits.max_stream_bytes)
     unpacker = _Unpacker(Path(dest), limits, rootless)
     name = None
     try:
@@ -148,19 +209,28 @@ def extract(src: str | Path | BinaryIO, dest: Path, *, limits: Limits = Limits()
         unpacker.close()
     return ExtractStats(unpacker.members, unpacker.bytes, unpacker.whiteouts,
                         unpacker.opaque_dirs, diff_id=tar_stream.digest(), digest=raw.digest(),
-                        skipped=unpacker.skipped)
+                        skipped=unpacker.skipped, stripped=unpacker.stripped)
 
 
 class _HashingReader:
     """A binary reader that hashes what passes through it, with a small look-ahead."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, limit: int | None = None) -> None:
         self._f = f
         self._sha = hashlib.sha256()
         self._ahead = b""
+        self._limit, self._count = limit, 0
 
     def _pull(self, n: int) -> bytes:
+        if self._limit is not None:  # never read (so never write) more than one byte past
+            n = min(n if n >= 0 else _CHUNK, self._limit + 1 - self._count) or 1
         data = self._f.read(n)
+        self._count += len(data)
+        if self._limit is not None and self._count > self._limit:
+            raise LayerError(f"the layer unpacks to more than {_human(self._limit)}: refused "
+                             "before anything past the limit was written (a small compressed "
+                             f"layer that expands this much is a decompression bomb); "
+                             f"{limit_hint(self._limit)}.")
         self._sha.update(data)
         return data
 
@@ -195,17 +265,19 @@ _MAGIC = {
 }
 
 
-def _decompressor(raw: _HashingReader) -> _HashingReader:
+def _decompressor(raw: _HashingReader, limit: int | None = None) -> _HashingReader:
     # Decide by magic bytes, not by media type: registries and `docker save` disagree about
     # names, never about bytes.
     head = raw.peek(6)
     if head.startswith(b"\x1f\x8b"):
-        return _HashingReader(gzip.GzipFile(fileobj=raw, mode="rb"))  # type: ignore[arg-type]
+        return _HashingReader(gzip.GzipFile(fileobj=raw, mode="rb"),  # type: ignore[arg-type]
+                              limit)
     for magic, kind in _MAGIC.items():
         if head.startswith(magic):
             raise LayerError(f"this layer is {kind}-compressed, which edu cannot unpack yet "
                              "(only plain and gzip tars). Pull an image with gzip layers, or "
                              f"decompress the blob first ({kind} -d).")
+    raw._limit = limit  # a plain tar: the stream read is the tar itself
     return raw
 
 
@@ -261,6 +333,7 @@ class _Unpacker:
         self.dest, self.limits, self.rootless = dest, limits, rootless
         self.opaque_xattr = "user.overlay.opaque" if rootless else "trusted.overlay.opaque"
         self.members = self.bytes = self.whiteouts = self.opaque_dirs = self.skipped = 0
+        self.stripped = 0
         self.files: set[str] = set()  # non-directories this layer made: hardlink targets
         self.dirs: dict[str, tuple[tarfile.TarInfo, int, int]] = {}  # name -> info, dev, ino
         try:
@@ -309,14 +382,15 @@ class _Unpacker:
                              "Limits.max_members if you trust this image)")
         name = _clean(info.name, info.name)
         if info.isreg():
+            # Checked from the header, before a byte of the member is written.
             if info.size > self.limits.max_member_bytes:
-                raise LayerError(f"layer member {info.name!r} is {info.size} bytes, over the "
-                                 f"limit of {self.limits.max_member_bytes}: refused (raise "
-                                 "Limits.max_member_bytes if you trust this image)")
+                raise LayerError(f"layer member {info.name!r} is {info.size} bytes, more than "
+                                 "one layer may unpack to: refused before it was written; "
+                                 f"{limit_hint(self.limits.max_member_bytes)}")
             if self.bytes + info.size > self.limits.max_total_bytes:
                 raise LayerError(f"the layer is larger than {self.limits.max_total_bytes} "
-                                 f"bytes (reached at member {info.name!r}): refused (raise "
-                                 "Limits.max_total_bytes if you trust this image)")
+                                 f"bytes (reached at member {info.name!r}): refused before it "
+                                 f"was written; {limit_hint(self.limits.max_total_bytes)}")
         parent, _, base = name.rpartition("/")
         if not base and not info.isdir():
             raise LayerError(f"layer member {info.name!r} would replace the layer root "
@@ -361,6 +435,7 @@ class _Unpacker:
             return
         kept_dir = self._clear(pfd, base, name, keep_dir=info.isdir())
         if info.isdir():
+            self.files.discard(name)  # no longer a hardlink target
             if not kept_dir:
                 os.mkdir(base, 0o700, dir_fd=pfd)
             self._defer_dir(name, info, os.stat(base, dir_fd=pfd, follow_symlinks=False))
@@ -452,8 +527,10 @@ class _Unpacker:
             gone = [d for d in self.dirs if d == name or d.startswith(name + "/")]
             for d in gone:
                 del self.dirs[d]
+            self.files = {f for f in self.files if not f.startswith(name + "/")}
         else:
             os.unlink(base, dir_fd=pfd)  # removes a symlink itself, not its target
+            self.files.discard(name)
         return False
 
     # -- whiteouts ------------------------------------------------------------------------
@@ -475,7 +552,18 @@ class _Unpacker:
                              "which is not a file name: refused")
         pfd = self._make_dirs(parent)
         try:
-            self._clear(pfd, target, f"{parent}/{target}" if parent else target, keep_dir=False)
+            path = f"{parent}/{target}" if parent else target
+            try:
+                os.stat(target, dir_fd=pfd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                # Docker (overlay2) refuses this too: its mknod fails with EEXIST. A whiteout
+                # deletes what *lower* layers have (OCI), never this layer's own entries.
+                raise LayerError(f"layer member {info.name!r} deletes {path!r}, which this "
+                                 "same layer already holds (as a file, a directory or an "
+                                 "earlier whiteout): refused, as Docker refuses it; a whiteout "
+                                 "may only delete what lower layers have")
             self._whiteout(info, pfd, target, parent)
         finally:
             os.close(pfd)
@@ -523,15 +611,27 @@ class _Unpacker:
 
     # -- metadata -------------------------------------------------------------------------
 
-    def _chown(self, call) -> None:
+    def _chown(self, call) -> bool:
+        """Give a member its owner; False if a rootless unpack may not (it stays ours)."""
         try:
             call()
+            return True
         except OSError as exc:
             # Rootless, ids outside our user namespace cannot be set (EPERM, EINVAL): the
             # files stay ours, as with `podman --storage-opt ignore_chown_errors`.
             if not self.rootless or exc.errno not in (errno.EPERM, errno.EINVAL):
                 raise
             self.skipped += 1
+            return False
+
+    def _mode(self, info: tarfile.TarInfo, owned: bool) -> int:
+        """The member's mode; setuid and setgid cleared on a file whose owner was not set."""
+        mode = info.mode & 0o7777
+        if not owned and not info.isdir() and mode & (stat.S_ISUID | stat.S_ISGID):
+            # It would run as *us* on the host, not as the owner the image gave it.
+            self.stripped += 1
+            mode &= ~(stat.S_ISUID | stat.S_ISGID)
+        return mode
 
     def _set_xattrs(self, info: tarfile.TarInfo, target: int | str) -> None:
         for key, text in sorted(info.pax_headers.items()):
@@ -556,19 +656,19 @@ class _Unpacker:
 
     def _set_meta_fd(self, info: tarfile.TarInfo, fd: int) -> None:
         # Order matters: chown clears setuid bits and file capabilities.
-        self._chown(lambda: os.chown(fd, info.uid, info.gid))
-        os.chmod(fd, info.mode & 0o7777)
+        owned = self._chown(lambda: os.chown(fd, info.uid, info.gid))
+        os.chmod(fd, self._mode(info, owned))
         self._set_xattrs(info, fd)
         mtime = _mtime_ns(info)
         os.utime(fd, ns=(mtime, mtime))
 
     def _set_meta_at(self, info: tarfile.TarInfo, pfd: int, base: str, chmod: bool) -> None:
-        self._chown(lambda: os.chown(base, info.uid, info.gid, dir_fd=pfd,
-                                     follow_symlinks=False))
+        owned = self._chown(lambda: os.chown(base, info.uid, info.gid, dir_fd=pfd,
+                                             follow_symlinks=False))
         if chmod:
             # A FIFO we made a moment ago in a directory only we write: nothing to follow.
             # (Python 3.11 has no chmod that refuses to follow a link.)
-            os.chmod(base, info.mode & 0o7777, dir_fd=pfd)
+            os.chmod(base, self._mode(info, owned), dir_fd=pfd)
         self._set_xattrs(info, _at(pfd, base))
         mtime = _mtime_ns(info)
         os.utime(base, ns=(mtime, mtime), dir_fd=pfd, follow_symlinks=False)

@@ -88,6 +88,7 @@ CHUNK = 1 << 20
 UPLOAD_CHUNK = 64 << 20  # blobs larger than this go up in PATCH chunks of this size
 TIMEOUT = 30.0
 CATALOG_PAGE = 100
+MAX_REDIRECTS = 10  # Go's http.Client stops after 10, and so does docker pull
 REPOS_PER_BLOB = 5
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -291,7 +292,7 @@ class Client:
     # ---- one HTTP exchange ----------------------------------------------------------------
 
     def _send(self, method: str, url: str, headers: dict[str, str],
-              body: bytes | _FileBody | None = None, redirects: int = 5
+              body: bytes | _FileBody | None = None, redirects: int = MAX_REDIRECTS
               ) -> http.client.HTTPResponse:
         """One request on a kept-alive connection, following redirects for GET and HEAD."""
         url = urljoin(self.base, url)
@@ -323,9 +324,17 @@ class Client:
             except (OSError, http.client.HTTPException) as exc:
                 self._drop(key)
                 raise self._unreachable(exc, parts.scheme, parts.netloc) from None
-        if resp.status in _REDIRECTS and method in ("GET", "HEAD") and redirects:
+        if resp.status in _REDIRECTS and method in ("GET", "HEAD"):
             location = urljoin(url, resp.getheader("Location", ""))
             resp.read()
+            if not redirects:
+                raise RegistryError(f"{self.registry} redirected {target[:80]} more than "
+                                    f"{MAX_REDIRECTS} times (a loop): the registry or a proxy "
+                                    "in front of it is misconfigured. Nothing was stored.")
+            if urlsplit(location).scheme not in ("http", "https"):
+                raise RegistryError(f"{self.registry} redirected {target[:80]} to "
+                                    f"{location[:80]!r}, which is not an http or https URL: "
+                                    "refused. Nothing was stored.")
             if urlsplit(location).netloc != parts.netloc:  # never send a login elsewhere
                 headers = {k: v for k, v in headers.items() if k != "Authorization"}
             return self._send(method, location, headers, None, redirects - 1)
@@ -524,6 +533,12 @@ class Client:
                                     "was stored; pull again.") from None
         if count > desc["size"]:
             self.close()  # the rest of the body is unread: this connection is spent
+        elif count < desc["size"] and resp.length:  # the server promised more, then hung up
+            self.close()
+            raise RegistryError(f"the download of {what} ({desc['digest'][:19]}...) from "
+                                f"{self.registry} broke off after {count} of {desc['size']} "
+                                f"bytes (the connection closed {resp.length} bytes early). "
+                                "Nothing was stored; pull again.")
         self._verify(desc, "sha256:" + h.hexdigest(), count, what)
 
     def _get_blob(self, repo: str, digest: str, what: str) -> http.client.HTTPResponse:
@@ -853,6 +868,12 @@ def _diff_ids(config: bytes, n_layers: int, name: str) -> list[str]:
     diff_ids = (cfg.get("rootfs") or {}).get("diff_ids")
     if cfg.get("os", "linux") != "linux":
         raise RegistryError(f"{name} is a {cfg.get('os')!r} image; edu runs Linux images only.")
+    os_name, arch = host_platform()
+    if cfg.get("architecture", arch) != arch:
+        raise RegistryError(f"{name} has no image for {os_name}/{arch}, only for "
+                            f"{cfg.get('os', 'linux')}/{cfg.get('architecture')} (its config "
+                            "says so): it cannot run here. Pull a tag built for "
+                            f"{os_name}/{arch}, or a multi-platform one.")
     if not isinstance(diff_ids, list) or len(diff_ids) != n_layers or not all(
             isinstance(d, str) and _DIGEST.fullmatch(d) for d in diff_ids):
         raise RegistryError(f"the config of {name} does not list one sha256 diff_id per layer "
@@ -878,11 +899,20 @@ def _fetch(store: Store, reg: Client, repo: str, name: str, manifest: dict[str, 
     for layer in plan:
         layer.blob = _local_blob(store, layer)
         say.layer(layer.desc["digest"], "Already exists" if layer.blob else "Pulling fs layer")
+    try:
+        limit = layers.max_layer_bytes()
+    except layers.LayerError as exc:
+        raise RegistryError(f"Cannot pull {name}: {exc}") from None
     with store.staging() as stage:
         for n, layer in enumerate(plan, 1):
             if layer.blob:
                 continue
             digest = layer.desc["digest"]
+            if layer.desc["size"] > limit:
+                raise RegistryError(f"{name} was refused: layer {n} ({digest[:19]}...) is "
+                                    f"{layer.desc['size']} bytes, larger than any layer may "
+                                    f"unpack to; {layers.limit_hint(limit)}. "
+                                    "Nothing was stored.")
             layer.tmp = stage / digest[7:]
             with say.transfer(digest, layer.desc["size"], "Downloading") as update:
                 reg.download(repo, layer.desc, layer.tmp, update, f"layer {n} of {name}")
