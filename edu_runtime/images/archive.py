@@ -21,7 +21,9 @@ is input from outside, so nothing in it is trusted: its tar is never unpacked to
 are read by name, and a name that is absolute or climbs out with ``..`` (in the tar, in a
 manifest, in a symlink) refuses the whole archive. Every blob is hashed against the digest it
 is named by, every layer against the config's ``diff_ids`` (the store checks that as it
-unpacks), and JSON is read only up to a size limit. The load runs in one store transaction, so
+unpacks), and JSON is read only up to a size limit. A compressed archive (``.tar.gz``) is
+decompressed into staging at most up to ``EDU_MAX_LAYER_BYTES`` (the limit of ``layers``),
+because its size on disk says nothing about what it expands to. The load runs in one store transaction, so
 a refused archive leaves the store exactly as it was.
 
 ``save`` writes to a temp file (or dir) beside the target and renames it at the end: a save

@@ -27,6 +27,10 @@ requests and ``edu`` pays every import at start-up. What the code does is what D
 
 A pull downloads into the store's staging dir and adds the image in one store transaction, so a
 pull that fails half-way (a digest mismatch, a dropped connection) leaves the store as it was.
+The registry is not trusted either: a layer blob larger than ``EDU_MAX_LAYER_BYTES`` (see
+``layers``) is not downloaded, a body that ends early or runs long is refused, redirects are
+followed only to http(s) URLs and at most 10 times (as Docker's Go client), and a single-platform
+image is checked against its config's architecture, as an index entry is against its platform.
 
 Introduced in notebooks/04-images.
 """

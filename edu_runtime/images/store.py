@@ -379,8 +379,12 @@ class Store:
         with self.staging() as stage:
             dest = stage / "layer"
             dest.mkdir()
-            with open(self.blob_path(blob_digest), "rb") as src:
-                stats = layers.extract(src, dest, limits=limits or layers.Limits())
+            try:
+                with open(self.blob_path(blob_digest), "rb") as src:
+                    stats = layers.extract(src, dest, limits=limits or layers.Limits())
+            except layers.LayerError as exc:  # (the staging dir goes, and nothing else was made)
+                raise StoreError(f"layer {blob_digest[:19]}... was not unpacked: {exc}") \
+                    from None
             if stats.diff_id != diff_id:
                 raise StoreError(
                     f"layer {blob_digest[:19]}... unpacks to {stats.diff_id}, but the image "
