@@ -23,8 +23,8 @@ manifest, in a symlink) refuses the whole archive. Every blob is hashed against 
 is named by, every layer against the config's ``diff_ids`` (the store checks that as it
 unpacks), and JSON is read only up to a size limit. A compressed archive (``.tar.gz``) is
 decompressed into staging at most up to ``EDU_MAX_LAYER_BYTES`` (the limit of ``layers``),
-because its size on disk says nothing about what it expands to. The load runs in one store transaction, so
-a refused archive leaves the store exactly as it was.
+because its size on disk says nothing about what it expands to. The load runs in one store
+transaction, so a refused archive leaves the store exactly as it was.
 
 ``save`` writes to a temp file (or dir) beside the target and renames it at the end: a save
 that fails half-way leaves no half-written archive that a later ``docker load`` might trust.
