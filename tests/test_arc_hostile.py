@@ -274,6 +274,7 @@ class Hostile:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = 10  # a kept-alive connection nobody closes cannot hold stop() long
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 path = self.path.split("?")[0]
@@ -304,7 +305,6 @@ class Hostile:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
         self.routes["/v2/"] = (200, {"Content-Type": "application/json"}, b"{}", "")
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -342,6 +342,7 @@ class Hostile:
         return doc
 
     def stop(self) -> None:
+        """Release stalled answers, stop, and join every handler thread."""
         self.done.set()
         self.server.shutdown()
         self.server.server_close()
