@@ -215,6 +215,28 @@ def test_edu_load_refuses_a_bomb_and_loads_it_once_the_limit_is_raised(tmp_path)
     assert_untouched(store, before)
 
 
+def test_edu_load_of_a_truncated_archive_is_a_sentence_and_the_whole_one_loads(tmp_path):
+    tar = make_tar(entry("srv/data.bin", data=os.urandom(300_000)))
+    full = docker_archive(tmp_path / "full.tar", tar, "arc-trunc:1").read_bytes()
+    state = tmp_path / "state"
+    store = Store(state / "store")
+    before = store_state(store)
+    cut = tmp_path / "cut.tar"
+    for at, why in ((100, "is not a tar archive (or is cut short)"),
+                    (150_000, "it ends in the middle of a file: it is truncated")):
+        cut.write_bytes(full[:at])
+        cli = edu("load", "-i", str(cut), state=state)
+        assert cli.returncode == 1 and why in one_sentence(cli.stderr)
+        assert_untouched(store, before)
+    cut.write_bytes(gzip.compress(full, mtime=0)[:-5000])
+    with pytest.raises(ArchiveError, match="is compressed but cannot be decompressed"):
+        archive.load(store, cut)
+    assert_untouched(store, before)
+    cut.write_bytes(full)  # fetched again, whole
+    ok = edu("load", "-i", str(cut), state=state)
+    assert ok.returncode == 0 and ok.stdout.strip() == "Loaded image: arc-trunc:1", ok.stderr
+
+
 def test_edu_load_platforms_and_unknown_layer_types(tmp_path):
     tar = make_tar(entry("hello", data=b"hi\n"))
     layer = (gzip.compress(tar, mtime=0), OCI_LAYER_GZIP)

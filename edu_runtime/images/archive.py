@@ -396,6 +396,9 @@ def load(store: Store, path: Path, *, progress: bool | None = None) -> list[Imag
                 images = [_load_one(store, src, stage, plan, progress) for plan in plans]
         except (StoreError, layers.LayerError, tarfile.TarError, OSError) as exc:
             why = str(exc).rstrip(".")
+            if isinstance(exc, tarfile.ReadError) and "unexpected end" in why:
+                why = ("it ends in the middle of a file: it is truncated (an interrupted "
+                       "download or copy). Fetch or save it again")
             raise ArchiveError(f"Cannot load {path}: {why}. Nothing was loaded; the image "
                                "store is as it was.") from exc
     unique = {image.manifest_digest: image for image in images}
@@ -749,8 +752,9 @@ class _TarSource(_Source):
         try:
             self.tar = tarfile.open(path, "r:")
         except tarfile.TarError:
-            raise ArchiveError(f"{label} is not a tar archive or an image layout directory. "
-                               "Give a file made by 'docker save', 'edu save' or skopeo.") \
+            raise ArchiveError(f"{label} is not a tar archive (or is cut short) nor an image "
+                               "layout directory. Give a whole file made by 'docker save', "
+                               "'edu save' or skopeo.") \
                 from None
         self.members: dict[str, tarfile.TarInfo] = {}
         try:
