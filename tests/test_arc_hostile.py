@@ -430,12 +430,24 @@ def test_a_damaged_download_stores_nothing_and_a_retry_after_the_fix_succeeds(
     assert image.diff_ids == [sha(LAYER), sha(LAYER2)]
 
 
-def test_a_slow_body_times_out_as_a_sentence(hostile, store):
-    hostile.image("arc/slow", "v1", [LAYER, LAYER2], mode="stall")
+def test_slow_and_short_bodies_are_sentences(hostile, store):
+    doc = hostile.image("arc/slow", "v1", [LAYER, LAYER2], mode="stall")
     ref = f"{hostile.host}/arc/slow:v1"
     message = refused(store, ref, "broke off after",
                       client=registry.Client(hostile.host, timeout=0.5))
-    assert f"layer 2 of {ref}" in message
+    assert f"layer 2 of {ref}" in message and "timed out" in message
+
+    def misbehave(path: str, mode: str) -> None:
+        status, headers, body, _ = hostile.routes[path]
+        hostile.routes[path] = (status, headers, body, mode)
+    hostile.image("arc/slow", "v1", [LAYER, LAYER2])
+    misbehave("/v2/arc/slow/manifests/v1", "stall")
+    refused(store, ref, f"reading the manifest of {ref} broke off (timed out): the registry "
+                        "stopped answering. Nothing was stored; pull again.",
+            client=registry.Client(hostile.host, timeout=0.5))
+    misbehave("/v2/arc/slow/manifests/v1", "")
+    misbehave(f"/v2/arc/slow/blobs/{doc['config']['digest']}", "truncate")
+    refused(store, ref, f"reading the config of {ref} broke off after")
 
 
 def test_a_bomb_from_a_registry_is_refused_under_the_limit(hostile, store, monkeypatch):

@@ -661,8 +661,19 @@ class Client:
 
 
 def _read_json_bytes(resp: http.client.HTTPResponse, what: str) -> bytes:
-    """A JSON body, read whole, refused past MAX_JSON."""
-    data = resp.read(MAX_JSON + 1)
+    """A JSON body, read whole, refused past MAX_JSON or if it stops short."""
+    try:
+        data = resp.read(MAX_JSON + 1)
+    except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+        resp.close()
+        raise RegistryError(f"reading {what} broke off ({str(exc) or type(exc).__name__}): "
+                            "the registry stopped answering. Nothing was stored; pull "
+                            "again.") from None
+    if resp.length:  # it promised more, then hung up
+        resp.close()
+        raise RegistryError(f"reading {what} broke off after {len(data)} bytes, "
+                            f"{resp.length} bytes short of what the registry promised. Nothing "
+                            "was stored; pull again.")
     if len(data) > MAX_JSON:
         resp.close()
         raise RegistryError(f"{what} is larger than {MAX_JSON >> 20} MiB, which no real "
