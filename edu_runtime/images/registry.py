@@ -773,10 +773,20 @@ def pull(store: Store, ref: str | Reference, *, progress: Progress | None = None
          insecure: bool = False, client: Client | None = None) -> Pulled:
     """``docker pull``: an image's manifest, config and layers into ``store``, all verified."""
     ref = parse(ref) if isinstance(ref, str) else ref
-    say = progress or Progress(None)
+    try:
+        return _pull(store, ref, progress or Progress(None), client or Client(
+            ref.registry, insecure=insecure))
+    except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+        # Every read of a body that can stop has its own sentence; this is the net under them.
+        raise RegistryError(f"Cannot pull {ref.familiar()}: the connection to {ref.registry} "
+                            f"broke off ({str(exc) or type(exc).__name__}). Nothing was "
+                            "stored; pull again.") from None
+
+
+def _pull(store: Store, ref: Reference, say: Progress, client: Client) -> Pulled:
     reference = ref.digest or ref.tag or "latest"
     name = ref.familiar()
-    with client or Client(ref.registry, insecure=insecure) as reg:
+    with client as reg:
         data, media, top_digest = reg.manifest(ref.repository, reference)
         say.line(f"{reference}: Pulling from {ref.repository}")
         manifest = _image_manifest(reg, ref.repository, name, data, media)
