@@ -22,7 +22,23 @@ seccomp=unconfined``, ``--pid host``, or no container at all) must then succeed 
 differently: that shows the attempt was real, and which layer held it.
 
 Each attempt runs in an edu container and, where dockerd answers, in a Docker container of the
-same image beside it (``docker_tag``: the caller loads edu's image into Docker).
+same image beside it (``docker_tag``: the caller loads edu's image into Docker). Two more
+places must hold the same (``via_exec``, and running it as an ordinary user):
+
+* **exec.** ``edu exec`` (and ``docker exec``) makes a new process in a running container.
+  It must take on everything PID 1 holds (namespaces, cgroup, capabilities, seccomp filter,
+  no_new_privs, user); if it missed one, the attempts would get through that gap. So the
+  suite runs again through exec, and each run reports what the process holds beside what the
+  container's PID 1 holds (``Result.evidence``).
+* **rootless.** Run by a user other than root, the container is rootless: its root is that
+  user outside, in a user namespace, and the namespace is one more layer. Capabilities held
+  in it count only for what it owns (a device node is the initial namespace's), and a file
+  of the host's root has no owner inside (the kernel shows ``nobody``), so root inside is
+  refused it before any mount option is read.
+
+Where the host has AppArmor, Docker's docker-default profile is one more layer edu does not
+have; a result under it names ``AppArmor (docker-default)`` from the process's label
+(``apparmor.py`` lists the profile's rules and what stops the same things in edu).
 
 Introduced in notebooks/10-limits-and-security.
 """
@@ -45,6 +61,10 @@ from . import kernel, seccomp
 _NR = {"x86_64": {"init_module": 175, "keyctl": 250, "clone3": 435, "open_by_handle_at": 304},
        "aarch64": {"init_module": 105, "keyctl": 219, "clone3": 435,
                    "open_by_handle_at": 265}}
+
+
+#: The owner the kernel shows for a file whose owner a user namespace does not map (nobody).
+OVERFLOW_UID = 65534
 
 
 @dataclass(frozen=True)
@@ -140,7 +160,7 @@ ATTEMPTS: tuple[Attempt, ...] = (
             "    os.close(os.open(p, os.O_WRONLY))\n"
             "    res(0, f'{p} opened for writing (nothing written)')\n"
             "except OSError as e:\n"
-            "    res(e.errno, p, mount=mount_of(p))",
+            "    res(e.errno, p, mount=mount_of(p), owner=os.stat(p).st_uid)",
             control={"host": True}, docker_control=("--security-opt", "systempaths=unconfined")),
     Attempt("sys-write", "/sys writes", "open a /sys file for writing",
             "p = T['sysfs']\n"
@@ -148,7 +168,7 @@ ATTEMPTS: tuple[Attempt, ...] = (
             "    os.close(os.open(p, os.O_WRONLY))\n"
             "    res(0, f'{p} opened for writing (nothing written)')\n"
             "except OSError as e:\n"
-            "    res(e.errno, p, mount=mount_of(p))",
+            "    res(e.errno, p, mount=mount_of(p), owner=os.stat(p).st_uid)",
             control={"host": True}),
 )
 
@@ -172,10 +192,39 @@ def mount_of(path):
         if (path == mp or path.startswith(mp.rstrip('/') + '/')) and len(mp) >= len(best[0]):
             best = (mp, f[3], f[5], line.split(' - ')[1].split()[0])
     return best
+def held(p):
+    # What a process holds: the fields exec must copy from PID 1 (each read may be refused).
+    out = {}
+    try:
+        st = dict(l.split(':', 1) for l in open(f'/proc/{p}/status') if ':' in l)
+        out.update({k: ' '.join(st[k].split()) for k in KEYS if k in st})
+    except OSError:
+        pass
+    out['ns'] = {}
+    for n in ('cgroup', 'ipc', 'mnt', 'net', 'pid', 'user', 'uts'):
+        try:
+            out['ns'][n] = os.readlink(f'/proc/{p}/ns/{n}')
+        except OSError:
+            pass
+    try:
+        out['cgroup'] = ' '.join(sorted(open(f'/proc/{p}/cgroup').read().split()))
+    except OSError:
+        pass
+    return out
+def lsm_label():
+    for f in ('/proc/self/attr/apparmor/current', '/proc/self/attr/current'):
+        try:
+            return open(f).read().strip().rstrip('\0')
+        except OSError:
+            pass
+    return ''
+KEYS = ('CapEff', 'CapPrm', 'CapBnd', 'Seccomp', 'Seccomp_filters', 'NoNewPrivs', 'Uid', 'Gid')
 st = dict(l.split(':', 1) for l in open('/proc/self/status') if ':' in l)
 print(json.dumps({'evidence': {'CapEff': st['CapEff'].strip(), 'Seccomp': st['Seccomp'].strip(),
                                'uid': os.getuid(),
-                               'uid_map': ' '.join(open('/proc/self/uid_map').read().split())}}),
+                               'uid_map': ' '.join(open('/proc/self/uid_map').read().split()),
+                               'label': lsm_label(),
+                               'self': held('self'), 'pid1': held(1)}}),
       flush=True)
 for name, code in T['attempts']:
     pid = os.fork()
@@ -207,16 +256,30 @@ class Result:
     errno: str            # EPERM, ENOSYS, ... ("" when it worked or no errno applies)
     layer: str            # what stopped it, from the evidence ("" when it worked)
     detail: str
+    #: What the process held (CapEff, Seccomp, NoNewPrivs, Uid, namespaces, cgroup) beside
+    #: what the container's PID 1 holds: exec must hold the same.
+    evidence: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        return asdict(self)
+    def to_dict(self, evidence: bool = False) -> dict[str, Any]:
+        """JSON-ready (with ``evidence``, what the process held too)."""
+        out = asdict(self)
+        if not evidence:
+            del out["evidence"]
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Result:
+        """The inverse of ``to_dict``."""
+        return cls(**d)
 
 
 # ---- what to aim at, on this host -----------------------------------------------------------
 
 def _first(paths: list[str], ok) -> str:
-    return next((p for p in paths if ok(p)), paths[0])
+    """The first path that is ``ok``; else (a user who may open none of them) the first that
+    exists; else the first."""
+    return next((p for p in paths if ok(p)), next((p for p in paths if os.path.exists(p)),
+                                                  paths[0]))
 
 
 def _writable(path: str) -> bool:
@@ -296,11 +359,19 @@ def layer(attempt: Attempt, out: dict[str, Any], evidence: dict[str, Any]) -> st
     mapped = evidence.get("uid_map", "0 0 4294967295")
     if attempt.cap and mapped != "0 0 4294967295" and err in (errno.EPERM, errno.EACCES):
         return f"user namespace ({attempt.cap} counts only inside it)"
+    # A file of the host's root has no owner in a user namespace that does not map uid 0:
+    # the kernel shows it as the overflow uid, and root inside is not its owner.
+    if mapped != "0 0 4294967295" and err == errno.EACCES and out.get("owner") == OVERFLOW_UID:
+        return "user namespace (host root's file, owned by nobody here)"
     if attempt.name == "mknod" and out.get("step") == "open":
         if err == errno.EACCES and "nodev" in mount[2].split(","):
             return "nodev mount"
         if err == errno.EPERM:
             return "devices cgroup"
+    # AppArmor answers EACCES after every other check has passed (apparmor.py).
+    profile = evidence.get("label", "").split(" (")[0]
+    if err in (errno.EACCES, errno.EPERM) and profile not in ("", "unconfined"):
+        return f"AppArmor ({profile})"
     if err == errno.ENOSYS:
         return "not in this kernel"
     if err:  # every guard let it through: the kernel itself refused the harmless argument
@@ -334,7 +405,7 @@ def container_names(prefix: str = "escape") -> list[str]:
     them before they are made."""
     configs = sorted({_config_name(a.control) for a in ATTEMPTS if not a.control.get("host")})
     return [f"{prefix}-{runtime}-{c}" for runtime in ("edu", "docker")
-            for c in ["default", *configs, "systempaths"]]
+            for c in ["default", *configs, "systempaths", "exec"]]
 
 
 def _config_name(control: dict[str, Any]) -> str:
@@ -343,6 +414,12 @@ def _config_name(control: dict[str, Any]) -> str:
     if control.get("seccomp") is False:
         return "unconfined"
     return "cap-" + "-".join(c.lower().replace("_", "") for c in control.get("cap_add", []))
+
+
+def _edu_runtime() -> str:
+    """An edu container made by root is "edu"; made by anyone else, it is rootless: a user
+    namespace maps its root to that user, which is one more layer."""
+    return "edu" if os.geteuid() == 0 else "rootless"
 
 
 def _run_edu(image: str, attempts: list[Attempt], tgt: dict[str, Any], name: str,
@@ -368,6 +445,44 @@ def _run_docker(tag: str, attempts: list[Attempt], tgt: dict[str, Any], name: st
     return done.stdout + done.stderr
 
 
+def _run_edu_exec(image: str, attempts: list[Attempt], tgt: dict[str, Any], name: str
+                  ) -> str:
+    """The attempts through ``edu exec`` into a running container of ``image`` (its PID 1
+    a ``sleep``): exec must enter with what PID 1 holds, so the same layers must stop them."""
+    from .container import Container
+    from .life import control
+    from .steps import StepError
+
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        c = Container(image, ["sleep", "300"], name=name, remove=True, network="none",
+                      stdio=(devnull, devnull, devnull)).start()
+    finally:
+        os.close(devnull)
+    try:
+        return control.exec_run(c.id, _argv(attempts, tgt)).output
+    except StepError as exc:
+        return f"edu exec: {exc}"
+    finally:
+        c.kill()
+        c.wait()
+
+
+def _run_docker_exec(tag: str, attempts: list[Attempt], tgt: dict[str, Any], name: str
+                     ) -> str:
+    started = subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "--network",
+                              "none", tag, "sleep", "300"],
+                             capture_output=True, text=True, timeout=120)
+    try:
+        if started.returncode != 0:
+            return started.stderr
+        done = subprocess.run(["docker", "exec", name, *_argv(attempts, tgt)],
+                              capture_output=True, text=True, timeout=120)
+        return done.stdout + done.stderr
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+
+
 def _run_host(attempts: list[Attempt], tgt: dict[str, Any]) -> str:
     with tempfile.TemporaryDirectory(prefix="edu-escape-") as tmp:
         argv = _argv(attempts, {**tgt, "tmp": tmp})
@@ -388,30 +503,40 @@ def _results(runtime: str, config: str, attempts: list[Attempt], text: str) -> l
         err = item.get("errno") or 0
         out.append(Result(a.name, runtime, config, bool(item.get("blocked")),
                           errno.errorcode.get(err, str(err)) if err else "",
-                          layer(a, item, evidence), str(item.get("detail", ""))))
+                          layer(a, item, evidence), str(item.get("detail", "")),
+                          {k: evidence[k] for k in ("self", "pid1") if k in evidence}))
     return out
 
 
 def run(image: str = "python", docker_tag: str | None = None, controls: bool = False,
-        prefix: str = "escape", only: list[str] | None = None, edu: bool = True
-        ) -> list[Result]:
+        prefix: str = "escape", only: list[str] | None = None, edu: bool = True,
+        via_exec: bool = False) -> list[Result]:
     """Run every attempt (or ``only`` those named) in an edu container of ``image`` (unless
     not ``edu``) and, with ``docker_tag`` (the same image loaded into Docker), in a Docker
     container beside it. With ``controls``, each attempt again with its defence removed.
-    Nothing is left behind: the containers are --rm, the target process is killed, temp
-    files go."""
+    With ``via_exec``, each attempt also through ``edu exec`` (and ``docker exec``) into a
+    running container: runtimes "edu exec" and "docker exec". Run by a user other than root,
+    edu's containers are rootless: runtimes "rootless" and "rootless exec". Nothing is left
+    behind: the containers are --rm, the target process is killed, temp files go."""
     attempts = [a for a in ATTEMPTS if only is None or a.name in only]
+    me = _edu_runtime()
     sleeper = subprocess.Popen(["sleep", "300"], stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         tgt = targets(sleeper.pid)
         results = []
         if edu:
-            results += _results("edu", "default", attempts,
+            results += _results(me, "default", attempts,
                                 _run_edu(image, attempts, tgt, f"{prefix}-edu-default", {}))
         if docker_tag:
             results += _results("docker", "default", attempts, _run_docker(
                 docker_tag, attempts, tgt, f"{prefix}-docker-default", ()))
+        if via_exec and edu:
+            results += _results(f"{me} exec", "default", attempts, _run_edu_exec(
+                image, attempts, tgt, f"{prefix}-edu-exec"))
+        if via_exec and docker_tag:
+            results += _results("docker exec", "default", attempts, _run_docker_exec(
+                docker_tag, attempts, tgt, f"{prefix}-docker-exec"))
         if controls:
             results += _controls(image, docker_tag, attempts, tgt, prefix, edu)
         return results
@@ -443,7 +568,7 @@ def _controls(image: str, docker_tag: str | None, attempts: list[Attempt],
             host_needed += group
             continue
         name = _config_name(control)
-        results += _results("edu", _flags(control), group, _run_edu(
+        results += _results(_edu_runtime(), _flags(control), group, _run_edu(
             image, group, tgt, f"{prefix}-edu-{name}", control))
     if host_needed:
         results += _results("host", _flags({"host": True}), host_needed,
@@ -461,18 +586,77 @@ def _controls(image: str, docker_tag: str | None, attempts: list[Attempt],
     return results
 
 
+#: The runtimes a default result can come from, in the order tables show them.
+RUNTIMES = ("edu", "docker", "edu exec", "docker exec", "rootless", "rootless exec")
+
+
 def table(results: list[Result]) -> list[dict[str, str]]:
-    """One row per attempt: edu's and Docker's verdicts side by side (default configs)."""
+    """One row per attempt: edu's and Docker's verdicts side by side (default configs),
+    and those through exec and in a rootless container where the results have them."""
     rows = []
     by = {(r.attempt, r.runtime, r.config): r for r in results}
     for a in ATTEMPTS:
-        if not any((a.name, rt, "default") in by for rt in ("edu", "docker")):
+        if not any((a.name, rt, "default") in by for rt in RUNTIMES):
             continue
         row = {"attempt": a.name, "layer tested": a.layer, "tries": a.what}
-        for runtime in ("edu", "docker"):
+        for runtime in RUNTIMES:
             r = by.get((a.name, runtime, "default"))
             if r is not None:
                 verdict = f"blocked {r.errno}".strip() if r.blocked else "ALLOWED"
                 row[runtime] = f"{verdict}: {r.layer}" if r.layer else verdict
         rows.append(row)
     return rows
+
+
+#: Where SECURITY.md's table begins and ends (bench/escapes_table.py rewrites what is between).
+TABLE_MARKERS = ("<!-- escape-table: generated by bench/escapes_table.py; do not edit -->",
+                 "<!-- escape-table: end -->")
+
+#: The column each runtime gets in SECURITY.md's table.
+COLUMNS = {"edu": "edu run", "docker": "docker run", "edu exec": "edu exec",
+           "docker exec": "docker exec", "rootless": "rootless edu run",
+           "rootless exec": "rootless edu exec"}
+
+
+def cell(r: Result) -> str:
+    """One verdict, short: the layer and the errno ("**allowed**" when nothing stopped it)."""
+    if not r.blocked:
+        return "**allowed**"
+    return f"{r.layer} ({r.errno})" if r.errno else r.layer
+
+
+def markdown(results: list[Result]) -> str:
+    """The default configurations' verdicts as a Markdown table, one row per attempt and one
+    column per runtime present (SECURITY.md's table is this, from a real run)."""
+    by = {(r.attempt, r.runtime): r for r in results if r.config == "default"}
+    present = [rt for rt in RUNTIMES if any(k[1] == rt for k in by)]
+    lines = ["| attempt | tries | " + " | ".join(COLUMNS[rt] for rt in present) + " |",
+             "|---|---|" + "---|" * len(present)]
+    for a in ATTEMPTS:
+        if any((a.name, rt) in by for rt in present):
+            cells = [cell(by[(a.name, rt)]) if (a.name, rt) in by else "" for rt in present]
+            lines.append(f"| {a.name} | {a.what} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edu_runtime.escapes``: run the suite here (as root, or rootless as any
+    other user) and print one JSON line per result, with its evidence."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m edu_runtime.escapes",
+                                 description=main.__doc__.splitlines()[0])
+    ap.add_argument("--image", default="python")
+    ap.add_argument("--prefix", default="escape")
+    ap.add_argument("--exec", dest="via_exec", action="store_true",
+                    help="also through edu exec into a running container")
+    ap.add_argument("--controls", action="store_true", help="each defence removed in turn")
+    args = ap.parse_args(argv)
+    for r in run(args.image, controls=args.controls, prefix=args.prefix,
+                 via_exec=args.via_exec):
+        print(json.dumps(r.to_dict(evidence=True)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
