@@ -77,19 +77,45 @@ def container_spec(args, environ=None, cwd: str = "") -> dict:
     """The ``Container`` keyword arguments for parsed ``run`` flags (JSON-ready, so the
     supervisor can receive them). Host paths of -v are made absolute against ``cwd``."""
     seccomp, nnp = _security(args.security_opt)
+    from edu_runtime import flags
+    from edu_runtime.images import reference
+
+    try:  # as numbers in the spec: it is JSON, and a supervisor may be older than this CLI
+        cpus = None if args.cpus is None else flags.cpus(args.cpus)
+        pids = None if args.pids_limit is None else flags.pids_limit(args.pids_limit)
+        flags.network(args.network)
+        # A name no image can have: its sentence says why, not "not found" (Docker's too).
+        reference.parse(args.image)
+    except (flags.BadValue, reference.ReferenceError) as exc:
+        raise UserError(flags.shown(str(exc))) from None
     entrypoint = None
     if args.entrypoint is not None:
         entrypoint = [args.entrypoint] if args.entrypoint else []
-    return dict(image=args.image, command=args.command or None, name=args.name,
+    # Given only when set: a supervisor older than this CLI does not know these keywords.
+    extra = {k: v for k, v in dict(
+        log_driver=args.log_driver, log_opts=args.log_opt or None,
+        oom_score_adj=_oom_score_adj(args.oom_score_adj)).items() if v is not None}
+    return dict(**extra, image=args.image, command=args.command or None, name=args.name,
                 hostname=args.hostname, env=_env(args, environ, cwd), workdir=args.workdir,
                 user=args.user,
-                entrypoint=entrypoint, memory=args.memory, pids_limit=args.pids_limit,
-                cpus=args.cpus, network=args.network, publish=args.publish,
+                entrypoint=entrypoint, memory=args.memory, pids_limit=pids,
+                cpus=cpus, network=args.network, publish=args.publish,
                 publish_all=args.publish_all, cap_add=args.cap_add,
                 cap_drop=args.cap_drop, seccomp=seccomp, no_new_privs=nnp,
                 read_only=args.read_only, pid=args.pid, ipc=args.ipc, uts=args.uts,
                 remove=args.rm, init=args.init, volumes=args.volume,
                 aliases=args.network_alias or None, healthcheck=_healthcheck(args))
+
+
+def _oom_score_adj(value: str | None) -> int | None:
+    """--oom-score-adj as a number (the runtime checks its range), in Docker's sentence."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f'invalid argument "{value}" for "--oom-score-adj" flag: '
+                        f'strconv.ParseInt: parsing "{value}": invalid syntax') from None
 
 
 def make_container(args):
@@ -104,7 +130,9 @@ def make_container(args):
     try:
         return Container(**container_spec(args))
     except StoreError as exc:
-        raise UserError(f"Unable to find image '{args.image}' locally: {exc}") from None
+        from edu_runtime.flags import shown
+
+        raise UserError(shown(f"Unable to find image '{args.image}' locally: {exc}")) from None
     except (StepError, ValueError, InvalidTransition) as exc:
         raise UserError(str(exc)) from None
 
@@ -117,7 +145,7 @@ def run_supervised(args) -> int:
 
     from . import attach
 
-    attach.check_tty(args.interactive, args.tty)
+    attach.check_tty(args.interactive and not args.detach, args.tty)  # -dit: no keyboard
     cleanup_stale()
     make_container(args)  # validates the flags and the image here, with our error messages
     reply, conn = client.request({
@@ -211,6 +239,8 @@ def restart_policy(value: str) -> str:
     """A checked ``--restart`` value: no, on-failure[:N], always (unless-stopped, which
     differs from always only across daemon restarts, and edu has no daemon, is always)."""
     policy, colon, limit = value.partition(":")
+    if not value:  # docker run --restart '' is the default, no
+        return "no"
     if policy == "unless-stopped" and not colon:
         return "always"
     if (policy in ("no", "always") and not colon) or (
@@ -331,8 +361,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-u", "--user")
     p.add_argument("--entrypoint")
     p.add_argument("-m", "--memory", help="memory limit, e.g. 64m")
-    p.add_argument("--pids-limit", type=int)
-    p.add_argument("--cpus", type=float)
+    p.add_argument("--pids-limit", help="most processes at once (0 or -1: no limit)")
+    p.add_argument("--cpus", help="CPU time, in CPUs (e.g. 0.5)")
     p.add_argument("--network", "--net", help="bridge (the default), none, host, or a "
                    "network made with edu network create")
     p.add_argument("-p", "--publish", action="append", default=[],
@@ -355,6 +385,11 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-only", action="store_true")
     p.add_argument("--init", action="store_true", help="run tini as PID 1")
     p.add_argument("-v", "--volume", action="append", default=[], metavar="[SRC:]DEST[:ro]")
+    p.add_argument("--log-driver", help="json-file (the only one edu has)")
+    p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="max-size=10m, max-file=3 (edu's default cap; Docker has none)")
+    p.add_argument("--oom-score-adj", metavar="N",
+                   help="-1000 to 1000: how readily the OOM killer picks it (0)")
     p.add_argument("--pid", choices=("host",))
     p.add_argument("--ipc", choices=("host",))
     p.add_argument("--uts", choices=("host",))

@@ -149,7 +149,7 @@ def test_a_lessons_reset_stops_the_registry_it_started(state, monkeypatch, tmp_p
     lesson = Lesson("97-scratch", quiet=True)
     lesson.made(registry="t-lesson")
     served = local_registry.start("t-lesson")
-    said = Lesson("97-scratch", quiet=True).reset()  # a new kernel: the ledger is on disk
+    said = Lesson("97-scratch", quiet=True, fresh=False).reset()  # a new kernel: on disk
     assert said.removed == [f"stopped registry t-lesson on {served.address}"]
     assert not served.alive() and not Path(served.root).exists()
     assert str(Lesson("97-scratch", quiet=True).reset()).endswith("the host is as it was.")

@@ -205,5 +205,13 @@ def test_a_keyboard_that_is_not_a_terminal(root, busybox, tmp_path):
     assert (alone.returncode, alone.stdout.strip(), alone.stderr) == (0, "hi", "")
     piped = run("-i", stdin=str(script))
     assert (piped.returncode, piped.stdout.strip()) == (3, "from-the-file")
-    for proc in (refused, alone, piped):
+    detached = subprocess.run(edu("run", "-dit", "--name", name, "--network", "none",
+                                  "busybox", "sh"), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=60)
+    try:  # -dit attaches no keyboard: a script or CI job starts it, as with Docker
+        assert detached.returncode == 0, detached.stderr
+        assert states.find(name)["status"] == "running"
+    finally:
+        subprocess.run(edu("rm", "-f", name), capture_output=True, timeout=60)
+    for proc in (refused, alone, piped, detached):
         assert "Traceback" not in proc.stderr
