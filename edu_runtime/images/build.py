@@ -295,7 +295,11 @@ class Builder:
         except df.DockerfileError as exc:
             raise BuildError(str(exc)) from None
         handler = getattr(self, f"_do_{inst.cmd.lower()}")
-        return handler(state, inst)
+        try:
+            return handler(state, inst)
+        except df.DockerfileError as exc:  # a value refused once substituted (EXPOSE abc)
+            raise BuildError(str(df.DockerfileError(exc.message, exc.line or inst.line))
+                             ) from None
 
     # ---- the cache -----------------------------------------------------------------------
 

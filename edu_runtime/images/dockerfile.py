@@ -122,7 +122,7 @@ def parse(text: str, warnings: list[str] | None = None) -> list[Instruction]:
     Introduced in notebooks/05-dockerfile.
     """
     if text == "" or text == _BOM:
-        raise DockerfileError("the Dockerfile is empty: start it with FROM IMAGE")
+        raise DockerfileError("the Dockerfile is empty: start it with FROM IMAGE", 1)
     instructions = _parse_text(text, warnings)
     _check_stages(instructions)
     return instructions
@@ -153,7 +153,7 @@ def _parse_text(text: str, warnings: list[str] | None) -> list[Instruction]:
     nodes = _read_nodes(text, warnings)
     if not nodes:
         raise DockerfileError("file with no instructions: the Dockerfile has only comments "
-                              "or blank lines; start it with FROM IMAGE")
+                              "or blank lines; start it with FROM IMAGE", 1)
     heredoc = False
     for inst in nodes:
         _check_instruction(inst, heredoc)
