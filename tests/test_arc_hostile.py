@@ -548,24 +548,27 @@ def x(name: str, text: str) -> tuple:
     return entry(name, data=text.encode())
 
 
-# name -> (members, what edu and Docker keep: {path: content}, or None: refused)
+# name -> (members, what edu and Docker keep: {path: content}, or None: both refuse it)
 CONFLICTS = {
-    "file then file": ([x("a", "one"), x("a", "two")], {"a": "two"}),
-    "file then dir": ([x("a", "one"), d("a"), x("a/in", "in")], {"a": "dir", "a/in": "in"}),
-    "dir then file": ([d("a"), x("a/in", "in"), x("a", "file")], {"a": "file"}),
-    "symlink then file": ([sym("a", "/etc/passwd"), x("a", "file")], {"a": "file"}),
-    "dir then dir": ([d("a"), x("a/1", "1"), d("a"), x("a/2", "2")],
-                     {"a": "dir", "a/1": "1", "a/2": "2"}),
-    "link keeps the replaced file": ([x("a", "old"), hard("h", "a"), x("a", "new")],
-                                     {"a": "new", "h": "old"}),
+    "file then file": ([x("a", "one"), x("a", "two")], None),
+    "dot-slash then plain": ([x("./a", "one"), x("a", "two")], None),
+    "file then dir": ([x("a", "one"), d("a"), x("a/in", "in")], None),
+    "dir then file": ([d("a"), x("a/in", "in"), x("a", "file")], None),
+    "dir then dir": ([d("a"), x("a/1", "1"), d("a"), x("a/2", "2")], None),
+    "symlink then file": ([sym("a", "/etc/passwd"), x("a", "file")], None),
+    "link then the file again": ([x("a", "old"), hard("h", "a"), x("a", "new")], None),
     "hardlink to a later member": ([hard("h", "a"), x("a", "one")], None),
     "hardlink to a dir": ([d("a"), hard("h", "a")], None),
-    "hardlink into a replaced dir": ([d("a"), x("a/f", "f"), x("a", "file"),
-                                      hard("h", "a/f")], None),
-    "whiteout then file": ([entry(".wh.a"), x("a", "back")], {"a": "back"}),
+    "hardlink to itself": ([x("a", "one"), hard("a", "a")], None),
     "file then whiteout": ([x("a", "one"), entry(".wh.a")], None),
     "dir then whiteout": ([d("a"), x("a/in", "in"), entry(".wh.a")], None),
     "whiteout twice": ([entry(".wh.a"), entry(".wh.a")], None),
+    "whiteout then file": ([entry(".wh.a"), x("a", "back")], {"a": "back"}),
+    "whiteout then dir": ([entry(".wh.a"), d("a"), x("a/in", "in")],
+                          {"a": "dir", "a/in": "in"}),
+    "implicit dir then its entry": ([x("a/in", "in"), d("a")], {"a": "dir", "a/in": "in"}),
+    "implicit dir then a file": ([x("a/in", "in"), x("a", "file")], {"a": "file"}),
+    "implicit dir then a symlink": ([x("a/in", "in"), sym("a", "/x")], {"a": "->/x"}),
     "opaque dir keeps its own files": ([d("a"), x("a/in", "in"), entry("a/.wh..wh..opq")],
                                        {"a": "dir", "a/in": "in"}),
 }

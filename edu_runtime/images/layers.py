@@ -26,11 +26,13 @@ container's root. Three things make that more than ``tar -x``:
   may unpack to: ``EDU_MAX_LAYER_BYTES`` (default 8g; bytes, or with a unit k, m, g, t). The
   uncompressed stream is counted as it is read and every member's size is checked from its
   header *before* a byte of it is written, so a refused layer never writes past the limit.
-* **Duplicates and conflicts**, as Docker (overlay2) treats them: the last entry for a path
-  wins (a file replaces a file, a dir or a symlink; a dir replaces a non-dir; two dirs merge);
-  a hardlink to a member that comes later, or to a directory, is refused; a whiteout for a
-  name this same layer already holds is refused (Docker's mknod fails with EEXIST; a whiteout
-  deletes only what lower layers have).
+* **Duplicates and conflicts**, as Docker treats them (its tar-split refuses "duplicates of
+  file paths", overlay2's mknod a whiteout over an existing name): a path that appears twice
+  in one layer (``a``, ``./a`` and ``a/`` are one path) is refused, whatever the two entries
+  are, since which one counts would be ambiguous; so is a hardlink to a member that comes later
+  or to a directory, and a whiteout for a name this same layer holds (a whiteout deletes only
+  what lower layers have). A directory made implicitly for ``a/x`` may later be given by its
+  own entry (its metadata is applied) or replaced by a file or symlink ``a``, as in Docker.
 * **Setuid in rootless unpacks.** Where a rootless unpack cannot give a file its owner from
   the image (a uid outside the user's namespace), the file stays the user's, and its setuid
   and setgid bits are cleared: else an image's setuid-root ``su`` would be a setuid-*student*
@@ -335,6 +337,7 @@ class _Unpacker:
         self.members = self.bytes = self.whiteouts = self.opaque_dirs = self.skipped = 0
         self.stripped = 0
         self.files: set[str] = set()  # non-directories this layer made: hardlink targets
+        self.names: set[str] = set()  # every path an entry has named, normalised
         self.dirs: dict[str, tuple[tarfile.TarInfo, int, int]] = {}  # name -> info, dev, ino
         try:
             self.root = os.open(dest, _DIR_PATH | os.O_CLOEXEC)
@@ -381,6 +384,11 @@ class _Unpacker:
                              f"(reached at {info.name!r}): refused (raise "
                              "Limits.max_members if you trust this image)")
         name = _clean(info.name, info.name)
+        if name in self.names:
+            raise LayerError(f"layer member {info.name!r} appears twice in this layer: "
+                             "refused, as Docker refuses it (\"duplicates of file paths not "
+                             "supported\"): which of the two counts would be ambiguous")
+        self.names.add(name)
         if info.isreg():
             # Checked from the header, before a byte of the member is written.
             if info.size > self.limits.max_member_bytes:
