@@ -47,31 +47,33 @@ class Rule:
     rule: str                 # as the template writes it
     stops: str                # what a container cannot do because of it
     in_edu: str               # the layer that stops the same thing in edu, or what is left
-    attempt: str | None = None  # the escape suite's attempt that shows edu's layer
+    #: The escape suite's attempt that shows it, and the layer it names in edu.
+    shown_by: tuple[str, str] | None = None
     since: str = "20.10"      # the template that has it
 
 
 DOCKER_DEFAULT: tuple[Rule, ...] = (
     Rule("deny @{PROC}/* w", "writing files directly in /proc (sysrq-trigger, ...)",
          "read-only /proc/sysrq-trigger; the other writable files need capabilities "
-         "(mtrr: CAP_SYS_ADMIN) the container lacks", "proc-write"),
+         "(mtrr: CAP_SYS_ADMIN) the container lacks"),
     Rule("deny @{PROC}/{[^1-9],[^1-9][^0-9],...}/** w",
          "writing below /proc directories that are neither a pid nor sys",
          "read-only /proc/bus, /proc/fs, /proc/irq; masked /proc/acpi, /proc/asound, "
          "/proc/scsi; nothing more for the rest (/proc/driver, /proc/tty): no second guard"),
     Rule("deny @{PROC}/sys/[^k]** w", "writing /proc/sys outside kernel/",
-         "read-only /proc/sys", "proc-write"),
+         "read-only /proc/sys", ("proc-write", "read-only mount (/proc/sys)")),
     Rule("deny @{PROC}/sys/kernel/{?,??,[^s][^h][^m]**} w",
-         "writing /proc/sys/kernel/ except shm*", "read-only /proc/sys", "proc-write"),
+         "writing /proc/sys/kernel/ except shm*", "read-only /proc/sys",
+         ("proc-write", "read-only mount (/proc/sys)")),
     Rule("deny @{PROC}/sysrq-trigger rwklx", "the magic SysRq keys (reboot, crash)",
-         "read-only /proc/sysrq-trigger", "proc-write"),
+         "read-only /proc/sysrq-trigger"),
     Rule("deny @{PROC}/kcore rwklx", "the kernel's memory as a core file",
-         "masked /proc/kcore", "masked"),
+         "masked /proc/kcore", ("masked", "masked path")),
     Rule("deny mount", "every mount, even with --cap-add SYS_ADMIN",
          "seccomp and the missing CAP_SYS_ADMIN; with --cap-add SYS_ADMIN nothing: "
-         "the mount reaches the kernel", "mount"),
+         "the mount reaches the kernel", ("mount", "seccomp")),
     Rule("deny /sys/[^f]*/** wklx (and /sys/f..., /sys/fs/... but /sys/fs/cgroup)",
-         "writing /sys", "read-only sysfs", "sys-write"),
+         "writing /sys", "read-only sysfs", ("sys-write", "read-only sysfs")),
     Rule("deny /sys/firmware/** rwklx", "reading the firmware's tables (ACPI, EFI, DMI)",
          "masked /sys/firmware (an empty read-only tmpfs)"),
     Rule("deny /sys/kernel/security/** rwklx", "the security modules' own files",
@@ -81,11 +83,11 @@ DOCKER_DEFAULT: tuple[Rule, ...] = (
          "ptrace of any process outside the container's profile, even with --pid host "
          "--cap-add SYS_PTRACE",
          "the pid namespace and the missing CAP_SYS_PTRACE; with --pid host --cap-add "
-         "SYS_PTRACE nothing", "ptrace"),
+         "SYS_PTRACE nothing", ("ptrace", "pid namespace")),
     Rule("signal (send,receive) peer=docker-default",
          "signals to processes outside the profile, even with --pid host",
          "the pid namespace; with --pid host nothing (root's signals reach host processes)",
-         "host-pids"),
+         ("host-pids", "pid namespace")),
     Rule("deny /sys/devices/virtual/powercap/** rwklx",
          "the power meters (RAPL: a side channel on what other code computes)",
          "masked /sys/devices/virtual/powercap", since="main"),

@@ -622,7 +622,7 @@ def cell(r: Result) -> str:
     """One verdict, short: the layer and the errno ("**allowed**" when nothing stopped it)."""
     if not r.blocked:
         return "**allowed**"
-    return f"{r.layer} ({r.errno})" if r.errno else r.layer
+    return f"{r.layer} ({r.errno})" if r.errno and r.errno not in r.layer else r.layer
 
 
 def markdown(results: list[Result]) -> str:
