@@ -160,7 +160,8 @@ def test_a_bad_limit_setting_is_a_sentence(tmp_path, monkeypatch):
 # ---- archives written by the test -------------------------------------------------------------
 
 def oci_archive(path: Path, blobs: list[tuple[bytes, str]], config: bytes, *,
-                tag: str = "arc-test:1", index: dict | None = None) -> Path:
+                tag: str = "arc-test:1", index: dict | None = None,
+                damage: bool = False) -> Path:
     """An OCI image layout as a tar (what ``docker save`` 25+ and skopeo write), by hand."""
     manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
@@ -177,6 +178,9 @@ def oci_archive(path: Path, blobs: list[tuple[bytes, str]], config: bytes, *,
         files[f"blobs/sha256/{sha(data)[7:]}"] = data
         desc = {**desc, "mediaType": OCI_INDEX, "digest": sha(data), "size": len(data)}
     files["index.json"] = json.dumps({"schemaVersion": 2, "manifests": [desc]}).encode()
+    if damage:  # one bit of the first layer flipped: the same size, another digest
+        name = f"blobs/sha256/{sha(blobs[0][0])[7:]}"
+        files[name] = files[name][:-1] + bytes([files[name][-1] ^ 1])
     with tarfile.open(path, "w") as tar:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
@@ -235,6 +239,25 @@ def test_edu_load_of_a_truncated_archive_is_a_sentence_and_the_whole_one_loads(t
     cut.write_bytes(full)  # fetched again, whole
     ok = edu("load", "-i", str(cut), state=state)
     assert ok.returncode == 0 and ok.stdout.strip() == "Loaded image: arc-trunc:1", ok.stderr
+
+
+def test_edu_load_of_a_damaged_blob_names_it_and_the_good_archive_loads(tmp_path):
+    tar = make_tar(entry("srv/data.bin", data=os.urandom(100_000)))
+    blob = gzip.compress(tar, mtime=0)
+    layer = [(blob, OCI_LAYER_GZIP)]
+    state = tmp_path / "state"
+    store = Store(state / "store")
+    before = store_state(store)
+    bad = oci_archive(tmp_path / "bad.tar", layer, config_for(tar), damage=True)
+    cli = edu("load", "-i", str(bad), state=state)
+    assert cli.returncode == 1
+    line = one_sentence(cli.stderr)
+    assert f"blobs/sha256/{sha(blob)[7:]}, hashes to sha256:" in line  # it names the blob
+    assert "the archive is damaged or was altered. Save it again" in line
+    assert_untouched(store, before)
+    good = oci_archive(tmp_path / "good.tar", layer, config_for(tar))
+    ok = edu("load", "-i", str(good), state=state)
+    assert ok.returncode == 0 and ok.stdout.strip() == "Loaded image: arc-test:1", ok.stderr
 
 
 def test_edu_load_platforms_and_unknown_layer_types(tmp_path):
