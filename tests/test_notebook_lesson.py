@@ -284,6 +284,27 @@ def test_reset_removes_what_the_lesson_made_and_says_so(scratch, root, busybox, 
     assert not Path(lesson.ledger_path).exists()
 
 
+def test_reset_removes_containers_before_what_they_use_whatever_the_order_noted(scratch, root,
+                                                                                 busybox):
+    """A compose project notes its containers before its network and volume: reset still
+    removes everything, the containers first."""
+    from edu_runtime import Container, networks, volumes
+
+    lesson = Lesson("98-scratch", quiet=True)
+    networks.create("edu-lesson-order-net")
+    volumes.create("edu-lesson-order-vol")
+    c = Container("busybox", ["sleep", "60"], network="edu-lesson-order-net",
+                  volumes=["edu-lesson-order-vol:/data"], name="edu-lesson-order",
+                  fork_here=False)
+    lesson.made(container=c.id)  # the container noted first, then what it uses
+    lesson.made(network="edu-lesson-order-net", volume="edu-lesson-order-vol")
+    c.start()
+    said = Lesson("98-scratch", quiet=True, fresh=False).reset()
+    assert said.removed == ["removed container edu-lesson-order", "removed volume "
+                            "edu-lesson-order-vol", "removed network edu-lesson-order-net"]
+    assert bool(said) and lesson.ledger() == []
+
+
 UNDONE: list[str] = []
 
 

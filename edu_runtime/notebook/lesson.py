@@ -241,7 +241,10 @@ class Lesson:
     def _reset(self) -> Said:
         said, kept = [], []
         entries = self.ledger()
-        for entry in reversed(entries):
+        # Containers first (what they use cannot go while they are there), then a face's
+        # own things, networks and volumes, images, registries, accounts; newest first
+        # within each kind (a compose project notes its containers before its network).
+        for entry in sorted(reversed(entries), key=lambda e: _ORDER.get(e["kind"], 1)):
             try:
                 what = _remove(entry["kind"], entry["ref"], entry.get("undo"))
             except ImportError:  # no engine here, so nothing of it can exist here
@@ -294,6 +297,10 @@ def doctor_report() -> dict[str, Any]:
         raise RuntimeError("edu doctor could not run here: run `edu doctor` in a terminal "
                            "to see why")
     return report
+
+
+#: The order reset removes things in, by kind (a face's own kinds: 1).
+_ORDER = {"container": 0, "network": 2, "volume": 2, "image": 3, "registry": 4, "user": 5}
 
 
 def _remove(kind: str, ref: str, undo: str | None = None) -> str:
