@@ -44,7 +44,7 @@ from . import (
     seccomp,
 )
 from . import volumes as volumes_mod
-from .life import control, health, states
+from .life import control, health, oom, states
 from .networks import registry as net_registry
 from .networks import steps as net
 from .steps import HOST, Step, StepError, StepRecord, Trace, channel, now, recv, send
@@ -136,6 +136,9 @@ class Context:
                                                capabilities.host_bounding())
         self.argv = self.config.argv
         self.endpoint = None  # the container's address on its network (networks.steps.Veth)
+        # Its --oom-score-adj, or 500 above ours (Docker's 0 under a supervisor at -500)
+        adj = container.spec.get("oom_score_adj")
+        self.oom_score_adj = oom.default() if adj is None else adj
         self.ports: list = []
         self.port_holds: list = []
         # Compiled (or read from cache) here on the host, so the child only loads it.
@@ -171,6 +174,12 @@ class Fork(Step):
             _child_main(ctx)
         child_end.close()
         ctx.sock, ctx.middle = host_end, pid
+        # Its own oom_score_adj, not its parent's: a supervisor protects itself (life/oom.py)
+        try:
+            oom.set_score_adj(pid, ctx.oom_score_adj)
+        except OSError as exc:  # asking for less than we have, without the right to
+            self.undo(ctx)
+            raise StepError("fork", str(exc)) from None
 
     def undo(self, ctx) -> None:
         """Kill and reap whatever of the container's processes the host still owns."""
@@ -367,8 +376,20 @@ class Container:
                  stdio: tuple[int, int, int] | None = None, container_id: str | None = None,
                  tty: bool = False, init: bool = False, volumes: list[str] | None = None,
                  fork_here: bool | None = None, tty_size: tuple[int, int] | None = None,
-                 labels: dict[str, str] | None = None):
+                 labels: dict[str, str] | None = None, log_driver: str | None = None,
+                 log_opts: dict[str, str] | list[str] | None = None,
+                 oom_score_adj: int | None = None):
         from .images.store import Store
+        from .life import logs
+
+        try:  # Docker's --log-driver and --log-opt, checked before anything is made
+            log_opts = logs.check(log_driver, log_opts) or None
+        except logs.LogOptError as exc:
+            raise StepError("create", str(exc)) from None
+        if oom_score_adj is not None and (isinstance(oom_score_adj, bool) or not isinstance(
+                oom_score_adj, int) or not -1000 <= oom_score_adj <= 1000):
+            raise StepError("create", f"Invalid value {oom_score_adj!s:.40}, range for oom "
+                            "score adj is [-1000, 1000]")
 
         # What this container was made with, JSON-ready: kept in its record, so that
         # `edu start` can start it again and a helper process can make it on our behalf.
@@ -380,7 +401,8 @@ class Container:
             aliases=aliases, healthcheck=healthcheck,
             seccomp=seccomp, no_new_privs=no_new_privs, read_only=read_only, pid=pid,
             ipc=ipc, uts=uts, remove=remove, init=init, volumes=volumes,
-            labels=dict(labels) if labels else None).items()
+            labels=dict(labels) if labels else None, log_opts=log_opts,
+            oom_score_adj=oom_score_adj).items()
             if v is not None}
         self.store = store or Store()
         img = image if hasattr(image, "config") else self.store.get(image)

@@ -200,7 +200,9 @@ def container_spec(project: Project, name: str) -> dict[str, Any]:
                 volumes=list(svc.volumes), healthcheck=svc.healthcheck,
                 labels=project.labels(name), init=svc.init, read_only=svc.read_only,
                 cap_add=list(svc.cap_add), cap_drop=list(svc.cap_drop),
-                memory=svc.mem_limit, pids_limit=svc.pids_limit, cpus=svc.cpus)
+                memory=svc.mem_limit, pids_limit=svc.pids_limit, cpus=svc.cpus,
+                log_driver=(svc.logging or {}).get("driver"),
+                log_opts=(svc.logging or {}).get("options"))
 
 
 def _create(project: Project, name: str, say: Say) -> dict[str, Any]:

@@ -81,11 +81,13 @@ class Service:
     pids_limit: int | None = None
     cpus: float | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    logging: dict[str, Any] | None = None  # {"driver": ..., "options": {...}}, checked
 
     def config_hash(self) -> str:
         """What ``com.docker.compose.config-hash`` holds: a digest of the service's
         configuration (not of how its image is built), so ``up`` sees what changed."""
-        data = {k: v for k, v in asdict(self).items() if k != "build"}
+        data = {k: v for k, v in asdict(self).items()
+                if k != "build" and (v or k != "logging")}  # hashes made before it stay
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -541,6 +543,16 @@ def _service(project: Project, name: str, raw: dict, env: dict[str, str]) -> Ser
     svc.cap_add, svc.cap_drop = list(raw.get("cap_add") or []), list(raw.get("cap_drop") or [])
     svc.mem_limit, svc.pids_limit = raw.get("mem_limit"), raw.get("pids_limit")
     svc.cpus = float(raw["cpus"]) if raw.get("cpus") is not None else None
+    if raw.get("logging"):  # docker run's --log-driver and --log-opt
+        from ..life import logs
+
+        driver = raw["logging"].get("driver")
+        opts = {k: str(v) for k, v in (raw["logging"].get("options") or {}).items()
+                if v is not None}
+        try:
+            svc.logging = {"driver": driver, "options": logs.check(driver, opts)}
+        except logs.LogOptError as exc:
+            raise ComposeError(f"{at}.logging: {exc}") from None
     return svc
 
 

@@ -27,7 +27,7 @@ TOP_LEVEL = {"version", "services", "volumes", "networks"}
 SERVICE = {"image", "build", "command", "entrypoint", "environment", "env_file", "ports",
            "volumes", "networks", "depends_on", "restart", "healthcheck", "container_name",
            "hostname", "working_dir", "user", "init", "read_only", "cap_add", "cap_drop",
-           "mem_limit", "pids_limit", "cpus", "labels"}
+           "mem_limit", "pids_limit", "cpus", "labels", "logging"}
 BUILD = {"context", "dockerfile", "args", "target"}
 HEALTHCHECK = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 SERVICE_NETWORK = {"aliases"}

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .. import cgroups, kernel, paths
+from . import logs as logfiles
 from . import states
 from .states import CREATED, EXITED, PAUSED, RUNNING, InvalidTransition, NoSuchContainer
 
@@ -251,13 +252,13 @@ def log_path(rec: dict[str, Any]) -> Path:
 def _log_lines(rec: dict[str, Any], follow: bool, tail: int | None
                ) -> Iterator[tuple[str, str]]:
     path = log_path(rec)
-    chunk, offset = read_lines(path, 0)
+    chunk, cursor = read_lines(path, 0)
     lines = chunk.splitlines()
     if tail is not None:
         lines = lines[len(lines) - tail:] if tail else []
     yield from entries(lines)
     while follow:
-        chunk, offset = read_lines(path, offset)
+        chunk, cursor = read_lines(path, cursor)
         if chunk:
             yield from entries(chunk.splitlines())
             continue
@@ -266,32 +267,19 @@ def _log_lines(rec: dict[str, Any], follow: bool, tail: int | None
         except NoSuchContainer:
             ended = True
         if ended:  # what it printed last was written before its record said so
-            chunk, offset = read_lines(path, offset)
+            chunk, cursor = read_lines(path, cursor)
             yield from entries(chunk.splitlines())
             break
         time.sleep(0.1)
 
 
-def read_lines(path: Path, offset: int) -> tuple[str, int]:
-    """The whole lines written to ``path`` after ``offset``, and the offset after them."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read()
-    except OSError:
-        return "", offset
-    data = data[:data.rfind(b"\n") + 1]  # a line being written comes whole next time
-    return data.decode(errors="replace"), offset + len(data)
+def read_lines(path: Path, cursor: logfiles.Cursor = 0) -> tuple[str, logfiles.Cursor]:
+    """The whole lines written to the log at ``path`` after ``cursor`` (0: from its start),
+    across its rotated files, and the cursor after them (see ``life/logs.py``)."""
+    return logfiles.read_lines(path, cursor)
 
 
-def entries(lines: list[str]) -> Iterator[tuple[str, str]]:
-    """(stream, text) for each line of a log in Docker's json-file format."""
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        yield entry.get("stream", "stdout"), entry.get("log", "")
+entries = logfiles.entries
 
 
 def wait(ref: str, timeout: float | None = None, reap: Reaper = None) -> int:
@@ -464,7 +452,10 @@ def _host_config(rec: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
             "Memory": cgroups.parse_memory(memory) if isinstance(memory, str) else memory,
             "NanoCpus": int((spec.get("cpus") or 0) * 1e9),
             "PidsLimit": spec.get("pids_limit"),
-            "Init": bool(spec.get("init"))}
+            "Init": bool(spec.get("init")),
+            # what the run gave, as Docker shows it (edu caps even an empty one: logfiles.DEFAULTS)
+            "LogConfig": {"Type": logfiles.DRIVER, "Config": dict(spec.get("log_opts") or {})},
+            "OomScoreAdj": int(spec.get("oom_score_adj") or 0)}
 
 
 def _config(rec: dict[str, Any], spec: dict[str, Any], argv: list[str]) -> dict[str, Any]:

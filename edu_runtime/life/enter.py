@@ -50,6 +50,7 @@ from typing import Any
 
 from .. import capabilities, kernel, namespaces, process, seccomp
 from ..steps import StepError
+from . import oom
 
 #: runc's order for joining namespaces (libcontainer/configs NamespaceTypes): user first.
 JOIN_ORDER = ["user", "ipc", "uts", "net", "pid", "mnt", "cgroup"]
@@ -84,6 +85,7 @@ class _Entry:
     workdir: str = "/"
     tty: bool = False
     session: bool = False  # lead a session (and process group) of its own
+    oom_score_adj: int | None = None  # PID 1's (the exec'er's own must not pass on)
 
 
 def running_pid(record: dict[str, Any], statuses: tuple[str, ...] = ("running",)) -> int:
@@ -152,6 +154,10 @@ def _prepare(record: dict[str, Any], argv: list[str], user: str | None,
                    image_env=list(proc.get("image_env") or []),
                    hostname=proc.get("hostname") or "",
                    workdir=workdir or proc.get("workdir") or "/", tty=tty)
+    try:  # Docker's: an exec'd process has the container's oom_score_adj
+        entry.oom_score_adj = oom.score_adj(pid)
+    except (OSError, ValueError):
+        pass  # it is exiting: found below
     if tty:
         entry.env.setdefault("TERM", "xterm")  # what docker exec -t sets
     # Compiled (or read from the cache) here: the child only loads it, as in the container.
@@ -332,6 +338,8 @@ def _helper_main(entry: _Entry, sock: socket.socket, stdio: tuple[int, int, int]
                 if required:
                     raise OSError(exc.errno, f"could not join the container's cgroup "
                                   f"({procs}: {exc.strerror})") from None
+        if entry.oom_score_adj is not None:
+            oom.set_score_adj("self", entry.oom_score_adj)
         for ns, fd in entry.ns_fds:
             try:
                 kernel.setns(fd, kernel.NAMESPACES[ns])

@@ -27,7 +27,7 @@ from typing import Any
 
 from .. import paths
 from ..steps import StepError, StepRecord, Trace
-from . import client, control
+from . import client, control, logs
 
 
 @dataclass
@@ -67,7 +67,7 @@ def wait(container, out=None, err=None) -> int:
     ``err`` (the notebook's sys.stdout and sys.stderr) as it comes; its exit code."""
     out, err = out or sys.stdout, err or sys.stderr
     log = paths.state_dir() / "containers" / container.id / "container.log"
-    offset = 0
+    offset: logs.Cursor = 0  # an inode and an offset: the log may rotate meanwhile
     conn = client.connect()
     try:
         client.send(conn, {"op": "wait", "id": container.id})
@@ -80,9 +80,7 @@ def wait(container, out=None, err=None) -> int:
     finally:
         conn.close()
     if "log" in reply:  # a removed container: its log is gone, its end is in the answer
-        tail = reply["log"].encode()
-        skip = max(0, offset - (reply.get("log_size", len(tail)) - len(tail)))
-        _write(tail[skip:].decode(errors="replace"), out, err)
+        _write(logs.unread(reply, offset), out, err)
     else:
         _copy_log(log, offset, out, err)
     container.exit_code = reply.get("exit_code")
@@ -113,8 +111,8 @@ def _until_recorded(cid: str, pid: int, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def _copy_log(log, offset: int, out, err) -> int:
-    """Copy the log's new whole lines to out and err; the offset after them."""
+def _copy_log(log, offset: logs.Cursor, out, err) -> logs.Cursor:
+    """Copy the log's new whole lines to out and err; the cursor after them."""
     text, offset = control.read_lines(log, offset)
     _write(text, out, err)
     return offset

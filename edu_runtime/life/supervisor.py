@@ -9,13 +9,16 @@ all of them:
 - it is a *subreaper* (PR_SET_CHILD_SUBREAPER), so every container and every orphan of
   theirs becomes its child, and it reaps them all on SIGCHLD: no zombies;
 - it holds the pty master of ``-t`` containers and the pipes of the others, and appends
-  what they print to ``<container>/container.log`` (JSON lines, like Docker's json-file);
+  what they print to ``<container>/container.log`` (JSON lines, like Docker's json-file),
+  rotated by size and count (``logs``: ``--log-opt max-size=10m --log-opt max-file=3``);
 - it applies ``--restart no|on-failure[:N]|always``;
 - it is started on demand by the CLI, listens on ``run_dir()/supervisor-<scope>.sock`` (one
   per state directory), and exits
   when it has nothing left to supervise;
 - containers ask the kernel to SIGKILL them if it dies (PR_SET_PDEATHSIG), and their records
-  name it as owner, so if it crashes the next ``edu`` command finds and cleans them.
+  name it as owner, so if it crashes the next ``edu`` command finds and cleans them;
+- so it protects itself from the OOM killer (``oom``: oom_score_adj -500, as dockerd),
+  and gives each container its own value (0) straight after the fork.
 
 The wire protocol is one JSON line per request on a unix socket; ``attach`` then turns the
 connection into a raw byte stream (output to the client, keystrokes to the container).
@@ -40,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import kernel, networks, paths
-from . import checker, client, states
+from . import checker, client, logs, oom, states
 
 #: Seconds idle before exiting: long enough to stay warm between runs (tests shorten it).
 IDLE_EXIT = float(os.environ.get("EDU_SUPERVISOR_IDLE", "30"))
@@ -95,6 +98,7 @@ class Supervisor:
     def serve(self) -> None:
         """Listen, then loop until idle."""
         kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
+        oom.protect_supervisor()  # the OOM killer must take a container, not all of them
         path = Path(client.socket_path())
         paths.ensure(path.parent, 0o700)
         path.unlink(missing_ok=True)
@@ -441,11 +445,13 @@ class Supervisor:
         if not data:
             self._close_stream(fd, sup)
             return
-        stream = sup.fds[fd]
-        with open(sup.log_path, "a") as log:
-            for line in data.decode(errors="replace").splitlines(keepends=True):
-                log.write(json.dumps({"log": line, "stream": stream,
-                                      "time": datetime.now(UTC).isoformat()}) + "\n")
+        stream, now = sup.fds[fd], datetime.now(UTC).isoformat()
+        try:
+            logs.append(sup.log_path, [{"log": line, "stream": stream, "time": now} for line
+                                       in data.decode(errors="replace").splitlines(True)],
+                        sup.container.spec.get("log_opts"))  # as Container checked them
+        except Exception:  # noqa: BLE001 - a full disk loses output, never every container
+            pass
         for conn in list(sup.clients):
             try:
                 conn.sendall(data)
@@ -577,12 +583,9 @@ LOG_TAIL = 1 << 20
 
 
 def _log_tail(path: Path) -> dict[str, Any]:
-    """``{"log": the last LOG_TAIL bytes of the log, "log_size": its whole size}``."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return {}
-    return {"log": data[-LOG_TAIL:].decode(errors="replace"), "log_size": len(data)}
+    """``{"log": the last LOG_TAIL bytes of the log, "log_files": [[inode, size], ...]}``
+    (across its rotated files: ``logs.unread`` finds what a reader had not read yet)."""
+    return logs.tail(path, LOG_TAIL)
 
 
 def _close_quietly(fds: list[int]) -> None:
