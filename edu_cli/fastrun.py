@@ -77,14 +77,19 @@ def _run(argv: list[str]) -> int | None:
         except OSError:
             return None  # no supervisor yet: the normal path starts one
         fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
-        s.sendmsg([_payload(argv)], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
         head, interrupted = b"", False
+        try:
+            s.sendmsg([_payload(argv)], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+        except ConnectionError:
+            return None  # it was exiting (idle) as we connected: the normal path
         while not head.endswith(b"\n"):
             try:
                 chunk = s.recv(1)
             except KeyboardInterrupt:  # too early to stop it: it is stopped once started
                 interrupted = True
                 continue
+            except ConnectionResetError:  # it closed its listener with us still queued,
+                chunk = b""  # exiting idle: it never read the run
             if not chunk:
                 return None  # the supervisor went away before it took the run
             head += chunk

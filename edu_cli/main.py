@@ -53,12 +53,22 @@ def _register_doctor(sub) -> None:
     d.set_defaults(func=_doctor)
 
 
+def _flag_error(parser, message: str) -> None:
+    """A command line argparse refuses: one sentence, and Docker's exit code (a missing
+    argument 1, a bad or unknown flag 125), instead of argparse's usage text and 2."""
+    code = 1 if message.startswith("the following arguments are required") else 125
+    parser.exit(code, f"edu: {parser.prog}: {message}: see '{parser.prog} --help'\n")
+
+
 def build_parser(command: str | None = None):
     """The argument parser: for one command's module if ``command`` is known, else all."""
     import argparse
     import importlib
 
-    p = argparse.ArgumentParser(prog="edu", description="A container runtime you can watch.")
+    class Parser(argparse.ArgumentParser):  # its subparsers are of this class too
+        error = _flag_error
+
+    p = Parser(prog="edu", description="A container runtime you can watch.")
     p.add_argument("--version", action="version", version=f"edu {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     wanted = {COMMANDS[command]} if command in COMMANDS else sorted(set(COMMANDS.values()))

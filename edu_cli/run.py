@@ -36,8 +36,10 @@ def _env(args, environ=None, cwd: str = "") -> dict[str, str]:
 
 def _put(env: dict[str, str], item: str, environ) -> None:
     key, eq, value = item.partition("=")
-    if not key:
-        raise UserError(f"invalid environment variable {item!r}: use KEY=VALUE")
+    if not key or "\0" in item:
+        from edu_runtime.flags import bad_env
+
+        raise UserError(str(bad_env(item)))
     if eq:
         env[key] = value
     elif key in environ:  # -e NAME passes the host's value through, as Docker does
@@ -84,6 +86,8 @@ def container_spec(args, environ=None, cwd: str = "") -> dict:
         cpus = None if args.cpus is None else flags.cpus(args.cpus)
         pids = None if args.pids_limit is None else flags.pids_limit(args.pids_limit)
         flags.network(args.network)
+        if getattr(args, "restart", None) is not None:  # run and create; step has none
+            restart_policy(args.restart)  # also where no restart happens: docker run --rm
         # A name no image can have: its sentence says why, not "not found" (Docker's too).
         reference.parse(args.image)
     except (flags.BadValue, reference.ReferenceError) as exc:

@@ -34,6 +34,7 @@ from typing import Any
 from . import (
     capabilities,
     cgroups,
+    flags,
     hostname,
     kernel,
     mounts,
@@ -391,6 +392,29 @@ class Container:
             raise StepError("create", f"Invalid value {oom_score_adj!s:.40}, range for oom "
                             "score adj is [-1000, 1000]")
 
+        # Each flag's value checked (and made its canonical type) before anything is made:
+        # a refusal is one sentence (flags.BadValue, a ValueError), not a failure mid-start.
+        if command is not None:
+            command = flags.strings("command", command)
+        if entrypoint is not None:
+            entrypoint = flags.strings("entrypoint", entrypoint)
+        if env is not None:
+            env = flags.env(env)
+        if user is not None:
+            user = flags.user(user)
+        network = flags.network(network)
+        if cpus is not None:
+            cpus = flags.cpus(cpus)
+        if pids_limit is not None:
+            pids_limit = flags.pids_limit(pids_limit)
+        if memory is not None and (isinstance(memory, bool)
+                                   or not isinstance(memory, (str, int))):
+            raise flags.BadValue(f"invalid --memory value {flags.shown(memory)!r}: use a "
+                                 "number of bytes or a string such as 64m")
+        if publish is not None:
+            publish = flags.strings("-p list", publish)
+        if volumes is not None:
+            volumes = flags.strings("-v list", volumes)
         # What this container was made with, JSON-ready: kept in its record, so that
         # `edu start` can start it again and a helper process can make it on our behalf.
         self.spec = {k: v for k, v in dict(

@@ -92,7 +92,8 @@ def volumes_dir() -> Path:
 
 def check_name(name: str) -> str:
     """``name`` if it is a valid volume name; else VolumeError with Docker's sentence."""
-    if not NAME_RE.fullmatch(name or ""):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        name = str(name) if str(name).isprintable() else repr(str(name))[1:-1]
         raise VolumeError(
             f'"{name}" includes invalid characters for a local volume name, only '
             '"[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed (and at least two). If you meant a '

@@ -110,10 +110,10 @@ class PortMapping:
 
 
 def _port(text: str, spec: str) -> int:
-    if "-" in text:
+    if re.fullmatch(r"[0-9]+-[0-9]+", text):
         raise PortError(f"invalid port specification {spec!r}: port ranges are not supported "
                         "by edu: publish each port with its own -p")
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise PortError(f"invalid port specification {spec!r}: {text!r} is not a port "
                         "(1 to 65535); the form is [IP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp]")
     return int(text)
@@ -143,7 +143,8 @@ def parse_port(spec: str) -> PortMapping:
             raise PortError(f"invalid port specification {spec!r}: {host_ip!r} is not an "
                             "IPv4 address") from None
     return PortMapping(_port(parts[-1], spec), proto, host_ip or "0.0.0.0",
-                       _port(host_port, spec) if host_port else 0)
+                       # host port 0, as none: any free port (Docker's too)
+                       _port(host_port, spec) if host_port.strip("0") else 0)
 
 
 def parse_publish(specs: list[str], publish_all: bool = False,

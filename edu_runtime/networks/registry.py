@@ -225,7 +225,7 @@ def create(name: str, subnet: str | None = None, labels: dict[str, str] | None =
            ) -> dict[str, Any]:
     """``docker network create NAME [--subnet CIDR] [--label K=V]``: register a bridge
     network (``labels`` kept in its record, as ``inspect`` shows them)."""
-    if not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise NetworkError(f"invalid network name {name!r}: use letters, digits and _.- "
                            "(starting with a letter or digit), up to 64 characters")
     if name in PREDEFINED or name == DEFAULT:
@@ -269,6 +269,9 @@ def get(name: str) -> dict[str, Any]:
         hits = [n for n in records() if len(name) >= 3 and n["id"].startswith(name)]
         if len(hits) == 1:
             return hits[0]
+    if not _NAME.fullmatch(name):
+        raise NetworkError(f"network {name!r} not found: a network's name has only letters, "
+                           "digits and _.- (see edu network ls)")
     raise NetworkError(f"network {name} not found: see edu network ls, or create it "
                        f"(edu network create {name})")
 
