@@ -529,6 +529,15 @@ q_from.check("the bridge's gateway address (10.x.y.1)"
                  "process for 127.0.0.1, which connects from the gateway too.")
 
 # %% [markdown]
+# The same on one picture: the request's path, each box a kernel object with the name and
+# number the kernel gave it, and the conntrack entry that brings the answer back.
+
+# %%
+from edu_runtime.notebook.portpath import port_path
+
+port_path(seen, PORT, lesson.banner("behind"))
+
+# %% [markdown]
 # What each raw line says:
 #
 # - **netns**: `net:[4026531840]` is the host's network namespace; the container's has
@@ -669,7 +678,7 @@ def compose_site():
     from edu_runtime.notebook import wordpress
 
     for name in (WEB, DB):  # docker rm -f l08-web l08-db: the port is theirs
-        control.remove(name, force=True)
+        control.remove(name, force=True, volumes=True)  # -v: l08-db's anonymous volume
     project = compose.load([COMPOSE_FILE], project_name=PROJECT,
                            environ={**os.environ, "WP_PORT": str(PORT)})
     for svc in project.services:

@@ -110,7 +110,7 @@ def site(python, images):
         yield {"url": url, "web": web, "db": db, "web_ip": ips[web], "db_ip": ips[db],
                "before": before, "net": net}
     finally:
-        edu(python, "rm", "-f", web, db, check=False)
+        edu(python, "rm", "-f", "-v", web, db, check=False)  # -v: the database's volume too
         edu(python, "network", "rm", net, check=False)
 
 
