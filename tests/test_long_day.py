@@ -27,6 +27,9 @@ from conftest import wait_for
 
 from edu_runtime.life import client, control, logs, oom, remote, states
 
+#: `edu run -d` with no network: these tests are about logs and memory, not veths.
+DETACHED = ("run", "-d", "--network", "none")
+
 #: busybox writes N numbered lines as fast as it can (`yes`, but countable).
 WRITER = 'i=0; while [ $i -lt {n} ]; do echo "line $i"; i=$((i+1)); done'
 
@@ -61,7 +64,7 @@ def _log(name: str) -> Path:
 
 def test_logs_rotate_by_size_and_count_and_edu_logs_reads_across_them(day):
     name = day.name()
-    day("run", "-d", "--name", name, "--log-opt", "max-size=4k", "--log-opt", "max-file=3",
+    day(*DETACHED, "--name", name, "--log-opt", "max-size=4k", "--log-opt", "max-file=3",
         "busybox", "sh", "-c", WRITER.format(n=3000))
     assert control.wait(name, timeout=30) == 0
     files = logs.files(_log(name))
@@ -110,7 +113,7 @@ def test_logs_follow_across_rotations_loses_and_doubles_nothing(day, python, tmp
     name = day.name()
     script = ("for k in 1 2 3 4 5; do while [ ! -e /gate/go$k ]; do sleep 0.01; done; "
               'i=0; while [ $i -lt 50 ]; do echo "b$k l$i"; i=$((i+1)); done; done')
-    day("run", "-d", "--name", name, "-v", f"{gate}:/gate", "--log-opt", "max-size=2k",
+    day(*DETACHED, "--name", name, "-v", f"{gate}:/gate", "--log-opt", "max-size=2k",
         "--log-opt", "max-file=5", "busybox", "sh", "-c", script)
     follower = subprocess.Popen([python, "-m", "edu_cli.main", "logs", "-f", name],
                                 stdout=subprocess.PIPE)
@@ -136,7 +139,8 @@ def test_a_notebook_run_copies_the_log_across_rotations(busybox):
     from edu_runtime.container import Container
 
     c = Container(busybox, ["sh", "-c", WRITER.format(n=3000)], name=f"day-{uuid.uuid4().hex[:8]}",
-                  remove=True, fork_here=False, log_opts=["max-size=3k", "max-file=2"])
+                  remove=True, fork_here=False, log_opts=["max-size=3k", "max-file=2"],
+                  network="none")
     c.start()
     out, err = io.StringIO(), io.StringIO()
     assert remote.wait(c, out, err) == 0
@@ -195,9 +199,13 @@ def test_compose_logging_is_checked_and_passed_on(tmp_path):
 # ---- memory pressure -------------------------------------------------------------------------
 
 def _rss(pid: int) -> int:
-    """VmRSS in bytes: what the OOM killer's badness counts, with swap and page tables."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
+    """VmRSS in bytes: what the OOM killer's badness counts, with swap and page tables
+    (0 for a process gone, or a zombie: it has given its memory back)."""
+    try:
+        found = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    except OSError:
+        return 0
+    return int(found.group(1)) * 1024 if found else 0
 
 
 def _can_go_below_zero() -> bool:
@@ -212,9 +220,9 @@ def test_the_supervisor_is_protected_and_containers_are_not(day):
     """Docker's numbers (-500 and 0) where the kernel allows a negative value, else the same
     gap above the supervisor's 0; a container's processes never keep the supervisor's."""
     plain, raised = day.name(), day.name()
-    day("run", "-d", "--name", plain, "--health-cmd", "cat /proc/self/oom_score_adj > /adj",
+    day(*DETACHED, "--name", plain, "--health-cmd", "cat /proc/self/oom_score_adj > /adj",
         "--health-interval", "0.5s", "busybox", "sleep", "60")
-    day("run", "-d", "--name", raised, "--oom-score-adj", "300", "busybox", "sleep", "60")
+    day(*DETACHED, "--name", raised, "--oom-score-adj", "300", "busybox", "sleep", "60")
     sup = client.running_pid()
     want = (oom.SUPERVISOR, oom.CONTAINER) if _can_go_below_zero() else (0, oom.GAP)
     assert (oom.score_adj(sup), oom.GAP) == (want[0], 500)  # dockerd's gap
@@ -245,7 +253,7 @@ def test_the_oom_killer_takes_a_hog_not_the_supervisor(day, tmp_path):
     gate = tmp_path / "gate"
     gate.mkdir()
     name = day.name()
-    day("run", "-d", "--name", name, "--memory", str(limit), "-v", f"{gate}:/gate",
+    day(*DETACHED, "--name", name, "--memory", str(limit), "-v", f"{gate}:/gate",
         "busybox", "sh", "-c", HOGS.format(n=limit // hog + 4, size=hog))
     rec = control.find(name)
     gap = oom.score_adj(rec["pid"]) - oom.score_adj(sup)
@@ -261,12 +269,15 @@ def test_the_oom_killer_takes_a_hog_not_the_supervisor(day, tmp_path):
     (cg / "cgroup.procs").write_text(str(sup))
     try:
         (gate / "go").touch()
-        assert wait_for(lambda: kills() >= 1, timeout=30), "the cgroup never ran out"
+        assert wait_for(lambda: kills() >= 1, timeout=30), (
+            "the cgroup never ran out", limit, hog, (cg / "cgroup.procs").read_text().split(),
+            [_rss(int(p)) for p in (cg / "cgroup.procs").read_text().split()],
+            (cg / "memory.usage_in_bytes").read_text(), events.read_text())
         pids = [int(p) for p in (cg / "cgroup.procs").read_text().split()]
     finally:
         home.write_text(str(sup))
     assert sup not in [int(p) for p in (cg / "cgroup.procs").read_text().split()]
-    biggest = max(_rss(p) for p in pids if p != sup and Path(f"/proc/{p}").exists())
+    biggest = max(_rss(p) for p in pids if p != sup)
     assert biggest < size, "a hog was bigger than the supervisor: the test shows nothing"
     os.kill(sup, 0)  # alive
     assert client.running_pid() == sup  # and answering

@@ -229,17 +229,21 @@ def read_lines(path: Path, cursor: Cursor = 0) -> tuple[str, Cursor]:
         start, offset = 0, 0
         if (found := _find(cursor, names)) >= 0:
             start, offset = found, cursor[1]
-        chunks = []
+        chunks, ends = [], []
         for i in range(start, len(opened)):
             f = opened[i][1]
             f.seek(offset if i == start else 0)
             chunks.append(f.read())
-        last = chunks[-1]
-        whole = last[:last.rfind(b"\n") + 1]  # a line being written comes whole next time
+            ends.append((offset if i == start else 0) + len(chunks[-1]))
+        whole = chunks[-1][:chunks[-1].rfind(b"\n") + 1]  # the rest comes whole next time
+        ends[-1] -= len(chunks[-1]) - len(whole)
         chunks[-1] = whole
-        base = offset if start == len(opened) - 1 else 0
-        data = b"".join(chunks)
-        return data.decode(errors="replace"), (names[-1], base + len(whole))
+        # The cursor stays on a file known by its first line: a new live file without one
+        # yet is known by its inode only, which the next new file may be given again.
+        at = max((i for i in range(len(ends)) if not names[start + i].endswith(":")),
+                 default=None)
+        new = cursor if at is None else (names[start + at], ends[at])
+        return b"".join(chunks).decode(errors="replace"), new
     finally:
         for _, f in opened:
             f.close()
