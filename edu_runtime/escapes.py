@@ -425,12 +425,15 @@ def _edu_runtime() -> str:
 def _run_edu(image: str, attempts: list[Attempt], tgt: dict[str, Any], name: str,
              control: dict[str, Any]) -> str:
     from .container import Container
+    from .steps import StepError
 
     with tempfile.TemporaryFile() as out:
         devnull = os.open(os.devnull, os.O_RDONLY)
         try:
             Container(image, _argv(attempts, tgt), name=name, remove=True, network="none",
                       stdio=(devnull, out.fileno(), out.fileno()), **control).run()
+        except StepError as exc:  # the container could not be made: each attempt "not run"
+            return f"edu run: {exc}"
         finally:
             os.close(devnull)
         out.seek(0)
@@ -498,7 +501,7 @@ def _results(runtime: str, config: str, attempts: list[Attempt], text: str) -> l
         item = found.get(a.name)
         if item is None:
             out.append(Result(a.name, runtime, config, True, "", "not run",
-                              text.strip().splitlines()[-1][:200] if text.strip() else ""))
+                              text.strip().splitlines()[-1][:400] if text.strip() else ""))
             continue
         err = item.get("errno") or 0
         out.append(Result(a.name, runtime, config, bool(item.get("blocked")),

@@ -29,9 +29,10 @@ ROOTLESS = {"mknod": "user namespace (CAP_MKNOD counts only inside it)",
             "proc-write": "user namespace (host root's file, owned by nobody here)"}
 
 
-def rootless_run(student, prefix: str) -> list[escapes.Result]:
-    """The suite (and through exec) in the student's own rootless containers: root's python
-    image is saved into the student's home and loaded into their store first."""
+def rootless_run(student, prefix: str, controls: bool = True) -> list[escapes.Result]:
+    """The suite (through exec too, and with each control unless not ``controls``) in the
+    student's own rootless containers: root's python image is saved into the student's
+    home and loaded into their store first."""
     from edu_runtime.images import archive
     from edu_runtime.images.store import Store
 
@@ -44,7 +45,7 @@ def rootless_run(student, prefix: str) -> list[escapes.Result]:
     finally:
         tar.unlink(missing_ok=True)
     done = student.run([student.python, "-m", "edu_runtime.escapes", "--exec", "--prefix",
-                        prefix], timeout=180)
+                        prefix, *(["--controls"] if controls else [])], timeout=180)
     assert done.returncode == 0, done.stderr
     return [escapes.Result.from_dict(json.loads(line)) for line in done.stdout.splitlines()]
 
@@ -62,7 +63,9 @@ def suite(student):
     assert docker_up(), "dockerd must answer here: the suite runs beside Docker"
     found = escapes.run("python", docker_tag=load_python(), via_exec=True, prefix=PREFIX)
     found += rootless_run(student, PREFIX)
-    return {(r.attempt, r.runtime): r for r in found}
+    return {(r.attempt, r.runtime) if r.config == "default" else (r.attempt, r.runtime,
+                                                                  r.config): r
+            for r in found}
 
 
 @pytest.mark.parametrize("runtime", ["edu", "docker"])
@@ -100,6 +103,26 @@ def test_rootless_adds_the_user_namespace(suite):
     assert ev["Uid"] == "0 0 0 0" and ev["CapEff"] == suite[("mount", "edu")].evidence[
         "self"]["CapEff"], "root inside, with Docker's capabilities: in its own namespace"
     assert ev["ns"]["user"] != suite[("mount", "edu")].evidence["self"]["ns"]["user"]
+
+
+def test_rootless_user_namespace_holds_behind_seccomp(suite):
+    """The controls, rootless: with the capability added (and so past seccomp), the clock
+    and open_by_handle_at are still refused: the capability counts only in the user
+    namespace, and they belong to the initial one. As root the same control reaches the
+    kernel's argument check (tests/test_escapes.py). (init_module answers ENOSYS on this
+    kernel, built without modules, whoever asks.)"""
+    for name, cap in (("clock", "SYS_TIME"), ("open-by-handle", "DAC_READ_SEARCH")):
+        r = suite[(name, "rootless", f"--cap-add {cap}")]
+        assert r.blocked and r.errno == "EPERM", r
+        assert r.layer == f"user namespace (CAP_{cap} counts only inside it)", r
+    # Without seccomp, a user namespace inside the user's own is allowed (it holds nothing
+    # more), as for any unprivileged user on this host.
+    assert not suite[("userns", "rootless", "--security-opt seccomp=unconfined")].blocked
+    # --pid host does not even start rootless: the kernel refuses a proc of the host's pid
+    # namespace to a user namespace that does not own it.
+    ptrace = suite[("ptrace", "rootless", "--pid host")]
+    assert ptrace.layer == "not run" and "mount proc" in ptrace.detail, ptrace
+    assert "Operation not permitted" in ptrace.detail, ptrace
 
 
 def test_security_md_table_is_a_fresh_runs(suite):
