@@ -77,8 +77,8 @@ DOCKER_DEFAULT: tuple[Rule, ...] = (
     Rule("deny /sys/firmware/** rwklx", "reading the firmware's tables (ACPI, EFI, DMI)",
          "masked /sys/firmware (an empty read-only tmpfs)"),
     Rule("deny /sys/kernel/security/** rwklx", "the security modules' own files",
-         "read-only sysfs; securityfs is not mounted in a new sysfs (rootless binds the "
-         "host's /sys read-only: what the user can read anyway)"),
+         "read-only sysfs; securityfs is not mounted in a new sysfs (rootless with "
+         "--network host binds the host's /sys read-only: what the user can read anyway)"),
     Rule("ptrace (trace,read,tracedby,readby) peer=docker-default",
          "ptrace of any process outside the container's profile, even with --pid host "
          "--cap-add SYS_PTRACE",
@@ -94,6 +94,13 @@ DOCKER_DEFAULT: tuple[Rule, ...] = (
     Rule("deny network alg", "AF_ALG sockets (the kernel's crypto API)",
          "nothing: seccomp allows the socket", since="main"),
 )
+
+
+def markdown() -> str:
+    """``DOCKER_DEFAULT`` as a Markdown table (SECURITY.md has it)."""
+    lines = ["| docker-default rule | what it stops | in edu | template |", "|---|---|---|---|"]
+    lines += [f"| `{r.rule}` | {r.stops} | {r.in_edu} | {r.since} |" for r in DOCKER_DEFAULT]
+    return "\n".join(lines) + "\n"
 
 
 # ---- the probe: does this host have AppArmor, and does Docker use it? -----------------------

@@ -211,6 +211,12 @@ def test_the_rules_without_an_attempt(suite, python):
     assert said["alg"] in ("opened", str(errno.EAFNOSUPPORT)), said  # never EPERM
 
 
+def test_security_md_lists_docker_defaults_rules():
+    """SECURITY.md's AppArmor table is apparmor.DOCKER_DEFAULT (paste apparmor.markdown())."""
+    assert apparmor.markdown() in (REPO / "SECURITY.md").read_text()
+    assert len(apparmor.DOCKER_DEFAULT) == 14 and apparmor.SOURCE.startswith("moby/moby")
+
+
 def test_layer_names_apparmor_from_the_label():
     by_name = {a.name: a for a in escapes.ATTEMPTS}
     confined = {"CapEff": "00000000a82425fb", "Seccomp": "2",
