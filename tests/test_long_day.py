@@ -150,14 +150,17 @@ def test_a_notebook_run_copies_the_log_across_rotations(busybox):
     assert err.getvalue() == ""
 
 
+#: Docker 20.10's sentences (its dockerd here said them; it makes the container for a bad
+#: value and fails at its start, edu refuses at create).
 BAD = [
     (["--log-driver", "syslog"], "log driver 'syslog' is not supported by edu"),
-    (["--log-driver", "nosuch"], "logger: no log driver named 'nosuch' is registered"),
-    (["--log-opt", "max-size=ten"], "invalid size: 'ten'"),
-    (["--log-opt", "max-size=0"], "max-size must be a positive number"),
-    (["--log-opt", "max-file=0"], "max-file cannot be less than 1"),
-    (["--log-opt", "max-file=x"], 'strconv.Atoi: parsing "x": invalid syntax'),
-    (["--log-opt", "mode=non-blocking"], "unknown log opt 'mode' for json-file log driver"),
+    (["--log-driver", "nosuch"], 'error looking up logging plugin nosuch: plugin "nosuch" '
+                                 "not found"),
+    (["--log-opt", "max-size=ten"], "failed to initialize logging driver: invalid size: 'ten'"),
+    (["--log-opt", "max-size=0"], "logging driver: max-size must be a positive number"),
+    (["--log-opt", "max-file=0"], "logging driver: max-file cannot be less than 1"),
+    (["--log-opt", "max-file=x"], 'logging driver: strconv.Atoi: parsing "x": invalid syntax'),
+    (["--log-opt", "foo=bar"], "unknown log opt 'foo' for json-file log driver"),
     (["--log-opt", "compress=true"], "log opt 'compress' is not supported by edu"),
     (["--oom-score-adj", "1001"], "Invalid value 1001, range for oom score adj is "
                                   "[-1000, 1000]"),
@@ -193,7 +196,8 @@ def test_compose_logging_is_checked_and_passed_on(tmp_path):
         "services:\n  web:\n    image: busybox\n    logging: {options: {max-file: 0}}\n")
     with pytest.raises(compose.ComposeError) as err:
         compose.load(cwd=tmp_path, environ={})
-    assert str(err.value).endswith("services.web.logging: max-file cannot be less than 1")
+    assert str(err.value).endswith("services.web.logging: failed to initialize logging driver: "
+                                   "max-file cannot be less than 1")
 
 
 # ---- memory pressure -------------------------------------------------------------------------

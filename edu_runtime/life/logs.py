@@ -46,9 +46,14 @@ DEFAULTS = {"max-size": "10m", "max-file": "3"}
 OTHER_DRIVERS = ("local", "none", "syslog", "journald", "gelf", "fluentd", "awslogs",
                  "splunk", "etwlogs", "gcplogs", "logentries")
 
-#: The json-file options Docker accepts; edu acts on max-size and max-file only.
+#: The options Docker's json-file accepts (mode and max-buffer-size: any driver's); edu acts
+#: on max-size and max-file, and refuses the others with a sentence.
 DOCKER_KEYS = ("max-size", "max-file", "compress", "labels", "labels-regex", "env",
-               "env-regex", "tag")
+               "env-regex", "tag", "mode", "max-buffer-size")
+
+#: How Docker begins a refused value (it makes the container, then fails at its start;
+#: edu refuses at create, and makes nothing).
+_VALUE = "failed to initialize logging driver: "
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
 _UNIT = {"": 1, "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9, "t": 10 ** 12, "p": 10 ** 15}
@@ -62,7 +67,7 @@ def parse_size(text: str) -> int:
     """Bytes in Docker's size syntax (go-units FromHumanSize: ``10m`` = 10,000,000)."""
     m = _SIZE.match(text)
     if not m:
-        raise LogOptError(f"invalid size: '{text}'")
+        raise LogOptError(f"{_VALUE}invalid size: '{text}'")
     return int(float(m.group(1)) * _UNIT[(m.group(2) or "").lower()])
 
 
@@ -77,7 +82,8 @@ def check(driver: str | None, opts: dict[str, str] | list[str] | None) -> dict[s
             raise LogOptError(f"log driver '{driver}' is not supported by edu: it keeps "
                               f"logs only as {DRIVER} (leave --log-driver out, or give "
                               f"--log-driver {DRIVER})")
-        raise LogOptError(f"logger: no log driver named '{driver}' is registered")
+        raise LogOptError(f'error looking up logging plugin {driver}: plugin "{driver}" not '
+                          f"found (edu keeps logs only as {DRIVER})")
     for key in opts:
         if key not in DOCKER_KEYS:
             raise LogOptError(f"unknown log opt '{key}' for {DRIVER} log driver")
@@ -95,14 +101,14 @@ def limits(opts: dict[str, str] | list[str] | None) -> tuple[int, int]:
     merged = {**DEFAULTS, **(opts or {})}
     size = parse_size(merged["max-size"])
     if size <= 0:
-        raise LogOptError("max-size must be a positive number")
+        raise LogOptError(f"{_VALUE}max-size must be a positive number")
     try:
         count = int(merged["max-file"])
     except ValueError:
-        raise LogOptError(f'strconv.Atoi: parsing "{merged["max-file"]}": invalid syntax: '
-                          "max-file takes a number of files, e.g. 3") from None
+        raise LogOptError(f'{_VALUE}strconv.Atoi: parsing "{merged["max-file"]}": invalid '
+                          "syntax (max-file takes a number of files, such as 3)") from None
     if count < 1:
-        raise LogOptError("max-file cannot be less than 1")
+        raise LogOptError(f"{_VALUE}max-file cannot be less than 1")
     return size, count
 
 
