@@ -126,7 +126,7 @@ def append(path: Path, lines: list[dict[str, Any]], opts: dict[str, str] | None)
     try:
         size = f.tell()
         for entry in lines:
-            data = (json.dumps(entry) + "\n").encode()
+            data = (json.dumps(entry, separators=(",", ":")) + "\n").encode()  # Docker's
             if size and size + len(data) > cap:
                 f.close()
                 rotate(path, count)
