@@ -9,8 +9,10 @@ raise a ValueError (or the runtime's StepError) with the same sentence, before a
 made. A property test (hypothesis) feeds names and ``-p`` values: each is accepted only
 where Docker accepts it, or refused with a sentence, and makes nothing.
 
-Where edu is stricter than Docker (values Docker takes and fails on later, or writes
-unchecked into files), ``STRICTER`` lists them: refused with a sentence and 125.
+Values Docker's daemon takes at create and refuses only as the container starts (``LATE``)
+are compared with ``docker run --rm`` (125 both); edu refuses them before it makes
+anything. Where edu is stricter than Docker (``STRICTER``), it refuses with a sentence
+and 125.
 
 The docker side runs in one batch per module, the edu side four at a time: no container
 starts for a refused value, so the file takes about 15 seconds.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -94,20 +97,28 @@ CASES: list[tuple[list[str], dict | None]] = [
 #: Image names Docker refuses (``docker run NAME``): the reference's sentence, not "not found".
 BAD_IMAGES = ["UPPER", "a b", "busybox:", "busybox@sha256:xyz"]
 
-#: Values Docker accepts at create and fails on at start, or passes on unchecked, which edu
-#: refuses up front with a sentence (exit 125).
-STRICTER: list[tuple[list[str], dict]] = [
+#: Where ``docker run -v`` would make a missing bind source (removed after Docker's turn).
+BIND = f"/tmp/{MARK}-src"
+
+#: Values Docker's daemon takes at create and refuses when the container starts (125, and
+#: ``docker run --rm`` removes what it made); edu refuses them before it makes anything.
+LATE: list[tuple[list[str], dict]] = [
     (["-u", "a:b:c"], {"user": "a:b:c"}),
     (["-u", "99999999999"], {"user": "99999999999"}),
     (["-u", "-1"], {"user": "-1"}),
     (["-u", "x:"], {"user": "x:"}),
     (["--network", "bad\nname"], {"network": "bad\nname"}),
     (["--network", "Bad/Name"], {"network": "Bad/Name"}),
-    (["-p", "80:0"], {"publish": ["80:0"]}),
     (["-p", "80/sctp"], {"publish": ["80/sctp"]}),
+    (["-v", f"{BIND}:/proc/x"], {"volumes": [f"{BIND}:/proc/x"]}),
+]
+
+#: Values Docker takes, which edu refuses with a sentence (exit 125): a container port 0,
+#: a memory limit of 0 (Docker: none), a hostname that would add a line to /etc/hosts.
+STRICTER: list[tuple[list[str], dict]] = [
+    (["-p", "80:0"], {"publish": ["80:0"]}),
     (["-m", "0"], {"memory": "0"}),
     (["-h", "a\nb"], {"hostname": "a\nb"}),
-    (["-v", "/a:/proc/x"], {"volumes": ["/a:/proc/x"]}),
 ]
 
 #: What the API alone can be given: wrong types, NUL bytes (argv cannot carry them).
@@ -203,6 +214,11 @@ def docker_answers():
         out = subprocess.run(["docker", *_run_argv(argv, base)], capture_output=True,
                              text=True, timeout=60)
         answers[tuple(argv)] = (out.returncode, out.stderr)
+    for argv, _ in LATE:
+        out = subprocess.run(["docker", "run", "--rm", *argv, base, "true",
+                              MARK], capture_output=True, text=True, timeout=60)
+        answers[tuple(argv)] = (out.returncode, out.stderr)
+    shutil.rmtree(BIND, ignore_errors=True)  # docker run -v made it, before it refused
     for image in BAD_IMAGES:
         out = subprocess.run(["docker", "run", image, "true"], capture_output=True, text=True,
                              timeout=60)
@@ -216,7 +232,7 @@ def edu_answers(python, busybox):
     """Each case (and each stricter one) through ``edu run``, four at a time, with what the
     host had before and after."""
     before = made()
-    argvs = ([_run_argv(argv, "busybox") for argv, _ in CASES + STRICTER]
+    argvs = ([_run_argv(argv, "busybox") for argv, _ in CASES + LATE + STRICTER]
              + [["run", image, "true", MARK] for image in BAD_IMAGES])
     with ThreadPoolExecutor(4) as pool:
         outs = list(pool.map(lambda argv: edu(python, *argv), argvs))
@@ -251,6 +267,15 @@ def test_bad_image_names_get_the_references_sentence(docker_answers, edu_answers
     assert ours.returncode == 125 and "invalid reference format" in _one_sentence(ours)
 
 
+@pytest.mark.parametrize("argv, _kw", LATE, ids=_ids(LATE))
+def test_refused_before_docker_would_start_it(docker_answers, edu_answers, argv, _kw):
+    code, theirs = docker_answers[tuple(argv)]
+    assert code == 125, theirs
+    ours = edu_answers[0][tuple(_run_argv(argv, "busybox"))]
+    assert ours.returncode == 125, ours.stderr
+    _one_sentence(ours)
+
+
 @pytest.mark.parametrize("argv, _kw", STRICTER, ids=_ids(STRICTER))
 def test_stricter_than_docker_with_a_sentence(edu_answers, argv, _kw):
     ours = edu_answers[0][tuple(_run_argv(argv, "busybox"))]
@@ -261,6 +286,7 @@ def test_stricter_than_docker_with_a_sentence(edu_answers, argv, _kw):
 def test_nothing_was_made(edu_answers):
     _, before, after = edu_answers
     assert left(after - before) == set()
+    assert not os.path.exists(BIND)  # edu makes no bind source for a refused run
 
 
 def _api_error(kw: dict) -> Exception:
@@ -276,7 +302,7 @@ def test_the_api_says_the_same_sentence(edu_answers):
     CLI's sentence; the API-only values (wrong types, NUL bytes) raise one-line sentences
     too, and nothing is made."""
     before = made()
-    for argv, kw in CASES + STRICTER:
+    for argv, kw in CASES + LATE + STRICTER:
         if kw is None:
             continue
         cli = _one_sentence(edu_answers[0][tuple(_run_argv(argv, "busybox"))])
