@@ -393,7 +393,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="max-size=10m, max-file=3 (edu's default cap; Docker has none)")
     p.add_argument("--oom-score-adj", metavar="N",
-                   help="-1000 to 1000: how readily the OOM killer picks it (0)")
+                   help="-1000 to 1000: how readily the OOM killer picks it (0, or 500 "
+                   "where the supervisor may not go below 0)")
     p.add_argument("--pid", choices=("host",))
     p.add_argument("--ipc", choices=("host",))
     p.add_argument("--uts", choices=("host",))
