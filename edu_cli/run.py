@@ -87,7 +87,10 @@ def container_spec(args, environ=None, cwd: str = "") -> dict:
         pids = None if args.pids_limit is None else flags.pids_limit(args.pids_limit)
         flags.network(args.network)
         if getattr(args, "restart", None) is not None:  # run and create; step has none
-            restart_policy(args.restart)  # also where no restart happens: docker run --rm
+            if restart_policy(args.restart) != "no" and args.rm:
+                raise UserError("conflicting options: cannot specify both --restart and --rm "
+                                "(a container that is removed when it exits cannot restart): "
+                                "drop one")
         # A name no image can have: its sentence says why, not "not found" (Docker's too).
         reference.parse(args.image)
     except (flags.BadValue, reference.ReferenceError) as exc:

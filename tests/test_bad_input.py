@@ -81,6 +81,8 @@ CASES: list[tuple[list[str], dict | None]] = [
     (["--restart", "on-failure:x"], None),
     (["--restart", "on-failure:-1"], None),
     (["--restart", "no:1"], None),
+    (["--rm", "--restart", "always"], None),
+    (["--rm", "--restart", "on-failure:2"], None),
     (["-v", ":/x"], {"volumes": [":/x"]}),
     (["-v", "/a:/b:zz"], {"volumes": ["/a:/b:zz"]}),
     (["-v", "r l:/x"], {"volumes": ["r l:/x"]}),
