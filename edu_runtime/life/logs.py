@@ -67,7 +67,7 @@ def parse_size(text: str) -> int:
     """Bytes in Docker's size syntax (go-units FromHumanSize: ``10m`` = 10,000,000)."""
     m = _SIZE.match(text)
     if not m:
-        raise LogOptError(f"{_VALUE}invalid size: '{text}'")
+        raise LogOptError(f"{_VALUE}invalid size: '{_shown(text)}'")
     return int(float(m.group(1)) * _UNIT[(m.group(2) or "").lower()])
 
 
@@ -78,6 +78,7 @@ def check(driver: str | None, opts: dict[str, str] | list[str] | None) -> dict[s
         opts = dict(o.partition("=")[::2] for o in opts)
     opts = {str(k): str(v) for k, v in (opts or {}).items()}
     if driver not in (None, "", DRIVER):
+        driver = _shown(driver)
         if driver in OTHER_DRIVERS:
             raise LogOptError(f"log driver '{driver}' is not supported by edu: it keeps "
                               f"logs only as {DRIVER} (leave --log-driver out, or give "
@@ -86,7 +87,7 @@ def check(driver: str | None, opts: dict[str, str] | list[str] | None) -> dict[s
                           f"found (edu keeps logs only as {DRIVER})")
     for key in opts:
         if key not in DOCKER_KEYS:
-            raise LogOptError(f"unknown log opt '{key}' for {DRIVER} log driver")
+            raise LogOptError(f"unknown log opt '{_shown(key)}' for {DRIVER} log driver")
         if key not in DEFAULTS:
             raise LogOptError(f"log opt '{key}' is not supported by edu: use max-size and "
                               "max-file")
@@ -105,11 +106,17 @@ def limits(opts: dict[str, str] | list[str] | None) -> tuple[int, int]:
     try:
         count = int(merged["max-file"])
     except ValueError:
-        raise LogOptError(f'{_VALUE}strconv.Atoi: parsing "{merged["max-file"]}": invalid '
+        raise LogOptError(f'{_VALUE}strconv.Atoi: parsing "{_shown(merged["max-file"])}": invalid '
                           "syntax (max-file takes a number of files, such as 3)") from None
     if count < 1:
         raise LogOptError(f"{_VALUE}max-file cannot be less than 1")
     return size, count
+
+
+def _shown(text: str) -> str:
+    """A value pasted from anywhere, as one short line in a sentence."""
+    text = str(text).encode("unicode_escape").decode()
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def rotated(path: Path, n: int) -> Path:
@@ -141,12 +148,17 @@ def append(path: Path, lines: list[dict[str, Any]], opts: dict[str, str] | None)
 def rotate(path: Path, count: int) -> None:
     """Docker's rotation: the oldest goes, each ``.n`` becomes ``.n+1``, the live file
     ``.1``; the next write makes a new live file (a new inode: readers notice)."""
-    rotated(path, count - 1).unlink(missing_ok=True)  # with max-file 1: the live file
-    for n in range(count - 2, -1, -1):
-        try:
+    present = sorted((_number(p) for p in files(path)), reverse=True)  # newest last
+    for n in present:
+        if n >= count - 1:  # with max-file 1: the live file itself
+            rotated(path, n).unlink(missing_ok=True)
+        else:
             os.rename(rotated(path, n), rotated(path, n + 1))
-        except FileNotFoundError:
-            pass
+
+
+def _number(p: Path) -> int:
+    tail = p.name.rpartition(".")[2]
+    return int(tail) if tail.isdigit() else 0
 
 
 def files(path: Path) -> list[Path]:
