@@ -34,24 +34,6 @@ DETACHED = ("run", "-d", "--network", "none")
 WRITER = 'i=0; while [ $i -lt {n} ]; do echo "line $i"; i=$((i+1)); done'
 
 
-@pytest.fixture
-def day(python, busybox):
-    """``day("run", ...)``: the CLI as a student types it (exit 0 asserted unless
-    ``check=False``); ``day.name()``: a fresh day- container name, removed afterwards."""
-    made: list[str] = []
-
-    def run(*argv: str, check: bool = True, timeout: float = 60):
-        out = subprocess.run([python, "-m", "edu_cli.main", *argv], capture_output=True,
-                             text=True, timeout=timeout)
-        if check:
-            assert out.returncode == 0, out.stdout + out.stderr
-        return out
-    run.name = lambda: made.append(f"day-{uuid.uuid4().hex[:8]}") or made[-1]
-    yield run
-    for name in made:
-        run("rm", "-f", name, check=False)
-
-
 def _numbers(lines: list[str], pattern: str = r"line (\d+)") -> list[int]:
     return [int(re.fullmatch(pattern, line).group(1)) for line in lines]
 
@@ -62,9 +44,9 @@ def _log(name: str) -> Path:
 
 # ---- logs ------------------------------------------------------------------------------------
 
-def test_logs_rotate_by_size_and_count_and_edu_logs_reads_across_them(day):
-    name = day.name()
-    day(*DETACHED, "--name", name, "--log-opt", "max-size=4k", "--log-opt", "max-file=3",
+def test_logs_rotate_by_size_and_count_and_edu_logs_reads_across_them(cli):
+    name = cli.name()
+    cli(*DETACHED, "--name", name, "--log-opt", "max-size=4k", "--log-opt", "max-file=3",
         "busybox", "sh", "-c", WRITER.format(n=3000))
     assert control.wait(name, timeout=30) == 0
     files = logs.files(_log(name))
@@ -74,9 +56,9 @@ def test_logs_rotate_by_size_and_count_and_edu_logs_reads_across_them(day):
     assert all(p.stat().st_size > 4000 - longest for p in files[:-1])  # each rotated full
     # The newest lines, whole and in order, up to the last; the oldest went with rotation.
     # (3000 short lines never fill the 64 KiB pipe: no line reaches the log in two pieces.)
-    numbers = _numbers(day("logs", name).stdout.splitlines())
+    numbers = _numbers(cli("logs", name).stdout.splitlines())
     assert numbers == list(range(numbers[0], 3000)) and len(numbers) > 80
-    assert day("logs", "--tail", "3", name).stdout.splitlines() == [
+    assert cli("logs", "--tail", "3", name).stdout.splitlines() == [
         "line 2997", "line 2998", "line 2999"]
     config = control.inspect(name)["HostConfig"]["LogConfig"]
     assert config == {"Type": "json-file", "Config": {"max-size": "4k", "max-file": "3"}}
@@ -105,15 +87,15 @@ def _read_until(proc: subprocess.Popen, buf: list[bytes], last: str, timeout: fl
         sel.close()
 
 
-def test_logs_follow_across_rotations_loses_and_doubles_nothing(day, python, tmp_path):
+def test_logs_follow_across_rotations_loses_and_doubles_nothing(cli, python, tmp_path):
     """The container writes a batch of 50 lines (2 to 3 rotations of a 2 kB file) each time
     the test opens its gate; ``edu logs -f`` must show every line once, in order."""
     gate = tmp_path / "gate"
     gate.mkdir()
-    name = day.name()
+    name = cli.name()
     script = ("for k in 1 2 3 4 5; do while [ ! -e /gate/go$k ]; do sleep 0.01; done; "
               'i=0; while [ $i -lt 50 ]; do echo "b$k l$i"; i=$((i+1)); done; done')
-    day(*DETACHED, "--name", name, "-v", f"{gate}:/gate", "--log-opt", "max-size=2k",
+    cli(*DETACHED, "--name", name, "-v", f"{gate}:/gate", "--log-opt", "max-size=2k",
         "--log-opt", "max-file=5", "busybox", "sh", "-c", script)
     follower = subprocess.Popen([python, "-m", "edu_cli.main", "logs", "-f", name],
                                 stdout=subprocess.PIPE)
@@ -169,11 +151,11 @@ BAD = [
 
 
 @pytest.mark.parametrize("command", ["run", "create"])
-def test_bad_log_and_oom_values_are_refused_and_nothing_is_made(day, command):
+def test_bad_log_and_oom_values_are_refused_and_nothing_is_made(cli, command):
     for flags, sentence in BAD:
-        name = day.name()
+        name = cli.name()
         argv = [command, "--name", name, *flags, "busybox", "true"]
-        out = day(*argv, check=False)
+        out = cli(*argv, check=False)
         assert out.returncode == 125, (argv, out.stdout, out.stderr)
         assert sentence in out.stderr and "Traceback" not in out.stderr, out.stderr
         assert out.stderr.count("\n") == 1, out.stderr  # one sentence
@@ -220,13 +202,13 @@ def _can_go_below_zero() -> bool:
     return probe.returncode == 0
 
 
-def test_the_supervisor_is_protected_and_containers_are_not(day):
+def test_the_supervisor_is_protected_and_containers_are_not(cli):
     """Docker's numbers (-500 and 0) where the kernel allows a negative value, else the same
     gap above the supervisor's 0; a container's processes never keep the supervisor's."""
-    plain, raised = day.name(), day.name()
-    day(*DETACHED, "--name", plain, "--health-cmd", "cat /proc/self/oom_score_adj > /adj",
+    plain, raised = cli.name(), cli.name()
+    cli(*DETACHED, "--name", plain, "--health-cmd", "cat /proc/self/oom_score_adj > /adj",
         "--health-interval", "0.5s", "busybox", "sleep", "60")
-    day(*DETACHED, "--name", raised, "--oom-score-adj", "300", "busybox", "sleep", "60")
+    cli(*DETACHED, "--name", raised, "--oom-score-adj", "300", "busybox", "sleep", "60")
     sup = client.running_pid()
     want = (oom.SUPERVISOR, oom.CONTAINER) if _can_go_below_zero() else (0, oom.GAP)
     assert (oom.score_adj(sup), oom.GAP) == (want[0], 500)  # dockerd's gap
@@ -234,9 +216,9 @@ def test_the_supervisor_is_protected_and_containers_are_not(day):
     assert oom.score_adj(pid1) == want[1]
     adj = Path(f"/proc/{pid1}/root/adj")  # the healthcheck: the supervisor starts it too
     assert wait_for(adj.exists) and wait_for(lambda: adj.read_text() == f"{want[1]}\n")
-    assert day("exec", plain, "cat", "/proc/self/oom_score_adj").stdout == f"{want[1]}\n"
+    assert cli("exec", plain, "cat", "/proc/self/oom_score_adj").stdout == f"{want[1]}\n"
     assert oom.score_adj(control.find(raised)["pid"]) == 300  # as given, as Docker's
-    assert day("exec", raised, "cat", "/proc/self/oom_score_adj").stdout == "300\n"
+    assert cli("exec", raised, "cat", "/proc/self/oom_score_adj").stdout == "300\n"
     assert control.inspect(raised)["HostConfig"]["OomScoreAdj"] == 300
 
 
@@ -245,7 +227,7 @@ HOGS = ("while [ ! -e /gate/go ]; do sleep 0.01; done; i=0; while [ $i -lt {n} ]
         "(a=$(head -c {size} /dev/zero | tr '\\0' x); sleep 600) & i=$((i+1)); done; wait")
 
 
-def test_the_oom_killer_takes_a_hog_not_the_supervisor(day, tmp_path):
+def test_the_oom_killer_takes_a_hog_not_the_supervisor(cli, tmp_path):
     """A container's memory cgroup is made to run out with the supervisor in it (as if the
     whole host ran out), by hogs that are each smaller than the supervisor: without the gap
     the kernel would take the supervisor, the biggest; with it, it takes hogs, and the
@@ -256,8 +238,8 @@ def test_the_oom_killer_takes_a_hog_not_the_supervisor(day, tmp_path):
     limit, hog = 2 * size + (32 << 20), size // 4  # the gap is worth limit/2
     gate = tmp_path / "gate"
     gate.mkdir()
-    name = day.name()
-    day(*DETACHED, "--name", name, "--memory", str(limit), "-v", f"{gate}:/gate",
+    name = cli.name()
+    cli(*DETACHED, "--name", name, "--memory", str(limit), "-v", f"{gate}:/gate",
         "busybox", "sh", "-c", HOGS.format(n=limit // hog + 4, size=hog))
     rec = control.find(name)
     gap = oom.score_adj(rec["pid"]) - oom.score_adj(sup)
