@@ -180,25 +180,28 @@ SHARED_STORE = ("01-containers-vs-vms", "02-why-containers", "04-images", "05-do
 def test_a_lesson_runs_live_and_leaves_the_host_as_it_was(name, tmp_path, clean_host):
     store = {} if name in SHARED_STORE else {"EDU_STATE_DIR": str(tmp_path / "state"),
                                              "EDU_RUN_DIR": str(tmp_path / "run")}
-    result = execute(name, tmp_path, EDU_SOLVE="1", **store)
-    assert not errors(result)
-    outputs = "\n".join(text(c) for c in result["cells"])
-    assert BANNER not in outputs, "a live run replayed something on a host that can do it all"
-    # With the exercises solved, every check passes; the reset says what it removed.
-    summaries = [line for line in outputs.splitlines() if " checks passed" in line]
-    assert summaries and all(s.startswith(tuple(f"{n} of {n} " for n in range(1, 50)))
-                             for s in summaries), summaries
-    assert f"Reset {name}:" in outputs
-    if store:  # it made its own base images, as `docker run` pulls them
-        assert "Unable to find image '" in outputs
-    # Run twice in a row: the second run finds what the first left, which is nothing.
-    if name not in SHARED_STORE:  # two TCG runs of 01 would cost minutes: its reset is tested
-        again = execute(name, tmp_path, EDU_SOLVE="1", **store)
-        assert not errors(again)
-        assert "Unable to find image" not in "\n".join(text(c) for c in again["cells"])
+    try:
+        result = execute(name, tmp_path, EDU_SOLVE="1", **store)
+        assert not errors(result)
+        outputs = "\n".join(text(c) for c in result["cells"])
+        assert BANNER not in outputs, "a live run replayed something on a host that can do it all"
+        # With the exercises solved, every check passes; the reset says what it removed.
+        summaries = [line for line in outputs.splitlines() if " checks passed" in line]
+        assert summaries and all(s.startswith(tuple(f"{n} of {n} " for n in range(1, 50)))
+                                 for s in summaries), summaries
+        assert f"Reset {name}:" in outputs
+        if store:  # it made its own base images, as `docker run` pulls them
+            assert "Unable to find image '" in outputs
+        # Run twice in a row: the second run finds what the first left, which is nothing.
+        if name not in SHARED_STORE:  # two TCG runs of 01 would cost minutes: its reset is tested
+            again = execute(name, tmp_path, EDU_SOLVE="1", **store)
+            assert not errors(again)
+            assert "Unable to find image" not in "\n".join(text(c) for c in again["cells"])
+            quiesce(store)
+            assert records(tmp_path / "state") == []
+            assert records(tmp_path / "state", "volumes") == []  # anonymous ones too
+    finally:  # a failed run's supervisor and containers must not outlive its store
         quiesce(store)
-        assert records(tmp_path / "state") == []
-        assert records(tmp_path / "state", "volumes") == []  # anonymous ones too
     clean_host(store)
 
 
