@@ -185,15 +185,11 @@ def _blkio_v1(where: Path) -> tuple[int, int] | None:
     text = kernel.read(where / "blkio.throttle.io_service_bytes")
     if text is None:
         return None
-    read = written = 0
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[1] in ("Read", "Write"):
-            if parts[1] == "Read":
-                read += int(parts[2])
-            else:
-                written += int(parts[2])
-    return read, written
+    totals = {"Read": 0, "Write": 0}  # "MAJ:MIN Read|Write|Sync|... BYTES" per device
+    for parts in (line.split() for line in text.splitlines()):
+        if len(parts) == 3 and parts[1] in totals:
+            totals[parts[1]] += int(parts[2])
+    return totals["Read"], totals["Write"]
 
 
 def _io_v2(where: Path) -> tuple[int, int] | None:
