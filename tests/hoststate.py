@@ -38,10 +38,24 @@ def _mounts() -> set[str]:
     return out
 
 
+def _subdirs(path: str) -> list[str]:
+    """The directories in ``path``; none if it is gone (others' cgroups come and go while
+    we look: a glob would raise when one is removed between its listing and its descent)."""
+    try:
+        with os.scandir(path) as it:
+            return [e.path for e in it if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
 def _cgroups() -> set[str]:
-    root = Path("/sys/fs/cgroup")
-    found = set(root.glob("*/edu/*")) | set(root.glob("edu/*")) | set(root.glob("*/edu/*/*"))
-    return {str(p) for p in found if p.is_dir()}
+    out: set[str] = set()
+    for top in ["/sys/fs/cgroup", *_subdirs("/sys/fs/cgroup")]:
+        for cg in _subdirs(f"{top}/edu"):
+            out.add(cg)
+            if top != "/sys/fs/cgroup":
+                out |= set(_subdirs(cg))
+    return out
 
 
 def _netns() -> set[str]:
