@@ -53,6 +53,9 @@ def cleanup_stale(alive: set[str] | None = None) -> dict[str, list[str]]:
     from . import bridge, nat
 
     alive = registry.alive_ids() if alive is None else set(alive)
+    # Rules and veths are the host's, shared by every state directory on it; a container
+    # another state directory runs (its processes in its cgroup) keeps its own.
+    on_host = alive | running_on_host()
     with registry.locked():
         if not paths.is_root():  # rootless: the holder of our namespace does the rest
             from . import holder
@@ -60,8 +63,8 @@ def cleanup_stale(alive: set[str] | None = None) -> dict[str, list[str]]:
             done = {"leases": registry.release_stale(alive), "rules": [], "links": []}
             holder.cleanup_stale()
             return done
-        done = {"leases": registry.release_stale(alive), "rules": nat.cleanup_stale(alive),
-                "links": bridge.cleanup_stale(alive)}
+        done = {"leases": registry.release_stale(alive), "rules": nat.cleanup_stale(on_host),
+                "links": bridge.cleanup_stale(on_host)}
         # A bridge whose containers all died without their undo (a killed supervisor) is
         # retired here, as the last container out would have done.
         for network in registry.records():
@@ -69,6 +72,27 @@ def cleanup_stale(alive: set[str] | None = None) -> dict[str, list[str]]:
                     os.path.exists(f"/sys/class/net/{network['bridge']}"):
                 retire_if_unused(network["name"])
         return done
+
+
+def running_on_host() -> set[str]:
+    """Ids of containers with a process in an edu cgroup, whichever state directory made
+    them (a second store on this host, a test's): their rules and veths are not stale."""
+    from .. import cgroups
+
+    try:
+        drv = cgroups.driver()
+    except cgroups.CgroupError:
+        return set()
+    return {name for name in drv.names() if drv.open(name).pids()}
+
+
+def bridges_in_use() -> list[str]:
+    """edu bridges on this host with a port (a container's veth) on them, whoever made them."""
+    from . import bridge
+
+    return [n for n in bridge.host_links() if registry.is_edu_bridge(n)
+            and os.path.isdir(f"/sys/class/net/{n}/brif") and os.listdir(
+                f"/sys/class/net/{n}/brif")]
 
 
 # ---- keeping bridges warm --------------------------------------------------------------------
@@ -120,7 +144,7 @@ def _teardown_if_idle() -> None:
     """No container on any network and no warm holder: edu's nft table and DOCKER-USER
     rules go too, even when no bridge was left to retire (the last network was removed
     while a supervisor kept it warm)."""
-    if paths.is_root() and not warm_holder() and \
+    if paths.is_root() and not warm_holder() and not bridges_in_use() and \
             not any(n.get("containers") for n in registry.records()):
         from . import nat
 
@@ -144,9 +168,11 @@ def retire_if_unused(name: str) -> bool:
             return False
         if network.get("containers") or network.get("driver") != "bridge":
             return False
+        if network.get("bridge") in bridges_in_use():  # another state directory's container
+            return False
         nat.remove_network(network)
         bridge.remove_bridge(network)
-        if not any(n.get("containers") for n in registry.records()):
+        if not any(n.get("containers") for n in registry.records()) and not bridges_in_use():
             nat.teardown_all()
         return True
 
