@@ -550,14 +550,24 @@ class Container:
                 rec.syscalls = kernel.record_syscalls(False)
             else:
                 rec.start = now()
-                send(ctx.sock, go=ctx.steps.index(step))
-                self._await_child(step, ctx, rec)
+                try:
+                    send(ctx.sock, go=ctx.steps.index(step))
+                    self._await_child(step, ctx, rec)
+                except (BrokenPipeError, ConnectionResetError):
+                    # It died before it could read "go" (killed while it waited).
+                    raise StepError(step.name, _gone(ctx, closed=True)) from None
         except BaseException as exc:
             calls = kernel.record_syscalls(False)  # what a failed host step did get done
             if step.side == HOST:
                 rec.syscalls = calls
             rec.end, rec.error = now(), str(exc) or type(exc).__name__
             self.trace.steps.append(rec)
+            # A host step that needed the container's process (its pid, its namespaces)
+            # fails with the kernel's words when that process was killed: say what happened.
+            gone = _gone(ctx) if step.side == HOST and not isinstance(exc, (
+                KeyboardInterrupt, SystemExit)) else None
+            if gone:
+                raise StepError(step.name, gone) from None
             raise
         if self.observe:
             rec.after = _safe_observe(step, ctx)
@@ -571,8 +581,7 @@ class Container:
                 if step.name == "exec":
                     rec.end = now()
                     return
-                raise StepError(step.name, "the container's process died during this step",
-                                125)
+                raise StepError(step.name, _gone(ctx, closed=True), 125)
             if "handoff" in msg:  # the middle process forked PID 1 and is exiting
                 ctx.pid = msg["handoff"]
                 os.waitpid(ctx.middle, 0)
@@ -880,6 +889,38 @@ def command_for(cfg: dict[str, Any], command: list[str] | None,
     if entrypoint is not None:
         return ep
     return ep + list(cfg.get("Cmd") or [])
+
+
+def _gone(ctx: Context, closed: bool = False) -> str:
+    """If the container's process has ended, why it cannot run the step: how it ended,
+    in a sentence; "" while it lives (or before the fork). ``closed``: its end of the
+    channel is closed, so it has exited or is exiting: wait (a moment) to be told how.
+
+    It is ours to reap, and reaped here (so the Fork step's undo has no pid to kill)."""
+    pid = ctx.pid or ctx.middle
+    if not pid:
+        return ""
+    deadline = time.monotonic() + (5.0 if closed else 0.0)
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped already: by whom, we cannot tell how
+            done, status = pid, -1
+        if done or time.monotonic() >= deadline:
+            break
+        time.sleep(0.005)
+    if not done and not closed:
+        return ""
+    if done:
+        ctx.pid, ctx.middle = (0, ctx.middle) if pid == ctx.pid else (ctx.pid, 0)
+    if done and status >= 0 and os.WIFSIGNALED(status):
+        how = f"was killed ({signal.Signals(os.WTERMSIG(status)).name})"
+    elif done and status >= 0:
+        how = f"exited (status {os.WEXITSTATUS(status)})"
+    else:
+        how = "ended"
+    return (f"the container's process {how} before this step was done; everything made "
+            "for it so far is undone: start it again")
 
 
 def _waitpid(pid: int) -> tuple[int, int]:

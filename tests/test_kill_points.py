@@ -1,0 +1,204 @@
+"""Kill points: SIGKILL at every step boundary of a container's start (issue 16).
+
+A container starts as a plan of steps (``edu_runtime.container.plan``). Two processes take
+part: the host side (the ``edu`` process, or a notebook's helper, that drives the Stepper)
+and the child side (the process that becomes the container, waiting between steps). Either
+can be SIGKILLed between any two steps, so each boundary is tested twice:
+
+- host side: the driving process dies after k steps; one ordinary ``edu ps -a`` (what a
+  student types next) must bring the host back: ``hoststate.wait_clean(before) == {}``;
+- child side: the container's process dies while it waits for step k+1; the host must
+  answer one clean ``StepError`` sentence and undo what it applied, by itself.
+
+Then the processes that start containers for others: the supervisor (root ``edu run``) and a
+student's own helper (rootless), each killed in the middle of a start.
+
+The boundaries are the plan's own steps, as enabled for a container that uses as many as a
+root container can: a bridge network, -p on a free port, a named volume, --memory,
+--pids-limit, --init and a hostname. The driving process is a fork of the test process
+(single-threaded, like the CLI): it stops at the boundary, says so on a pipe and blocks, so
+the kill lands exactly there, with no sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import hoststate  # noqa: E402
+from conftest import wait_for  # noqa: E402
+
+VOLUME = f"kp-vol-{os.getpid()}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spec(port: int) -> dict:
+    return dict(image="busybox", command=["sleep", "60"], remove=True, network="bridge",
+                publish=[f"{port}:80"], memory="64m", pids_limit=64, init=True,
+                hostname="kp-host", volumes=[f"{VOLUME}:/data"], fork_here=True)
+
+
+def _planned() -> list[str]:
+    """The names of the steps of that container's start, from plan() as enabled here."""
+    try:
+        from edu_runtime import cgroups, volumes
+        from edu_runtime.container import Container, Context, plan
+
+        spec = _spec(_free_port())
+        c = Container(spec.pop("image"), spec.pop("command"), **spec)
+        c.config.volumes = volumes.check(c.config.volume_specs)  # as the start resolves them
+        ctx = Context(c)
+        ctx.cgroup_driver, _ = cgroups.driver_for(True)
+        return [s.name for s in plan() if s.enabled(ctx)]
+    except Exception as exc:  # noqa: BLE001 - shown by the test that needs the plan
+        return [f"no plan: {exc}"]
+
+
+STEPS = _planned()
+
+
+@pytest.fixture(scope="module")
+def volume(busybox, python):
+    """The named volume the containers mount (made once; a named volume outlives them)."""
+    made = subprocess.run([python, "-m", "edu_cli.main", "volume", "create", VOLUME],
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    yield VOLUME
+    subprocess.run([python, "-m", "edu_cli.main", "volume", "rm", VOLUME],
+                   capture_output=True, text=True)
+
+
+class Driver:
+    """A fork of this process that starts a container, stops after ``k`` steps, reports
+    (its container id, the container's process), then waits for ``go`` or a SIGKILL."""
+
+    def __init__(self, k: int):
+        from edu_runtime.container import new_id
+
+        self.id = new_id()
+        report_r, report_w = os.pipe()
+        go_r, go_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the host side: never returns into pytest
+            os.close(report_r)
+            os.close(go_w)
+            self._host(k, report_w, go_r)
+        os.close(report_w)
+        os.close(go_r)
+        self.report, self.go = os.fdopen(report_r), go_w
+
+    def _host(self, k: int, out: int, go: int) -> None:
+        code = 0
+        try:
+            from edu_runtime.container import Container, Stepper
+            from edu_runtime.steps import StepError
+
+            spec = _spec(_free_port())
+            c = Container(spec.pop("image"), spec.pop("command"), container_id=self.id,
+                          **spec)
+            st = Stepper(c)
+            for _ in range(k):
+                st.advance()
+            ctx = st.ctx
+            os.write(out, (json.dumps({"at": k, "child": ctx.pid or ctx.middle}) + "\n")
+                     .encode())
+            os.read(go, 1)  # the host-side tests SIGKILL us here
+            try:
+                st.run_rest()
+                c.kill()
+                answer = {"started": True, "exit": c.wait()}
+            except StepError as exc:
+                answer = {"error": str(exc), "step": exc.step, "code": exc.exit_code}
+            os.write(out, (json.dumps(answer) + "\n").encode())
+        except BaseException as exc:  # noqa: BLE001 - told to the test, never into pytest
+            import traceback
+
+            os.write(out, (json.dumps({"crash": traceback.format_exc(), "repr": repr(exc)})
+                           + "\n").encode())
+            code = 1
+        finally:
+            os._exit(code)
+
+    def line(self) -> dict:
+        text = self.report.readline()
+        assert text, "the driving process ended without a word"
+        msg = json.loads(text)
+        assert "crash" not in msg, msg["crash"]
+        return msg
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+        self.reap()
+
+    def resume(self) -> dict:
+        os.write(self.go, b"g")
+        msg = self.line()
+        self.reap()
+        return msg
+
+    def reap(self) -> None:
+        os.waitpid(self.pid, 0)
+        self.report.close()
+        os.close(self.go)
+
+
+def _edu(python, *argv):
+    return subprocess.run([python, "-m", "edu_cli.main", *argv], capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.parametrize("k", range(len(STEPS) + 1),
+                         ids=["before " + STEPS[0]] + [f"after {s}" for s in STEPS])
+def test_host_side_killed_between_steps(k, volume, python):
+    """The process driving the start is SIGKILLed after k steps: `edu ps -a` cleans up."""
+    assert not STEPS[0].startswith("no plan"), STEPS[0]
+    before = hoststate.snapshot()
+    d = Driver(k)
+    assert d.line()["at"] == k
+    d.kill()
+    out = _edu(python, "ps", "-a")
+    assert out.returncode == 0, out.stderr
+    assert d.id[:12] not in out.stdout
+    assert hoststate.wait_clean(before, mine={d.id}) == {}
+
+
+CHILD_SIDE = [k for k in range(1, len(STEPS)) if "fork" in STEPS[:k]]
+
+
+@pytest.mark.parametrize("k", CHILD_SIDE, ids=[f"before {STEPS[k]}" for k in CHILD_SIDE])
+def test_child_side_killed_between_steps(k, volume):
+    """The container's process is SIGKILLed while it waits for step k+1: the host answers
+    one StepError sentence and undoes what it applied, by itself."""
+    before = hoststate.snapshot()
+    d = Driver(k)
+    child = d.line()["child"]
+    os.kill(child, signal.SIGKILL)
+    assert wait_for(lambda: _state(child) in ("Z", "gone")), "SIGKILL did not land"
+    answer = d.resume()
+    assert answer.get("step") in STEPS[k:], answer
+    assert answer["error"] == (
+        f"{answer['step']}: the container's process was killed (SIGKILL) before this step "
+        "was done; everything made for it so far is undone: start it again")
+    assert answer["code"] == 125
+    assert hoststate.wait_clean(before, mine={d.id}) == {}
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (Z: a zombie, its parent not yet told), or "gone"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
