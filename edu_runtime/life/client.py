@@ -107,14 +107,26 @@ def answer(s: socket.socket) -> dict[str, Any]:
 
 def request(msg: dict[str, Any], fds: list[int] | None = None
             ) -> tuple[dict[str, Any], socket.socket]:
-    """Send one request; return the first answer and the still-open connection."""
-    s = connect()
-    try:
-        send(s, msg, fds)
-        return answer(s), s
-    except BaseException:
-        s.close()
-        raise
+    """Send one request; return the first answer and the still-open connection.
+
+    A supervisor that idles out closes its listener; a client still queued on it gets
+    ECONNRESET (or EPIPE) with its request unread, so it asks again, and the next connect
+    starts a new supervisor. A supervisor that hung up after reading (it crashed) is not
+    asked again: the request may have been done.
+    """
+    for attempt in range(2):
+        s = connect()
+        try:
+            send(s, msg, fds)
+            return answer(s), s
+        except (ConnectionResetError, BrokenPipeError):
+            s.close()
+            if attempt:
+                raise
+        except BaseException:
+            s.close()
+            raise
+    raise AssertionError("unreachable")
 
 
 def ask(msg: dict[str, Any]) -> dict[str, Any]:
