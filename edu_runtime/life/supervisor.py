@@ -651,20 +651,62 @@ def main(front=None) -> None:
         os.setsid()
         if os.fork():
             os._exit(0)
-    lock = open(paths.ensure(paths.run_dir(), 0o700) / f"supervisor-{client.scope()}.lock", "w")
+    where = paths.ensure(paths.run_dir(), 0o700) / f"supervisor-{client.scope()}.lock"
     for _ in range(400):
+        lock = open(where, "a")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
         except BlockingIOError:
+            lock.close()
             try:
                 client.connect(start=False).close()
                 return  # another supervisor is running and answering
             except OSError:
                 time.sleep(0.025)  # one is on its way out (retiring bridges): wait for it
+            continue
+        if _same_file(lock, where):
+            break
+        lock.close()  # its supervisor removed it as it exited: lock the new one
     else:
         return
-    Supervisor(front).serve()
+    _sweep_locks(where)
+    try:
+        Supervisor(front).serve()
+    finally:
+        where.unlink(missing_ok=True)  # still ours: we hold its lock, and it is the path's
+        lock.close()
+
+
+def _same_file(lock, where: Path) -> bool:
+    """Whether the locked file is still the one at ``where`` (not one an exiting supervisor
+    unlinked after we opened it)."""
+    try:
+        return os.stat(where).st_ino == os.fstat(lock.fileno()).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _sweep_locks(own: Path) -> None:
+    """Remove the lock (and socket) of every supervisor that is gone: one a SIGKILL ended,
+    or one of a temporary state directory, from before supervisors removed their own lock
+    on exit. A lock nobody holds has no supervisor; one that is held is left alone. A
+    supervisor starting meanwhile on a lock removed here sees it is not the path's and
+    takes the new one (``_same_file``)."""
+    for where in own.parent.glob("supervisor-*.lock"):
+        if where == own:
+            continue
+        try:
+            lock = open(where, "a")
+        except OSError:
+            continue
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its supervisor is alive
+            if _same_file(lock, where):
+                where.with_suffix(".sock").unlink(missing_ok=True)
+                where.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

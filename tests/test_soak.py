@@ -1,0 +1,92 @@
+"""The soak's short form (issue 16): 100 randomized operations through the real ``edu``
+command, every invariant checked after each (bench/soak.py is the long form, 500, and says
+what is checked); and the supervisor's lock in ``/run/edu``, which no longer stays behind.
+
+The seed is printed (pytest shows it when a check fails): ``bench/soak.py --ops 100 --seed N``
+replays the same operations.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+
+from conftest import REPO, need
+
+sys.path.insert(0, str(REPO / "bench"))
+
+
+def test_100_randomized_operations_keep_every_invariant_and_leave_nothing(busybox):
+    import soak
+
+    seed = random.SystemRandom().randrange(2**32)
+    result = soak.soak(100, seed, every=50, progress=False)
+    soak.show(result)
+    assert result["findings"] == [], f"seed {seed}"
+    assert result["operations"] == 100
+    assert result["leaks"] == {}, f"seed {seed}"
+    assert len(result["per_kind"]) >= 10, result["per_kind"]  # most kinds of operation ran
+    first, last = result["rows"][0], result["rows"][-1]
+    # The soak's own traces are gone (a container made and removed leaves no record, lease,
+    # volume or network), and no supervisor's lock outlives it.
+    for key in ("leases", "volumes"):
+        assert last[key] <= first[key], key
+    assert last["stale supervisor locks"] <= first["stale supervisor locks"]
+
+
+HOLD = ("import fcntl, sys\n"
+        "f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+        "print('held', flush=True); sys.stdin.read()\n")
+
+#: A supervisor of its own state and run directories, with no network to keep warm (as a
+#: rootless user's): it starts, finds nothing to do, and idles out at once. Nothing of the
+#: host's default store or its bridges is touched.
+SUPERVISOR = ("from edu_runtime import paths\n"
+              "paths.is_root = lambda: False\n"
+              "from edu_runtime.life import supervisor\n"
+              "supervisor.main()\n")
+
+
+def test_a_supervisor_removes_its_lock_as_it_exits_and_those_of_supervisors_gone(
+        tmp_path, python):
+    need(os.geteuid() == 0, "root (the supervisor runs as root here)")
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    for scope in ("dead0001", "dead0002"):  # what a SIGKILLed supervisor leaves
+        (run / f"supervisor-{scope}.lock").touch()
+        (run / f"supervisor-{scope}.sock").touch()
+    held = run / "supervisor-a11ve001.lock"  # a live one's: held, so left alone
+    holder = subprocess.Popen([python, "-c", HOLD, str(held)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        env = {**os.environ, "EDU_STATE_DIR": str(tmp_path / "state"),
+               "EDU_RUN_DIR": str(run), "EDU_SUPERVISOR_IDLE": "0.2"}
+        out = subprocess.run([python, "-c", SUPERVISOR], env=env, cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert sorted(p.name for p in run.iterdir()) == [held.name]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+
+
+def test_two_supervisors_of_one_store_racing_on_a_lock_being_removed_serve_one_at_a_time(
+        tmp_path, python):
+    """An exiting supervisor removes its lock while a new one waits on it: the new one finds
+    it locked a file that is no longer the path's, and takes the path's new file. Two of them
+    started together: both end (the second finds the first answering, or serves after it),
+    and the run directory is empty."""
+    need(os.geteuid() == 0, "root (the supervisor runs as root here)")
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    env = {**os.environ, "EDU_STATE_DIR": str(tmp_path / "state"), "EDU_RUN_DIR": str(run),
+           "EDU_SUPERVISOR_IDLE": "0.2"}
+    procs = [subprocess.Popen([python, "-c", SUPERVISOR], env=env, cwd=REPO,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for p in procs:
+        assert p.wait(timeout=60) == 0, p.stderr.read()
+        p.stderr.close()
+    assert list(run.iterdir()) == []
