@@ -172,7 +172,9 @@ def prune_cmd(args) -> int:
                        "Are you sure you want to continue? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             return 0
-    stats = _store().prune()
+    from .run import label_filter
+
+    stats = _store().prune(labels=label_filter(args.filter))
     print(f"Deleted {stats['images']} image(s), {stats['layers']} layer(s), "
           f"{stats['blobs']} blob(s)")
     print(f"Total reclaimed space: {human_size(stats['bytes'])}")
@@ -253,6 +255,8 @@ def register(sub) -> None:
     p.set_defaults(func=images_cmd)
     p = isub.add_parser("prune", help="remove untagged images and unused layers")
     p.add_argument("-f", "--force", action="store_true", help="do not ask")
+    p.add_argument("--filter", action="append", default=[], metavar="label=KEY[=VALUE]",
+                   help="only untagged images with these labels (the build cache stays)")
     p.set_defaults(func=prune_cmd)
     for name, fn in (("inspect", inspect_cmd), ("history", history_cmd)):
         p = isub.add_parser(name)

@@ -30,7 +30,7 @@ COMMANDS = {
     "create": "containers", "start": "containers", "restart": "containers",
     "inspect": "containers",
     "volume": "volumes", "network": "networks",
-    "run": "run", "step": "run", "prune": "run",
+    "run": "run", "step": "run", "prune": "run", "container": "run",
     "images": "images", "history": "images", "tag": "images",
     "rmi": "images", "image": "images", "save": "images", "load": "images",
     "bootstrap": "images",

@@ -101,7 +101,8 @@ def container_spec(args, environ=None, cwd: str = "") -> dict:
     # Given only when set: a supervisor older than this CLI does not know these keywords.
     extra = {k: v for k, v in dict(
         log_driver=args.log_driver, log_opts=args.log_opt or None,
-        oom_score_adj=_oom_score_adj(args.oom_score_adj)).items() if v is not None}
+        oom_score_adj=_oom_score_adj(args.oom_score_adj),
+        labels=_labels(getattr(args, "label", None))).items() if v is not None}
     return dict(**extra, image=args.image, command=args.command or None, name=args.name,
                 hostname=args.hostname, env=_env(args, environ, cwd), workdir=args.workdir,
                 user=args.user,
@@ -112,6 +113,19 @@ def container_spec(args, environ=None, cwd: str = "") -> dict:
                 read_only=args.read_only, pid=args.pid, ipc=args.ipc, uts=args.uts,
                 remove=args.rm, init=args.init, volumes=args.volume,
                 aliases=args.network_alias or None, healthcheck=_healthcheck(args))
+
+
+def _labels(given: list[str] | None) -> dict[str, str] | None:
+    """-l KEY=VALUE (or KEY, an empty value) as Docker's --label: a dict, or None if none."""
+    if not given:
+        return None
+    out = {}
+    for item in given:
+        key, _, value = item.partition("=")
+        if not key:
+            raise UserError(f"invalid label {item!r}: use KEY=VALUE")
+        out[key] = value
+    return out
 
 
 def _oom_score_adj(value: str | None) -> int | None:
@@ -346,11 +360,27 @@ def step_cmd(args) -> int:
     return code
 
 
+def label_filter(filters: list[str] | None) -> dict[str, str | None] | None:
+    """Docker's ``--filter label=KEY`` and ``label=KEY=VALUE`` (all must match), or None."""
+    if not filters:
+        return None
+    want: dict[str, str | None] = {}
+    for item in filters:
+        kind, _, value = item.partition("=")
+        key, eq, val = value.partition("=")
+        if kind != "label" or not key:
+            raise UserError(f"invalid filter {item!r}: edu's prune takes label=KEY or "
+                            "label=KEY=VALUE", 1)
+        want[key] = val if eq else None
+    return want
+
+
 def prune_cmd(args) -> int:
-    """``edu prune``: remove exited containers and whatever killed runs left behind."""
+    """``edu prune`` and ``edu container prune``: remove stopped containers (only those with
+    the labels of ``--filter label=...``) and whatever killed runs left behind."""
     from edu_runtime.life.control import prune
 
-    removed = prune()
+    removed = prune(labels=label_filter(getattr(args, "filter", None)))
     print("Deleted Containers:" if removed else "Nothing to remove")
     for cid in removed:
         print(cid)
@@ -398,6 +428,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--oom-score-adj", metavar="N",
                    help="-1000 to 1000: how readily the OOM killer picks it (0, or 500 "
                    "where the supervisor may not go below 0)")
+    p.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label on the container (edu container prune --filter label=...)")
     p.add_argument("--pid", choices=("host",))
     p.add_argument("--ipc", choices=("host",))
     p.add_argument("--uts", choices=("host",))
@@ -418,6 +450,12 @@ def register(sub) -> None:
     p.set_defaults(func=run_cmd)
 
     p = sub.add_parser("prune", help="remove exited containers and leftovers of killed runs")
+    p.set_defaults(func=prune_cmd)
+    container = sub.add_parser("container", help="manage containers (prune)")
+    csub = container.add_subparsers(dest="container_command", metavar="COMMAND", required=True)
+    p = csub.add_parser("prune", help="remove stopped containers")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask (edu never asks)")
+    p.add_argument("--filter", action="append", default=[], metavar="label=KEY[=VALUE]")
     p.set_defaults(func=prune_cmd)
 
     p = sub.add_parser("step", help="build a container one step at a time", add_help=False)

@@ -589,23 +589,36 @@ class Store:
         with self.lock():
             (self.pins / f"{owner}.json").unlink(missing_ok=True)
 
-    def prune(self, dangling: bool = True) -> dict[str, int]:
+    def prune(self, dangling: bool = True, labels: dict[str, str | None] | None = None
+              ) -> dict[str, int]:
         """``edu image prune``: drop untagged images and the build cache, then every
-        unreferenced blob and layer."""
+        unreferenced blob and layer. With ``labels`` (Docker's ``--filter label=K[=V]``; a
+        value of None matches any), only untagged images whose config has them go, and the
+        build cache stays."""
         with self.lock():
-            shutil.rmtree(self.root / "build-cache", ignore_errors=True)
-            self.unpin("build-cache")
+            if labels is None:
+                shutil.rmtree(self.root / "build-cache", ignore_errors=True)
+                self.unpin("build-cache")
             index = self._read_index()
             removed_images = 0
             if dangling:
                 tagged = set(index["tags"].values())
-                for m in [m for m in index["images"] if m not in tagged]:
+                for m in [m for m in index["images"] if m not in tagged
+                          and self._labelled(index["images"][m]["config"], labels)]:
                     del index["images"][m]
                     removed_images += 1
                 self._write_index(index)
             stats = self._collect(index)
         stats["images"] = removed_images
         return stats
+
+    def _labelled(self, config_digest: str, labels: dict[str, str | None] | None) -> bool:
+        """Whether the image config carries every one of ``labels`` (lock held)."""
+        if not labels:
+            return True
+        have = (json.loads(self.read_blob(config_digest)).get("config") or {}).get(
+            "Labels") or {}
+        return all(k in have and (v is None or have[k] == v) for k, v in labels.items())
 
     def _collect(self, index: dict[str, Any]) -> dict[str, int]:
         """Delete blobs, layers and staging dirs that nothing references (lock held)."""

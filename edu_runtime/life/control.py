@@ -611,9 +611,10 @@ def _orphan_cgroups(known: set[str], min_age: float = 60.0) -> list[str]:
     return gone
 
 
-def prune(store=None) -> list[str]:
+def prune(store=None, labels: dict[str, str | None] | None = None) -> list[str]:
     """``edu prune``: clean up after killed ``edu`` processes, then remove every stopped
-    container (its upper dir included) and release its image layers."""
+    container (its upper dir included; only those with ``labels``, as Docker's
+    ``--filter label=...``) and release its image layers."""
     from ..images.store import Store
 
     store = store or Store()
@@ -624,7 +625,7 @@ def prune(store=None) -> list[str]:
             rec = json.loads(rec_path.read_text())
         except (OSError, ValueError):
             rec = {"id": rec_path.parent.name, "status": "exited"}
-        if rec.get("status") in (CREATED, EXITED):
+        if rec.get("status") in (CREATED, EXITED) and has_labels(labels_of(rec), labels):
             remove_dir(rec_path.parent)
             store.unpin(rec["id"])
             removed.append(rec["id"])

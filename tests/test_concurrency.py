@@ -1,0 +1,303 @@
+"""Four ``edu`` processes at once on one store (issue 16): build, pull, run, prune and rmi.
+
+tests/test_store_concurrency.py checks the store's leases and pins, and runs a minute of
+builds and GC on a private store with no network. This file is the class's machine: the
+default store and the default bridge, shared with whatever else runs, and the real CLI in
+four loops at once for a few seconds each:
+
+- a builder builds a labelled image under two tags in turn (each build untags the one
+  before, so it leaves dangling images), runs what it built, and removes the other tag;
+- a puller pulls a small image from the test registry (127.0.0.1:5000), runs it, removes it;
+- a runner starts detached containers on the bridge, ``--rm`` ones and ones that exit and
+  stay, and removes some of the detached ones;
+- a pruner runs ``edu container prune`` and ``edu image prune`` over and over.
+
+Everything made here carries the label ``cc.test=<this run>`` and the prunes filter on it:
+other work on this host keeps its stopped containers and dangling images.
+
+Afterwards: no command failed; the store verifies (every blob hashes to its name, every
+image's manifest, config, layer blobs and unpacked layers are there, no temp file of ours is
+left); each detached container that is still running has exactly one lease, with the address
+its record has, no address is leased twice, and nothing of ours that is not running holds
+one; no container is lost or doubled (every run that said it succeeded is there once, or was
+removed by us or a prune that named it; ``edu ps -a`` shows each name once). Then the host is
+as it was (tests/hoststate.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import hoststate
+import pytest
+from conftest import need
+
+from edu_runtime import paths
+from edu_runtime.images.store import Store
+
+#: How long each of the four loops goes on starting commands.
+SECONDS = 8
+REGISTRY = "127.0.0.1:5000"
+
+
+class Ops:
+    """Runs edu commands from several threads; keeps each failure and every pid."""
+
+    def __init__(self, python: str, tag: str):
+        self.python, self.tag = python, tag
+        self.deadline = time.monotonic() + SECONDS
+        self.failed: list[str] = []
+        self.done: collections.Counter[str] = collections.Counter()
+        self.pids: set[int] = set()
+        self.lock = threading.Lock()
+
+    def more(self) -> bool:
+        return time.monotonic() < self.deadline
+
+    def __call__(self, *argv: str, ok: bool = True) -> str | None:
+        """``edu ARGV``: its stdout, or None if it failed (noted unless ``ok`` is False)."""
+        proc = subprocess.Popen([self.python, "-m", "edu_cli.main", *argv], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            err += "\n(hung for 120 s)"
+        good = proc.returncode == 0 and "Traceback" not in err
+        with self.lock:
+            self.pids.add(proc.pid)
+            self.done[argv[0] if argv[0] not in ("image", "container") else " ".join(argv[:2])] \
+                += 1
+            if not good and ok:
+                self.failed.append(f"edu {' '.join(argv)}: exit {proc.returncode}\n{err[-1500:]}")
+        return out if good else None
+
+    def check(self, what: str, got: str | None, want: str) -> None:
+        if got is not None and got != want:
+            with self.lock:
+                self.failed.append(f"{what} printed {got!r}, not {want!r}")
+
+
+# ---- the four loops ---------------------------------------------------------------------------
+
+def _builder(ops: Ops, ctx: Path, made: dict) -> None:
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\n"
+        f"LABEL cc.test={ops.tag}\n"
+        "ARG N=0\n"
+        "COPY data.txt /data.txt\n"
+        "RUN cat /data.txt > /made && echo $N >> /made\n"
+        'CMD ["cat", "/made"]\n')
+    i = 0
+    while ops.more():
+        tag, other = (f"{ops.tag}-b:{'ab'[i % 2]}", f"{ops.tag}-b:{'ba'[i % 2]}")
+        (ctx / "data.txt").write_text(f"b {i % 3}\n")
+        if ops("build", "-q", "--network", "none", "--build-arg", f"N={i}", "-t", tag,
+               str(ctx)) is not None:
+            ops.check(f"run {tag}", ops("run", "--rm", "--network", "none", "-l",
+                                        f"cc.test={ops.tag}", tag), f"b {i % 3}\n{i}\n")
+            ops("rmi", other, ok=False)  # (absent the first time)
+        i += 1
+    made["builds"] = i
+
+
+def _puller(ops: Ops, ref: str) -> None:
+    while ops.more():
+        if ops("pull", "-q", ref) is not None:
+            ops.check(f"run {ref}", ops("run", "--rm", "--network", "none", "-l",
+                                        f"cc.test={ops.tag}", ref), "pulled\n")
+            ops("rmi", ref)
+
+
+def _runner(ops: Ops, made: dict) -> None:
+    label = f"cc.test={ops.tag}"
+    i = 0
+    while ops.more():
+        name = f"{ops.tag}-d{i}"
+        out = ops("run", "-d", "--name", name, "-l", label, "busybox", "sleep", "300")
+        if out is not None:
+            made["detached"][name] = out.strip()
+        ops.check("run --rm", ops("run", "--rm", "-l", label, "busybox", "echo", "hi"), "hi\n")
+        name = f"{ops.tag}-x{i}"  # it exits and stays; its hostname is its short id
+        out = ops("run", "--name", name, "-l", label, "busybox", "hostname")
+        if out is not None:
+            made["exited"][name] = out.strip()
+        if i % 2:  # every other round, the oldest detached one goes
+            oldest = next(n for n in made["detached"] if n not in made["removed"])
+            if ops("rm", "-f", oldest) is not None:
+                made["removed"].add(oldest)
+        i += 1
+
+
+def _pruner(ops: Ops, made: dict) -> None:
+    while ops.more():
+        out = ops("container", "prune", "-f", "--filter", f"label=cc.test={ops.tag}")
+        if out is not None:
+            made["pruned"] |= {line for line in out.split() if len(line) == 64}
+        ops("image", "prune", "-f", "--filter", f"label=cc.test={ops.tag}")
+
+
+# ---- what must hold afterwards ----------------------------------------------------------------
+
+def verify_store(store: Store, pids: set[int]) -> list[str]:
+    """What is wrong with the store: blobs whose bytes do not hash to their name, images
+    missing a manifest, config, layer blob or unpacked layer, temp files of ``pids``.
+
+    (A local helper: the store has no ``verify()`` of its own yet.)"""
+    wrong = []
+    for blob in store.blobs.iterdir():
+        if blob.name.startswith("."):
+            continue  # a writer's temp file, renamed into place when whole
+        h = hashlib.sha256()
+        try:
+            with open(blob, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        except FileNotFoundError:
+            continue  # collected meanwhile by someone's GC
+        if h.hexdigest() != blob.name:
+            wrong.append(f"blob {blob.name[:12]} hashes to {h.hexdigest()[:12]}")
+    with store.lock():  # the index and what it names, at one moment
+        index = json.loads(store.index_path.read_text())
+        for manifest_digest, rec in index["images"].items():
+            if not store.has_blob(manifest_digest):
+                wrong.append(f"image {manifest_digest[:19]}: no manifest")
+                continue
+            manifest = json.loads(store.read_blob(manifest_digest))
+            if not store.has_blob(rec["config"]):
+                wrong.append(f"image {manifest_digest[:19]}: no config")
+                continue
+            config = json.loads(store.read_blob(rec["config"]))
+            for layer in manifest["layers"]:
+                if not store.has_blob(layer["digest"]):
+                    wrong.append(f"image {manifest_digest[:19]}: no blob {layer['digest']}")
+            for diff_id in config["rootfs"]["diff_ids"]:
+                if not store.layer_dir(diff_id).is_dir() or store.layer_info(diff_id) is None:
+                    wrong.append(f"image {manifest_digest[:19]}: no layer {diff_id}")
+    temps = [*store.tmp.iterdir(), *store.blobs.glob(".*.tmp"), *store.layers.glob(".*.tmp"),
+             *store.pins.glob(".*.tmp"), *store.root.glob(".*.tmp")]
+    for t in temps:
+        pid = t.name.split("-", 1)[0] if t.parent == store.tmp else t.name.split(".")[-3]
+        if pid.isdigit() and int(pid) in pids:
+            wrong.append(f"temp file {t} of edu process {pid} (it has exited)")
+    return wrong
+
+
+def _records(tag: str) -> dict[str, list[dict]]:
+    """Our container records, by name."""
+    out = collections.defaultdict(list)
+    for path in (paths.state_dir() / "containers").glob("*/state.json"):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (rec.get("name") or "").startswith(tag):
+            out[rec["name"]].append(rec)
+    return out
+
+
+def _leases() -> list[tuple[str, str, str]]:
+    """Every lease on every network: (network, container id, address)."""
+    out = []
+    for path in (paths.state_dir() / "networks").glob("*.json"):
+        net = json.loads(path.read_text())
+        out += [(net["name"], cid, ep["ip"]) for cid, ep in net["containers"].items()]
+    return out
+
+
+@pytest.fixture
+def small_image(python, busybox, tmp_path):
+    """A small labelled image in the test registry, and not in the store: (ref, tag)."""
+    need(subprocess.run(["curl", "-sf", "-m", "3", f"http://{REGISTRY}/v2/"],
+                        capture_output=True).returncode == 0, "the test registry is not up")
+    tag = f"cc-{uuid.uuid4().hex[:8]}"
+    ref = f"{REGISTRY}/cc-pull:{tag}"
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "Dockerfile").write_text(
+        f"FROM busybox\nLABEL cc.test={tag}\nRUN echo pulled > /made\nCMD [\"cat\", \"/made\"]\n")
+
+    def edu(*argv):
+        out = subprocess.run([python, "-m", "edu_cli.main", *argv], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+    edu("build", "-q", "--network", "none", "-t", ref, str(tmp_path / "img"))
+    edu("push", ref)
+    edu("rmi", ref)
+    yield ref, tag
+
+
+def test_build_pull_run_prune_and_rmi_at_once(python, small_image, tmp_path):
+    ref, tag = small_image
+    before = hoststate.snapshot()
+    ops = Ops(python, tag)
+    made = {"detached": {}, "exited": {}, "removed": set(), "pruned": set()}
+    workers = [threading.Thread(target=_builder, args=(ops, tmp_path / "ctx", made)),
+               threading.Thread(target=_puller, args=(ops, ref)),
+               threading.Thread(target=_runner, args=(ops, made)),
+               threading.Thread(target=_pruner, args=(ops, made))]
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        print(f"{sum(ops.done.values())} commands {dict(ops.done)}", file=sys.stderr)
+        assert ops.failed == [], f"{len(ops.failed)} commands failed:\n" + \
+            "\n".join(ops.failed[:6])
+        assert min(ops.done[k] for k in ("build", "pull", "run", "rmi", "container prune",
+                                         "image prune")) >= 2, ops.done
+
+        assert verify_store(Store(), ops.pids | {os.getpid()}) == []
+
+        # Leases: ours are exactly the detached containers still running, at their addresses.
+        records = _records(tag)
+        running = {n: cid for n, cid in made["detached"].items() if n not in made["removed"]}
+        leases = _leases()
+        addresses = collections.Counter((net, ip) for net, _, ip in leases)
+        assert [a for a, n in addresses.items() if n > 1] == [], "an address leased twice"
+        ours = {cid: (net, ip) for net, cid, ip in leases
+                if any(r["id"] == cid for recs in records.values() for r in recs)}
+        assert set(ours) == set(running.values())
+        for name, cid in running.items():
+            (rec,) = records[name]  # exactly one record: not lost, not doubled
+            assert rec["id"] == cid and rec["status"] == "running"
+            assert ours[cid] == (rec["network"]["network"], rec["network"]["ip"])
+
+        # Every container that said it was made is there once, or went as we asked.
+        for name in made["removed"]:
+            assert name not in records
+        for name, short in made["exited"].items():
+            recs = records.get(name, [])
+            pruned = [cid for cid in made["pruned"] if cid.startswith(short)]
+            assert len(recs) + len(pruned) == 1, f"{name}: {len(recs)} records, pruned " \
+                f"{len(pruned)} times"
+            assert all(r["status"] == "exited" and r["id"].startswith(short) for r in recs)
+        assert set(records) <= set(made["detached"]) | set(made["exited"]), \
+            "a container of ours nobody made (a --rm one left, or a half-made one)"
+        names = subprocess.run([python, "-m", "edu_cli.main", "ps", "-a"], capture_output=True,
+                               text=True, check=True).stdout.splitlines()[1:]
+        names = [line.split()[-1] for line in names]
+        assert [n for n, c in collections.Counter(names).items() if c > 1] == []
+    finally:
+        for w in workers:
+            w.join()
+        mine = {r["id"] for recs in _records(tag).values() for r in recs}
+        cleanup = ops.__class__(python, tag)
+        if mine:
+            cleanup("rm", "-f", *sorted(mine), ok=False)
+        for t in ("a", "b"):
+            cleanup("rmi", f"{tag}-b:{t}", ok=False)
+        cleanup("rmi", ref, ok=False)
+        cleanup("image", "prune", "-f", "--filter", f"label=cc.test={tag}", ok=False)
+    assert hoststate.wait_clean(before, mine=mine) == {}
