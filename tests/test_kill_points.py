@@ -85,7 +85,7 @@ class Driver:
     """A fork of this process that starts a container, stops after ``k`` steps, reports
     (its container id, the container's process), then waits for ``go`` or a SIGKILL."""
 
-    def __init__(self, k: int):
+    def __init__(self, k: int | None, **over):
         from edu_runtime.container import new_id
 
         self.id = new_id()
@@ -95,22 +95,22 @@ class Driver:
         if self.pid == 0:  # the host side: never returns into pytest
             os.close(report_r)
             os.close(go_w)
-            self._host(k, report_w, go_r)
+            self._host(k, report_w, go_r, over)
         os.close(report_w)
         os.close(go_r)
         self.report, self.go = os.fdopen(report_r), go_w
 
-    def _host(self, k: int, out: int, go: int) -> None:
+    def _host(self, k: int | None, out: int, go: int, over: dict) -> None:
         code = 0
         try:
             from edu_runtime.container import Container, Stepper
             from edu_runtime.steps import StepError
 
-            spec = _spec(_free_port())
+            spec = {**_spec(_free_port()), **over}
             c = Container(spec.pop("image"), spec.pop("command"), container_id=self.id,
                           **spec)
             st = Stepper(c)
-            for _ in range(k):
+            for _ in range(len(st.ctx.steps) if k is None else k):  # None: all of them
                 st.advance()
             ctx = st.ctx
             os.write(out, (json.dumps({"at": k, "child": ctx.pid or ctx.middle}) + "\n")
@@ -202,3 +202,36 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+#: PID 1 becomes nobody (busybox su execs the shell, which execs sleep): changing its uid
+#: makes the kernel clear the PR_SET_PDEATHSIG that kills a container with its owner.
+SU = ["su", "-s", "/bin/sh", "nobody", "-c", "exec sleep 300"]
+
+
+def _uid(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return line.split()[1]
+    return ""
+
+
+def test_a_container_that_changed_uid_outlives_its_killed_owner_and_goes_by_its_cgroup(
+        volume, python):
+    """PID 1 changed its uid, so it survives its owner's SIGKILL; its record was gone
+    before (a deleted state directory). The next `edu ps -a` still kills it: by its cgroup, whose
+    owner (named on it when it was made) is dead."""
+    before = hoststate.snapshot()
+    d = Driver(None, command=SU, init=False)
+    pid = d.line()["child"]
+    assert wait_for(lambda: _uid(pid) == "65534"), "su did not change PID 1's uid"
+    from edu_runtime import paths
+    from edu_runtime.life import control
+
+    control.remove_dir(paths.state_dir() / "containers" / d.id)  # its record, gone
+    d.kill()
+    assert _state(pid) not in ("Z", "gone"), "it died with its owner: no PDEATHSIG lost?"
+    out = _edu(python, "ps", "-a")
+    assert out.returncode == 0, out.stderr
+    assert wait_for(lambda: _state(pid) in ("Z", "gone")), "it outlived edu ps -a"
+    assert hoststate.wait_clean(before, mine={d.id}) == {}

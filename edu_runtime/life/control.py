@@ -584,10 +584,16 @@ def cleanup_stale(store=None) -> list[str]:
 
 
 def _orphan_cgroups(known: set[str], min_age: float = 60.0) -> list[str]:
-    """Empty container cgroups that no record explains (an older edu's leftovers).
+    """Container cgroups that no record explains: an older edu's empty leftovers, and the
+    processes of a container whose owner died and whose record is gone too.
 
-    Only empty ones, and only after a minute: a cgroup a concurrent `edu` has just made
-    (it writes its record first, but may keep it in another state directory) is left be.
+    Empty ones only after a minute: a cgroup a concurrent `edu` has just made (it writes its
+    record first, but may keep it in another state directory) is left be. One with
+    processes is killed only when it is orphaned (``_orphaned``): its owner is dead, so no
+    `edu` of any state directory is starting or running it. That is how a container whose
+    PID 1 changed its uid goes (su, a database's entrypoint: the kernel clears the
+    PR_SET_PDEATHSIG that would have killed it with its owner) when its record went with
+    a deleted state directory.
     """
     try:
         driver = cgroups.driver()
@@ -602,13 +608,32 @@ def _orphan_cgroups(known: set[str], min_age: float = 60.0) -> list[str]:
             made = min(p.stat().st_mtime for p in cg.paths().values() if p.exists())
         except ValueError:
             continue
-        if time.time() - made > min_age and not cg.pids():
-            try:
-                cg.remove()
-                gone.append(name)
-            except cgroups.CgroupError:
-                pass
+        pids = cg.pids()
+        if pids and not _orphaned(cg, pids) or not pids and time.time() - made <= min_age:
+            continue
+        try:
+            if pids:
+                cg.kill()
+            cg.remove()
+            gone.append(name)
+        except cgroups.CgroupError:
+            pass
     return gone
+
+
+def _orphaned(cg, pids: list[int]) -> bool:
+    """Whether a container's processes have lost their owner: the process that made its
+    cgroup (``Cgroup.owner``) is dead. An unmarked cgroup is orphaned when each of its
+    processes whose parent is outside it (PID 1, an exec'd process) was adopted by the
+    host's init: the owner (an `edu run`, the supervisor, a notebook's helper) is the
+    parent of the container's PID 1, by fork or as a subreaper, for as long as it lives."""
+    owner = cg.owner()
+    if owner is not None:
+        return not kernel.pid_alive(*owner)
+    inside = set(pids)
+    tops = [int(kernel.proc_status(pid).get("PPid") or 0) for pid in pids]
+    tops = [ppid for ppid in tops if ppid not in inside]
+    return bool(tops) and all(ppid == 1 for ppid in tops)
 
 
 def prune(store=None, labels: dict[str, str | None] | None = None) -> list[str]:
