@@ -30,6 +30,7 @@ import collections
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -41,8 +42,9 @@ import hoststate
 import pytest
 from conftest import need
 
-from edu_runtime import paths
+from edu_runtime import kernel, paths
 from edu_runtime.images.store import Store
+from edu_runtime.networks import registry
 
 #: How long each of the four loops goes on starting commands.
 SECONDS = 8
@@ -301,3 +303,26 @@ def test_build_pull_run_prune_and_rmi_at_once(python, small_image, tmp_path):
         cleanup("rmi", ref, ok=False)
         cleanup("image", "prune", "-f", "--filter", f"label=cc.test={tag}", ok=False)
     assert hoststate.wait_clean(before, mine=mine) == {}
+
+
+def test_a_lease_taken_after_a_cleanups_snapshot_is_not_stale(root):
+    """Every container command cleans up what killed runs left, and may read which
+    containers are alive just before another container leases an address. That lease is
+    not stale: in a class's 60 runs at once, starts failed with 'has no address on network
+    bridge' until release_stale read the records again under the network lock."""
+    cid = uuid.uuid4().hex + uuid.uuid4().hex
+    where = paths.state_dir() / "containers" / cid
+    snapshot = registry.alive_ids()  # a cleanup reads this before the container exists
+    where.mkdir(parents=True)
+    record = {"id": cid, "name": f"cc-{cid[:8]}", "status": "creating", "owner": os.getpid(),
+              "boot_id": kernel.boot_id(), "pid": 0}
+    (where / "state.json").write_text(json.dumps(record))
+    try:
+        ip = registry.lease("bridge", cid, record["name"])
+        assert registry.release_stale(snapshot) == []
+        assert registry.get("bridge")["containers"][cid]["ip"] == ip
+        (where / "state.json").write_text(json.dumps({**record, "status": "exited"}))
+        assert registry.release_stale(snapshot) == [cid]  # once it is gone, it goes
+    finally:
+        registry.release("bridge", cid)
+        shutil.rmtree(where)

@@ -382,10 +382,15 @@ def alive_ids() -> set[str]:
 
 
 def release_stale(alive: set[str] | None = None) -> list[str]:
-    """Release the leases of containers not in ``alive`` (default: ``alive_ids()``)."""
-    alive = alive_ids() if alive is None else set(alive)
+    """Release the leases of containers neither in ``alive`` nor alive by their records.
+
+    The records are read under the lock: a container writes its record before it leases,
+    and leases under this lock, so every lease seen here has its record. An ``alive`` a
+    caller read before the lock may miss a container that has started since, whose lease
+    is not stale (a class's 60 runs at once lost addresses to that)."""
     released = []
     with locked():
+        alive = alive_ids() | set(alive or ())
         for cid, (network, _) in sorted(endpoints().items()):
             if cid not in alive and release(network, cid):
                 released.append(cid)
