@@ -6,7 +6,7 @@ Operations go through the real ``edu`` command, as a student types them: ``run -
 Dockerfiles, cached after their first build) and ``rmi``; ``network create`` and ``rm``,
 ``volume create`` and ``rm``; ``compose up -d`` and ``down`` (two busybox services). A seeded
 random choice (the seed is printed; ``--seed`` replays it) picks each operation among those
-that make sense now, and a model says what should exist afterwards: containers and their
+that make sense now (each kind once early on, then by ``WEIGHTS``), and a model says what should exist afterwards: containers and their
 states, images, networks, volumes, compose projects. After each operation:
 
 - ``edu ps -a`` shows the model's containers, each once, in the model's state, and the
@@ -85,8 +85,8 @@ def supervisor_locks() -> dict[str, int]:
     nobody holds is a supervisor that is gone: /proc/locks lists the held ones)."""
     from edu_runtime import paths
 
-    held = {line.split()[5].rsplit(":", 1)[1] for line in
-            Path("/proc/locks").read_text().splitlines() if len(line.split()) > 5}
+    held = {m[1] for line in Path("/proc/locks").read_text().splitlines()
+            if "->" not in line and (m := re.search(r" [0-9a-f]+:[0-9a-f]+:(\d+) ", line))}
     locks = list(paths.run_dir().glob("supervisor-*.lock"))
     stale = 0
     for p in locks:
@@ -187,7 +187,9 @@ class Soak:
 
     def step(self) -> str:
         ops = self.possible()
-        op = self.rng.choices(ops, weights=[WEIGHTS[o] for o in ops])[0]
+        new = [o for o in ops if o not in self.stats]  # every kind early, then by weight
+        op = self.rng.choice(new) if new else \
+            self.rng.choices(ops, weights=[WEIGHTS[o] for o in ops])[0]
         t = time.perf_counter()
         getattr(self, "op_" + op.replace(" --", "_").replace(" -", "_").replace(" ", "_"))()
         took = time.perf_counter() - t
@@ -379,7 +381,11 @@ class Soak:
                           f"bridge are {show(want)}")
 
     def _check_host(self) -> None:
-        snap = hoststate.snapshot()
+        # hoststate's kinds that containers and networks make (not libvirt's, the guests'
+        # or the store's temp files: no operation here makes those; the end checks them).
+        snap = {kind: getattr(hoststate, "_" + kind.replace(" ", "_"))() for kind in (
+            "mounts", "cgroups", "netns", "links", "nft", "iptables", "leases", "containers",
+            "processes", "run dir")}
         by_short = {cid[:8]: cid for cid in self.made}
         state = {c["id"]: c["state"] for c in self.containers.values()}
         wrong = []
@@ -441,10 +447,14 @@ class Soak:
         return out
 
 
+def _progress(it):
+    from tqdm.auto import tqdm  # a monitor thread: not in a test's process
+
+    return tqdm(it, desc="soak", unit="op")
+
+
 def soak(ops: int, seed: int, every: int = 50, progress: bool = True) -> dict:
     """Run ``ops`` operations with this seed; the figures, findings and leftovers."""
-    from tqdm.auto import tqdm
-
     from edu_runtime.images import bootstrap
     from edu_runtime.images.store import Store
 
@@ -459,7 +469,7 @@ def soak(ops: int, seed: int, every: int = 50, progress: bool = True) -> dict:
     start = time.perf_counter()
     done = 0
     try:
-        for i in tqdm(range(ops), desc="soak", unit="op", disable=not progress):
+        for i in _progress(range(ops)) if progress else range(ops):
             op = "?"
             try:
                 op = s.step()

@@ -27,12 +27,10 @@ def test_100_randomized_operations_keep_every_invariant_and_leave_nothing(busybo
     assert result["findings"] == [], f"seed {seed}"
     assert result["operations"] == 100
     assert result["leaks"] == {}, f"seed {seed}"
-    assert len(result["per_kind"]) >= 10, result["per_kind"]  # most kinds of operation ran
+    assert set(result["per_kind"]) == set(soak.WEIGHTS)  # every kind of operation ran
+    # No supervisor's lock outlives its supervisor (the state directory's other counts are
+    # the whole host's, others' work included: bench/soak.py reports them).
     first, last = result["rows"][0], result["rows"][-1]
-    # The soak's own traces are gone (a container made and removed leaves no record, lease,
-    # volume or network), and no supervisor's lock outlives it.
-    for key in ("leases", "volumes"):
-        assert last[key] <= first[key], key
     assert last["stale supervisor locks"] <= first["stale supervisor locks"]
 
 

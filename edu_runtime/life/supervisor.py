@@ -528,7 +528,10 @@ class Supervisor:
         if sup.stdin_fd is not None and not sup.tty:
             os.close(sup.stdin_fd)
         sup.stdin_fd = None
-        code = sup.container.exited(status, lambda code: self._answer_waiters(sup, code))
+        try:
+            code = sup.container.exited(status, lambda code: self._note_exit(sup, code))
+        finally:
+            self._answer_waiters(sup)
         if self._should_restart(sup, code):
             sup.restarts += 1
             time.sleep(min(1.0, 0.1 * 2 ** (sup.restarts - 1)))  # Docker's growing delay
@@ -543,9 +546,8 @@ class Supervisor:
                 except OSError:  # removed meanwhile (`edu rm`): nothing left to record
                     pass
 
-    def _answer_waiters(self, sup: Supervised, code: int) -> None:
-        """Tell whoever waits for this container its exit code (before the teardown: an
-        ``edu run`` returns as soon as its command has exited, as it would in-process)."""
+    def _note_exit(self, sup: Supervised, code: int) -> None:
+        """The exit code, and what the teardown takes with it (a --rm container's log)."""
         cid = sup.container.id
         self.exit_codes[cid] = code
         self.exit_info[cid] = {"oom_killed": sup.container.oom_killed,
@@ -553,6 +555,12 @@ class Supervisor:
                                if getattr(sup, "trace", False) else ""}
         if sup.spec.get("remove"):  # its log goes with it: a notebook waiting gets the end
             self.exit_info[cid].update(_log_tail(sup.log_path))
+
+    def _answer_waiters(self, sup: Supervised) -> None:
+        """Tell whoever waits for this container its exit code, once it is torn down: as
+        ``docker run`` returns, with the container exited (its record says so, its lease
+        is back), or with --rm gone (``edu ps -a`` straight after no longer lists it)."""
+        cid = sup.container.id
         for waiter, answer in self.waiters.pop(cid, []):
             try:
                 answer(waiter, self._exit_reply(cid))
