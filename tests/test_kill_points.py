@@ -235,3 +235,101 @@ def test_a_container_that_changed_uid_outlives_its_killed_owner_and_goes_by_its_
     assert out.returncode == 0, out.stderr
     assert wait_for(lambda: _state(pid) in ("Z", "gone")), "it outlived edu ps -a"
     assert hoststate.wait_clean(before, mine={d.id}) == {}
+
+
+def test_supervisor_killed_in_the_middle_of_starts(volume, python):
+    """SIGKILL to the supervisor while it holds a stepper half-way through a start (a
+    notebook's container), with a detached container running whose PID 1 changed its uid
+    (so the kernel does not kill it with the supervisor). One `edu ps -a` brings the host
+    back: no container, no half-made one, and no warm bridge or rules, since no supervisor
+    keeps them now. (It kills the shared supervisor: run it alone, as CI does.)"""
+    from edu_runtime import kernel
+    from edu_runtime.container import Container
+    from edu_runtime.life import client
+    from edu_runtime.steps import StepError
+
+    before = hoststate.snapshot()
+    name = f"kp-su-{os.getpid()}"
+    out = _edu(python, "run", "-d", "--name", name, "-p", f"{_free_port()}:80", "busybox",
+               *SU)
+    assert out.returncode == 0, out.stderr
+    detached = out.stdout.strip()
+    pid = int(json.loads(_edu(python, "inspect", name).stdout)[0]["State"]["Pid"])
+    assert wait_for(lambda: _uid(pid) == "65534"), "su did not change PID 1's uid"
+    spec = _spec(_free_port())
+    half = Container(spec.pop("image"), spec.pop("command"), **{**spec, "fork_here": False})
+    stepper = half.steps()  # the supervisor makes it, one step per request
+    for _ in range(len(stepper.plan) // 2):
+        stepper.advance()
+    supervisor = client.running_pid()
+    assert supervisor and half.remote_pid
+    os.kill(supervisor, signal.SIGKILL)
+    assert wait_for(lambda: not kernel.pid_alive(supervisor))
+    with pytest.raises(StepError, match="went away"):
+        stepper.advance()
+    assert _state(pid) not in ("Z", "gone"), "it died with the supervisor: no PDEATHSIG lost?"
+    out = _edu(python, "ps", "-a")
+    assert out.returncode == 0, out.stderr
+    assert name not in out.stdout and half.id[:12] not in out.stdout
+    assert wait_for(lambda: _state(pid) in ("Z", "gone")), "it outlived edu ps -a"
+    assert hoststate.wait_clean(before, mine={detached, half.id}) == {}
+
+
+#: As a student: a notebook-like start that the user's own helper makes (fork_here=False),
+#: stopped half-way on the bridge, a published port reserved; then it waits for a line.
+HALF_STARTED = """
+import sys
+from edu_runtime.container import Container
+from edu_runtime.steps import StepError
+c = Container("busybox", ["sleep", "60"], remove=True, network="bridge",
+              publish=[sys.argv[1] + ":80"], memory="64m", fork_here=False)
+st = c.steps()
+for _ in range(len(st.plan) // 2):
+    st.advance()
+print(c.id, st.upcoming.name, flush=True)
+sys.stdin.readline()
+try:
+    st.advance()
+except StepError as exc:
+    print(exc, flush=True)
+"""
+
+
+def test_rootless_helper_killed_in_the_middle_of_a_start(student, python):
+    """A student's own helper (the supervisor of their state directory) is SIGKILLed while
+    it holds a start half-way (network holder, bridge and veth in their namespace). The
+    notebook is told in a sentence; one `edu ps -a` of theirs cleans up: no helper, holder
+    or pasta left, no record, and nothing new on the host."""
+    from accounts import processes
+
+    assert student.edu("bootstrap", "busybox", timeout=120).returncode == 0
+    before = hoststate.snapshot()
+    mine_before = processes(student.uid)
+    proc = student.popen([student.python, "-c", HALF_STARTED, str(_free_port())],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        cid, upcoming = proc.stdout.readline().split()
+        helper = int(student.run([student.python, "-c", "from edu_runtime.life import client; "
+                                  "print(client.running_pid())"]).stdout)
+        assert helper, "no helper of the student's runs"
+        os.kill(helper, signal.SIGKILL)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        told = proc.stdout.readline()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert told.startswith(f"{upcoming}: the helper that makes this container went away "
+                           "before this step was done"), told
+    out = student.edu("ps", "-a", timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert cid[:12] not in out.stdout
+
+    def left() -> list:
+        return [p for p in processes(student.uid) if p not in mine_before or p[0] == helper]
+
+    assert wait_for(lambda: left() == []), left()
+    records = student.run(["ls", f"{student.runtime_dir}/edu/containers"]).stdout.split()
+    assert cid not in records
+    assert hoststate.wait_clean(before, mine={cid}) == {}

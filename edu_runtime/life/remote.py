@@ -159,10 +159,12 @@ class RemoteStepper:
         try:
             client.send(self.conn, {"op": op})
             reply = client.answer(self.conn)
-        except OSError as exc:
+        except OSError:
             self._close()
-            raise StepError(step.name, f"the helper that makes this container went away "
-                                       f"({exc}): start again") from None
+            raise StepError(step.name, "the helper that makes this container went away "
+                            "before this step was done (killed, or it crashed: see "
+                            f"{paths.run_dir() / 'supervisor.log'}); the next edu command "
+                            "cleans up what it had made: start again") from None
         records = [StepRecord.from_dict(r) for r in reply.get("records", [])]
         self.container.trace.steps.extend(records)
         if "error" in reply:
