@@ -70,6 +70,28 @@ def _planned() -> list[str]:
 STEPS = _planned()
 
 
+def _rootless_only() -> list[tuple[str, str]]:
+    """(network, step) for each step a rootless plan has and a root one has not (the
+    network holder on a bridge, the id maps with --network none), from plan()."""
+    try:
+        from edu_runtime.container import Container, Context, plan
+        from edu_runtime.networks import registry
+
+        out = []
+        for network in ("bridge", "none"):
+            ctx = Context(Container("busybox", ["true"], network=network, fork_here=True))
+            ctx.rootless, ctx.cgroup_driver = True, None  # a student's, on cgroup v1
+            ctx.joins_holder = registry.uses_bridge(ctx)
+            out += [(network, s.name) for s in plan() if s.enabled(ctx)
+                    and s.name not in STEPS and s.name not in {n for _, n in out}]
+        return out
+    except Exception as exc:  # noqa: BLE001 - shown by the test that needs the plan
+        return [("none", f"no plan: {exc}")]
+
+
+ROOTLESS_ONLY = _rootless_only()
+
+
 @pytest.fixture(scope="module")
 def volume(busybox, python):
     """The named volume the containers mount (made once; a named volume outlives them)."""
@@ -330,6 +352,51 @@ def test_rootless_helper_killed_in_the_middle_of_a_start(student, python):
         return [p for p in processes(student.uid) if p not in mine_before or p[0] == helper]
 
     assert wait_for(lambda: left() == []), left()
+    records = student.run(["ls", f"{student.runtime_dir}/edu/containers"]).stdout.split()
+    assert cid not in records
+    assert hoststate.wait_clean(before, mine={cid}) == {}
+
+
+#: As a student: start a container in this process (as `edu run` does), stop right after
+#: the step named, say so and wait: the test SIGKILLs it there.
+STOPPED_AFTER = """
+import sys
+from edu_runtime.container import Container, Stepper
+c = Container("busybox", ["sleep", "60"], remove=True, network=sys.argv[1], fork_here=True)
+st = Stepper(c)
+while st.upcoming.name != sys.argv[2]:
+    st.advance()
+st.advance()
+print(c.id, flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.parametrize("network,step", ROOTLESS_ONLY,
+                         ids=[f"after {step}" for _, step in ROOTLESS_ONLY])
+def test_rootless_host_side_killed_after_its_own_steps(network, step, student):
+    """The boundaries only a rootless start has: a student's `edu run` SIGKILLed right
+    after it registered with the network holder, or wrote the id maps. One `edu ps -a`
+    of theirs: no holder or pasta left for it, no record, nothing new on the host."""
+    from accounts import processes
+
+    assert not step.startswith("no plan"), step
+    assert student.edu("bootstrap", "busybox", timeout=120).returncode == 0
+    before = hoststate.snapshot()
+    mine_before = processes(student.uid)
+    proc = student.popen([student.python, "-c", STOPPED_AFTER, network, step],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        cid = proc.stdout.readline().strip()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(cid) == 64, "the start did not get there"
+    out = student.edu("ps", "-a", timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert cid[:12] not in out.stdout
+    assert wait_for(lambda: [p for p in processes(student.uid) if p not in mine_before] == []
+                    ), processes(student.uid)
     records = student.run(["ls", f"{student.runtime_dir}/edu/containers"]).stdout.split()
     assert cid not in records
     assert hoststate.wait_clean(before, mine={cid}) == {}
