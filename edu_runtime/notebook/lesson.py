@@ -65,8 +65,10 @@ class Lesson:
         except ImportError:  # no engine here: nothing of it can exist here
             return
         said = self.reset()
-        print("An earlier run of this lesson left things behind, removed first: "
-              + said.split(": ", 1)[1])
+        if said.removed:  # a ledger whose things had all gone already (a restarted kernel's
+            # stepper is undone by the supervisor that held it) left nothing to say
+            print("An earlier run of this lesson left things behind, removed first: "
+                  + said.split(": ", 1)[1])
 
     # ---- live or replay ----------------------------------------------------------------
 
