@@ -421,10 +421,13 @@ def hosts(network: str, container_id: str) -> str:
     """The /etc/hosts of one container: itself, then each neighbour by name, aliases and
     short id. Two containers may share an alias: each has its line, and a resolver that
     reads the file gets both addresses (see the README: no round robin)."""
-    record = get(network)
+    return _hosts(get(network), container_id)
+
+
+def _hosts(record: dict[str, Any], container_id: str) -> str:
     mine = record["containers"].get(container_id)
     if mine is None:
-        raise NetworkError(f"container {container_id[:12]} is not on network {network}")
+        raise NetworkError(f"container {container_id[:12]} is not on network {record['name']}")
     lines = [_HOSTS_HEAD]
     ordered = sorted(record["containers"].items(),
                      key=lambda item: (item[0] != container_id,
@@ -505,10 +508,11 @@ def write_files(network: str, container_id: str) -> dict[str, Path]:
 
 
 def refresh_hosts(network: str, also: str = "") -> None:
-    """Rewrite the hosts file of every container on ``network`` whose directory exists."""
+    """Rewrite the hosts file of every container on ``network`` whose directory exists
+    (from one read of the network: each start and end rewrites them all)."""
     with locked():
         record = get(network)
         for cid in sorted(record["containers"]):
             where = container_dir(cid)
             if where.is_dir() or cid == also:
-                _write_in_place(paths.ensure(where) / "hosts", hosts(record["name"], cid))
+                _write_in_place(paths.ensure(where) / "hosts", _hosts(record, cid))
