@@ -18,8 +18,10 @@ states, images, networks, volumes, compose projects. After each operation:
 - ``edu network ls``'s and ``edu volume ls``'s names are the model's; the store's tags are
   the model's, and each image's config blob and layers are there.
 
-At the end everything is removed as a student would, and ``hoststate.wait_clean`` must find
-nothing new on the host. Leftovers (bench/leftovers.py's counts, plus ``/run/edu``'s
+At the end everything is removed as a student would: ``hoststate.wait_clean`` must find
+nothing new on the host, no file of the state directory may name what the soak made (a
+record, a pin, a volume, a network), and no more supervisor locks in ``/run/edu`` may be
+left without their supervisor than at the start. Leftovers (bench/leftovers.py's counts, plus ``/run/edu``'s
 supervisor locks and how many of them no live supervisor holds) are counted at the start,
 every ``--every`` operations and after the final clean-up; the growth per 100 operations is
 the clean-up's count less the start's. Everything it makes is named ``sk-...``.
@@ -433,6 +435,22 @@ class Soak:
 
     # ---- the end ---------------------------------------------------------------------------
 
+    def traces(self) -> list[str]:
+        """Files and directories of the state directory that name something the soak made
+        (a container's id, or the soak's name prefix): none may be left once it is removed."""
+        from edu_runtime import paths
+
+        root = paths.state_dir()
+        marks = [cid[:12] for cid in self.made] + [self.tag]
+        out = []
+        for top, dirs, names in os.walk(root):
+            rel = os.path.relpath(top, root)
+            if rel.startswith(("store/blobs", "store/layers", "store/build-cache")):
+                dirs[:] = []
+                continue
+            out += [os.path.join(rel, n) for n in dirs + names if any(m in n for m in marks)]
+        return sorted(out)
+
     def foreign(self, found: dict[str, list[str]]) -> dict[str, list[str]]:
         """``found`` less what names a container id the soak did not make (another
         engineer's, or a teacher's, container going or coming while we looked)."""
@@ -493,15 +511,20 @@ def soak(ops: int, seed: int, every: int = 50, progress: bool = True) -> dict:
         finally:
             shutil.rmtree(workdir)
     leaks = s.foreign(hoststate.wait_clean(before, mine=s.made))
+    traces = s.traces()
     end = {"operations": done, "containers": 0, **leftovers()}
     rows.append(end)
+    if end["stale supervisor locks"] > rows[0]["stale supervisor locks"]:
+        findings.append(f"supervisor locks left by supervisors that are gone: "
+                        f"{rows[0]['stale supervisor locks']} -> {end['stale supervisor locks']}")
     growth = {k: (end[k] - rows[0][k]) * 100 / max(done, 1) for k in rows[0]
               if k != "operations"}
     per_kind = {op: {"count": len(ts), "seconds": sum(ts), "ops_per_s": len(ts) / sum(ts)}
                 for op, ts in sorted(s.stats.items())}
     return {"seed": seed, "operations": done, "asked": ops, "seconds": took,
             "checking_seconds": checking, "ops_per_s": done / took if took else 0.0,
-            "per_kind": per_kind, "findings": findings, "leaks": leaks, "rows": rows,
+            "per_kind": per_kind, "findings": findings, "leaks": leaks, "traces": traces,
+            "rows": rows,
             "growth_per_100": growth, "containers_made": len(s.made)}
 
 
@@ -515,6 +538,8 @@ def show(result: dict) -> None:
               f"   {k['ops_per_s']:5.1f} ops/s")
     print(f"findings: {len(r['findings'])}" + "".join(f"\n  {f}" for f in r["findings"]))
     print(f"leaks after the clean-up: {r['leaks'] or 'none'}")
+    print(f"state files naming what the soak made, after the clean-up: "
+          f"{r['traces'] or 'none'}")
     first, last = r["rows"][0], r["rows"][-1]
     print("leftovers, start -> after the clean-up, growth per 100 operations:")
     for k, v in r["growth_per_100"].items():
@@ -536,7 +561,7 @@ def main() -> None:
     out = save("soak", {"machine": machine(), **result})
     print(f"saved {out}")
     print(json.dumps({k: result[k] for k in ("seed", "operations", "seconds", "ops_per_s")}))
-    sys.exit(1 if result["findings"] or result["leaks"] else 0)
+    sys.exit(1 if result["findings"] or result["leaks"] or result["traces"] else 0)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ def test_100_randomized_operations_keep_every_invariant_and_leave_nothing(busybo
     assert result["findings"] == [], f"seed {seed}"
     assert result["operations"] == 100
     assert result["leaks"] == {}, f"seed {seed}"
+    assert result["traces"] == [], f"seed {seed}"  # no record, pin, volume, network file
     assert set(result["per_kind"]) == set(soak.WEIGHTS)  # every kind of operation ran
     # No supervisor's lock outlives its supervisor (the state directory's other counts are
     # the whole host's, others' work included: bench/soak.py reports them).
