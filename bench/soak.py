@@ -4,7 +4,9 @@ each one.
 Operations go through the real ``edu`` command, as a student types them: ``run --rm``,
 ``run -d``, ``exec``, ``stop``, ``kill``, ``start``, ``rm``; ``build`` (three one-line
 Dockerfiles, cached after their first build) and ``rmi``; ``network create`` and ``rm``,
-``volume create`` and ``rm``; ``compose up -d`` and ``down`` (two busybox services). A seeded
+``volume create`` and ``rm``; ``compose up -d`` and ``down`` (two busybox services); and
+mistakes edu must refuse, changing nothing (a name in use, ``exec`` into an exited container,
+``rm`` of a running one, ``network rm`` and ``volume rm`` of one in use). A seeded
 random choice (the seed is printed; ``--seed`` replays it) picks each operation among those
 that make sense now (each kind once early on, then by ``WEIGHTS``), and a model says what should exist afterwards: containers and their
 states, images, networks, volumes, compose projects. After each operation:
@@ -68,7 +70,8 @@ COMPOSE = """services:
 #: Operations and their weights: how often a class does each, roughly.
 WEIGHTS = {"run --rm": 10, "run -d": 14, "exec": 10, "stop": 6, "kill": 5, "start": 4,
            "rm": 10, "build": 5, "rmi": 4, "network create": 3, "network rm": 3,
-           "volume create": 3, "volume rm": 3, "compose up": 2, "compose down": 2}
+           "volume create": 3, "volume rm": 3, "compose up": 2, "compose down": 2,
+           "mistake": 4}
 _HEX = re.compile(r"[0-9a-f]{8,64}")
 
 
@@ -184,7 +187,7 @@ class Soak:
                "network rm": bool(set(self.networks) - nets),
                "volume create": len(self.volumes) < 3, "volume rm": bool(self.volumes - vols),
                "compose up": not self.projects and len(self.running()) <= MAX_RUNNING - 2,
-               "compose down": bool(self.projects)}
+               "compose down": bool(self.projects), "mistake": bool(self.mistakes())}
         return [op for op, yes in can.items() if yes]
 
     def step(self) -> str:
@@ -200,6 +203,34 @@ class Soak:
 
     def _network(self) -> str:
         return self.rng.choice(["bridge", "bridge", "none", *sorted(self.networks)])
+
+    def mistakes(self) -> list[tuple[list[str], int, str]]:
+        """What a student gets wrong that edu must refuse, changing nothing: ``(argv, exit
+        code, words of the refusal)``."""
+        nets, vols = self._used()
+        running = {c["network"] for c in self.containers.values() if c["state"] == "running"}
+        out = []
+        if self.containers:
+            name = self.rng.choice(sorted(self.containers))
+            out.append((["run", "-d", "--name", name, "busybox", "true"], 125,
+                        "already in use"))
+        if self.exited():
+            out.append((["exec", self.rng.choice(self.exited()), "true"], 1,
+                        "is not running"))
+        if set(self.networks) & running:
+            out.append((["network", "rm", self.rng.choice(sorted(set(self.networks) & running))],
+                        1, "active endpoints"))
+        if self.volumes & vols:
+            out.append((["volume", "rm", self.rng.choice(sorted(self.volumes & vols))], 1,
+                        "in use"))
+        return out
+
+    def op_mistake(self) -> None:
+        argv, code, words = self.rng.choice(self.mistakes())
+        out = self.run(*argv, ok=False)
+        if out.returncode != code or words not in out.stderr:
+            raise Finding(f"`edu {' '.join(argv)}` should be refused ({code}, {words!r}): "
+                          f"{out.returncode} {out.stderr.strip()!r}")
 
     def op_run_rm(self) -> None:
         net = self._network()

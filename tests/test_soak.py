@@ -35,6 +35,40 @@ def test_100_randomized_operations_keep_every_invariant_and_leave_nothing(busybo
     assert last["stale supervisor locks"] <= first["stale supervisor locks"]
 
 
+def test_the_soaks_mistakes_are_refused_with_dockers_exit_codes(busybox):
+    """Each mistake the soak makes, once, in edu and in Docker: a name in use, exec into a
+    container that is not running, network rm and volume rm of one in use."""
+    import uuid
+
+    import docker_reference as ref
+
+    need(ref.docker_up(), "dockerd is not running: scripts/services.sh start docker")
+    import soak
+
+    codes = {}
+    for tool, image in (("edu", "busybox"), ("docker", ref.load_base())):
+        cmd = soak.edu_command() if tool == "edu" else ["docker"]
+        tag = f"sk-m{uuid.uuid4().hex[:6]}"
+
+        def run(*argv, cmd=cmd):
+            return subprocess.run([*cmd, *argv], capture_output=True, text=True, timeout=60)
+        try:
+            assert run("network", "create", tag).returncode == 0
+            assert run("volume", "create", tag).returncode == 0
+            assert run("run", "-d", "--name", tag, "--network", tag, "-v", f"{tag}:/data",
+                       image, "sleep", "60").returncode == 0
+            assert run("create", "--name", tag + "-idle", image, "true").returncode == 0
+            codes[tool] = [run("run", "-d", "--name", tag, image, "true").returncode,
+                           run("exec", tag + "-idle", "true").returncode,
+                           run("network", "rm", tag).returncode,
+                           run("volume", "rm", tag).returncode]
+        finally:
+            run("rm", "-f", tag, tag + "-idle")
+            run("network", "rm", tag)
+            run("volume", "rm", tag)
+    assert codes["edu"] == codes["docker"] == [125, 1, 1, 1]
+
+
 HOLD = ("import fcntl, sys\n"
         "f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
         "print('held', flush=True); sys.stdin.read()\n")

@@ -140,11 +140,12 @@ def _prepare(record: dict[str, Any], argv: list[str], user: str | None,
                         "absolute path, such as /tmp", 125)
     name = record.get("name") or record.get("id", "?")[:12]
     pid = running_pid(record)
+    # Docker's daemon refuses these two, and docker exec exits 1 (not 125) for them.
     if record.get("status") == "paused":
-        raise ExecError(f"container {name} is paused: edu unpause it before edu exec", 125)
+        raise ExecError(f"container {name} is paused: edu unpause it before edu exec", 1)
     if not pid:
         raise ExecError(f"container {name} is not running (status: {record.get('status')}): "
-                        "edu exec needs a running container; start one with edu run", 125)
+                        "edu exec needs a running container; start one with edu run", 1)
     proc, sec = record.get("process") or {}, record.get("security") or {}
     caps = set(sec.get("caps") or []) & set(capabilities.host_bounding())
     entry = _Entry(pid=pid, argv=list(argv), name=name, caps=caps,
