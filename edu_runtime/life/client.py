@@ -74,6 +74,34 @@ def _spawn() -> None:
                        stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=True)
 
 
+def sweep_gone() -> list[str]:
+    """Remove the lock and socket of every supervisor that is gone (SIGKILLed, so it could
+    not remove its own) from the run directory; the locks removed. Every container
+    command's clean-up calls this. A lock nobody holds has no supervisor; a held one is
+    left alone, and one a starting supervisor opened meanwhile is told apart by its inode
+    (as ``supervisor.main`` does)."""
+    import fcntl
+
+    run = paths.run_dir()
+    gone = []
+    for where in sorted(run.glob("supervisor-*.lock")) if run.is_dir() else []:
+        try:
+            lock = open(where, "a")
+        except OSError:
+            continue
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                same = os.stat(where).st_ino == os.fstat(lock.fileno()).st_ino
+            except (BlockingIOError, FileNotFoundError):
+                continue  # its supervisor is alive, or it went meanwhile
+            if same:
+                where.with_suffix(".sock").unlink(missing_ok=True)
+                where.unlink(missing_ok=True)
+                gone.append(where.name)
+    return gone
+
+
 def send(s: socket.socket, msg: dict[str, Any], fds: list[int] | None = None) -> None:
     """Send one request line (with ``fds`` passed along, if any)."""
     socket.send_fds(s, [(json.dumps(msg) + "\n").encode()], fds or [])

@@ -538,8 +538,12 @@ def remove_dir(path: Path) -> None:
 def cleanup_stale(store=None) -> list[str]:
     """Containers whose ``edu`` process died (SIGKILL): kill, un-cgroup and remove them.
 
-    Called by every container command, so nothing a killed ``edu run`` left lingers.
+    Called by every container command, so nothing a killed ``edu run`` left lingers
+    (nor the lock and socket of a killed supervisor).
     """
+    from . import client
+
+    client.sweep_gone()
     base = paths.state_dir() / "containers"
     if not base.is_dir():
         return []
