@@ -107,6 +107,8 @@ class Driver:
     """A fork of this process that starts a container, stops after ``k`` steps, reports
     (its container id, the container's process), then waits for ``go`` or a SIGKILL."""
 
+    live: list[Driver] = []  # not yet reaped: see no_driver_left
+
     def __init__(self, k: int | None, **over):
         from edu_runtime.container import new_id
 
@@ -121,6 +123,7 @@ class Driver:
         os.close(report_w)
         os.close(go_r)
         self.report, self.go = os.fdopen(report_r), go_w
+        Driver.live.append(self)
 
     def _host(self, k: int | None, out: int, go: int, over: dict) -> None:
         code = 0
@@ -128,7 +131,7 @@ class Driver:
             from edu_runtime.container import Container, Stepper
             from edu_runtime.steps import StepError
 
-            spec = {**_spec(_free_port()), **over}
+            spec = {**_spec(_free_port()), "name": f"kp-{self.id[:12]}", **over}
             c = Container(spec.pop("image"), spec.pop("command"), container_id=self.id,
                           **spec)
             st = Stepper(c)
@@ -172,9 +175,22 @@ class Driver:
         return msg
 
     def reap(self) -> None:
-        os.waitpid(self.pid, 0)
-        self.report.close()
-        os.close(self.go)
+        if self.pid:
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+            self.report.close()
+            os.close(self.go)
+
+
+@pytest.fixture(autouse=True)
+def no_driver_left():
+    """A failed test's driver does not stay blocked: it is killed (the next test's `edu`
+    command cleans up after it, as after any kill)."""
+    yield
+    while Driver.live:
+        d = Driver.live.pop()
+        if d.pid:
+            d.kill()
 
 
 def _edu(python, *argv):
