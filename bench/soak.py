@@ -2,7 +2,7 @@
 each one.
 
 Operations go through the real ``edu`` command, as a student types them: ``run --rm``,
-``run -d``, ``exec``, ``stop``, ``kill``, ``start``, ``rm``; ``build`` (three one-line
+``run -d`` (some with ``-p`` on a free port), ``exec``, ``stop``, ``kill``, ``start``, ``rm``; ``build`` (three one-line
 Dockerfiles, cached after their first build) and ``rmi``; ``network create`` and ``rm``,
 ``volume create`` and ``rm``; ``compose up -d`` and ``down`` (two busybox services); and
 mistakes edu must refuse, changing nothing (a name in use, ``exec`` into an exited container,
@@ -83,6 +83,15 @@ def edu_command() -> list[str]:
     """``edu`` next to this interpreter (the project's .venv), else ``python -m``."""
     script = Path(sys.executable).with_name("edu")
     return [str(script)] if script.exists() else [sys.executable, "-m", "edu_cli.main"]
+
+
+def free_port() -> int:
+    """A host port nothing listens on now (the kernel's pick for port 0)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def supervisor_locks() -> dict[str, int]:
@@ -241,11 +250,16 @@ class Soak:
         name, net = self.name("d"), self._network()
         vol = self.rng.choice([None, *sorted(self.volumes)])
         extra = ["-v", f"{vol}:/data"] if vol else []
+        port = None
+        if net != "none" and self.rng.random() < 0.3:  # published: its nft rules come and go
+            taken = {c.get("port") for c in self.containers.values()}
+            port = next(p for p in iter(free_port, None) if p not in taken)
+            extra += ["-p", f"127.0.0.1:{port}:80"]
         cid = self.run("run", "-d", "--name", name, "--network", net, *extra, "busybox",
                        *BUSY).stdout.strip()
         self.made.add(cid)
         self.containers[name] = {"id": cid, "state": "running", "network": net,
-                                 "project": None, "volume": vol}
+                                 "project": None, "volume": vol, "port": port}
 
     def op_exec(self) -> None:
         name = self.rng.choice(self.running())
