@@ -92,6 +92,8 @@ class Supervisor:
         self.exit_info: dict[str, dict[str, Any]] = {}
         self.waiters: dict[str, list[tuple[socket.socket, Any]]] = {}  # and how to answer
         self.steppers: dict[socket.socket, Stepping] = {}  # open steppers, by connection
+        self.apart: dict[int, str] = {}  # shims running thin clients' foreground runs: pid -> id
+        self.cleaned = False  # cleanup_stale has run in this turn of the loop
 
     # ---- start-up -------------------------------------------------------------------------
 
@@ -106,7 +108,7 @@ class Supervisor:
             networks.hold_warm()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(path))
-        self.listener.listen(16)
+        self.listener.listen(128)
         self.sel.register(self.listener, selectors.EVENT_READ, ("accept", None))
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -115,7 +117,9 @@ class Supervisor:
         self.sel.register(self.wake_r, selectors.EVENT_READ, ("signal", None))
         try:
             while True:
-                for key, _ in self.sel.select(timeout=self.checks.wait(0.5)):
+                ready = self.sel.select(timeout=self.checks.wait(0.5))
+                self.cleaned = False  # (once for all the runs asked for at once)
+                for key, _ in ready:
                     kind, obj = key.data
                     getattr(self, f"_on_{kind}")(key.fileobj, obj)
                 self._reap()
@@ -123,10 +127,10 @@ class Supervisor:
                 if self.stopping:
                     for conn in list(self.steppers):  # half-made containers are undone
                         self._step_close(conn, abort=True)
-                    if not self.by_pid:
+                    if not self.by_pid and not self.apart:
                         break
                     continue
-                if self.by_pid or self.steppers:  # a stepper may idle for minutes
+                if self.by_pid or self.steppers or self.apart:  # a stepper may idle for minutes
                     self.last_busy = time.monotonic()
                 elif time.monotonic() - self.last_busy > IDLE_EXIT:
                     break
@@ -140,9 +144,19 @@ class Supervisor:
     # ---- requests -------------------------------------------------------------------------
 
     def _on_accept(self, listener, _):
-        conn, _ = listener.accept()
-        self.last_busy = time.monotonic()
-        self.sel.register(conn, selectors.EVENT_READ, ("request", None))
+        """Every client waiting to connect (a class pressing Enter at once: their requests
+        are then read in one turn of the loop, with one cleanup before them)."""
+        listener.setblocking(False)
+        try:
+            while True:
+                try:
+                    conn, _ = listener.accept()  # (blocking, as accepted sockets are made)
+                except BlockingIOError:
+                    return
+                self.last_busy = time.monotonic()
+                self.sel.register(conn, selectors.EVENT_READ, ("request", None))
+        finally:
+            listener.setblocking(True)
 
     def _on_request(self, conn, _):
         self.sel.unregister(conn)
@@ -178,7 +192,14 @@ class Supervisor:
                             if s.container.id == req["id"]), None)
                 if sup is not None:
                     sup.container.kill(req.get("signal", signal.SIGKILL))
-                _reply(conn, ok=sup is not None)
+                elif req["id"] in self.apart.values():  # a shim's: signalled by its record
+                    from . import control
+
+                    try:
+                        control.kill(req["id"], req.get("signal", signal.SIGKILL))
+                    except (control.ControlError, states.InvalidTransition, LookupError):
+                        pass
+                _reply(conn, ok=sup is not None or req["id"] in self.apart.values())
                 conn.close()
             elif op == "ping":
                 _reply(conn, ok=True, pid=os.getpid(), containers=len(self.by_pid),
@@ -238,7 +259,12 @@ class Supervisor:
     def _run(self, conn, req) -> None:
         from .control import cleanup_stale
 
-        cleanup_stale()  # what killed `edu` processes left, before anything new is made
+        if req.get("plain") and not req.get("detach") and req["_fds"] and \
+                self._run_apart(conn, req):
+            return
+        if not self.cleaned:  # what killed `edu` processes left, before anything new is made
+            cleanup_stale()
+            self.cleaned = True
         sup = Supervised(req["spec"], req.get("tty", False), req.get("restart", "no"),
                          req.get("size"))
         sup.trace = req.get("trace", False)
@@ -261,6 +287,93 @@ class Supervisor:
             self.waiters.setdefault(cid, []).append((conn, _reply_json))
         else:
             conn.close()
+
+    def _run_apart(self, conn, req) -> bool:
+        """Hand a thin client's foreground run to a shim: a child of ours that starts the
+        container, waits for it and tears it down, as a containerd-shim does for dockerd.
+        Its output goes straight to the client's terminal (the passed fds), so there is
+        nothing here to relay or log; without this, sixty students pressing Enter at once
+        wait in line for this one process (bench/class_day.py). Its container's orphans
+        still come to us (the subreaper). False (nothing done) when it has a healthcheck,
+        which our event loop runs: then it is started here, as a detached one is."""
+        from ..container import Container
+        from . import health
+
+        passed = req["_fds"]
+        try:
+            c = Container(**req["spec"], stdio=tuple(passed[:3]), container_id=req.get("id"),
+                          fork_here=True)
+        except BaseException:
+            _close_quietly(passed)
+            raise
+        shell = (c.image.config.get("config") or {}).get("Shell")
+        if health.command(getattr(c.config, "healthcheck", None), shell) is not None:
+            return False
+        pid = os.fork()
+        if pid == 0:
+            try:
+                self._shim(conn, req, c)
+            finally:
+                os._exit(0)
+        self.apart[pid] = c.id
+        _close_quietly(passed)  # the shim has them now
+        conn.close()
+        return True
+
+    def _shim(self, conn, req, c) -> None:
+        """In the shim (a fork of ours): start ``c``, answer ``started``, wait, tear down,
+        answer ``exit CODE``, as ``_run`` and ``_exited`` do for a supervised one."""
+        from ..networks import nat
+        from .control import cleanup_stale
+
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        stopping: list[bool] = []
+
+        def on_sigterm(*_):  # the supervisor is shutting down: its shims' containers go
+            stopping.append(True)
+            if c.pid:
+                c.kill(signal.SIGKILL)
+        signal.signal(signal.SIGTERM, on_sigterm)
+        # Only this run's fds: a copy of another client's connection, or of a container's
+        # stdin or terminal, held here would keep its other end from ever seeing the end.
+        keep = {conn.fileno(), *req["_fds"]}
+        for fd in [int(n) for n in os.listdir("/proc/self/fd")]:
+            if fd > 2 and fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        nat._nft = None  # its libnftables context's socket was one of them: a new one
+        try:
+            cleanup_stale()  # what killed `edu` processes left, before anything new is made
+            c.start()
+        except Exception as exc:  # noqa: BLE001 - said to the client, as _on_request does
+            from ..container import image_hint
+
+            code = getattr(exc, "exit_code", None) or getattr(exc, "code", 125)
+            _tell(conn, f"error {code}\n{image_hint(str(exc), req['image'])}")
+            return
+        finally:
+            _close_quietly(req["_fds"])
+        states.update(c.id, owner=os.getpid(), restart="no", tty=False, restart_count=0)
+        if stopping:
+            c.kill(signal.SIGKILL)
+        _tell(conn, f"started {c.id}\n")  # (a client gone meanwhile: it runs to its end)
+        while True:
+            try:
+                _, status = os.waitpid(c.pid, 0)
+                break
+            except ChildProcessError:
+                status = 0
+                break
+        code = c.exited(status)  # torn down (a --rm one removed) before the answer
+        try:
+            _plain_exit(req.get("memory"))(conn, {
+                "exit_code": code, "oom_killed": c.oom_killed,
+                "trace": c.trace.timeline() if req.get("trace") else ""})
+        except OSError:
+            pass
 
     def _start_again(self, conn, container_id: str) -> None:
         """``docker start``: a created or exited container is made again from its record's
@@ -492,6 +605,11 @@ class Supervisor:
     def _on_sigterm(self, *_):
         """Shut down cleanly: every container is killed, reaped and torn down first."""
         self.stopping = True
+        for pid in self.apart:  # a shim kills its container and tears it down
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         for sup in list(self.by_pid.values()):
             states.update(sup.container.id, stopping=True)
             sup.container.kill(signal.SIGKILL)
@@ -517,8 +635,9 @@ class Supervisor:
                 return
             self.checks.reaped(pid, status)  # first: a container's end stops its checks
             sup = self.by_pid.pop(pid, None)
-            if sup is not None:  # anything else was an orphan we adopted: reaped, done
+            if sup is not None:  # anything else was a shim or an orphan we adopted: done
                 self._exited(sup, status)
+            self.apart.pop(pid, None)
 
     def _exited(self, sup: Supervised, status: int) -> None:
         for fd in list(sup.fds):  # drain what the container printed last
@@ -622,6 +741,14 @@ def _read_request(conn: socket.socket) -> tuple[bytes, list[int]]:
             break
         data += chunk
     return data, list(fds)
+
+
+def _tell(conn: socket.socket, text: str) -> None:
+    """Send a thin client a line; a client that has gone is not an error."""
+    try:
+        conn.sendall(text.encode())
+    except OSError:
+        pass
 
 
 def _reply(conn: socket.socket, **msg: Any) -> None:
