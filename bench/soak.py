@@ -2,18 +2,20 @@
 each one.
 
 Operations go through the real ``edu`` command, as a student types them: ``run --rm``,
-``run -d`` (some with ``-p`` on a free port), ``exec``, ``stop``, ``kill``, ``start``, ``rm``; ``build`` (three one-line
-Dockerfiles, cached after their first build) and ``rmi``; ``network create`` and ``rm``,
-``volume create`` and ``rm``; ``compose up -d`` and ``down`` (two busybox services); and
-mistakes edu must refuse, changing nothing (a name in use, ``exec`` into an exited container,
-``rm`` of a running one, ``network rm`` and ``volume rm`` of one in use). A seeded
-random choice (the seed is printed; ``--seed`` replays it) picks each operation among those
-that make sense now (each kind once early on, then by ``WEIGHTS``), and a model says what should exist afterwards: containers and their
-states, images, networks, volumes, compose projects. After each operation:
+``run -d`` (some with ``-p`` on a free port), ``exec``, ``stop``, ``kill``, ``start``,
+``pause``, ``unpause``, ``rm``; ``build`` (three one-line Dockerfiles, cached after their
+first build) and ``rmi``; ``network create`` and ``rm``, ``volume create`` and ``rm``;
+``compose up -d`` and ``down`` (two busybox services); and mistakes edu must refuse, changing
+nothing (a name in use, ``exec`` into an exited or paused container, ``rm`` of a running one,
+``network rm`` and ``volume rm`` of one in use). A seeded random choice (the seed is printed;
+``--seed`` replays it) picks each operation among those that make sense now (each kind once
+early on, then by ``WEIGHTS``), and a model says what should exist afterwards: containers and
+their states, images, networks, volumes, compose projects. After each operation:
 
 - ``edu ps -a`` shows the model's containers, each once, in the model's state, and the
   records agree (no container lost or doubled);
-- IPAM leases (networks/registry.py) are exactly those of the running containers on a bridge;
+- IPAM leases (networks/registry.py) are exactly those of the running (or paused) containers
+  on a bridge;
 - the host holds nothing of a container the model says is gone, and of an exited one only its
   directory: no cgroup, mount, veth, nft or iptables rule, lease or process
   (tests/hoststate.py); nothing of a network that is gone (its bridge and rules);
@@ -69,6 +71,7 @@ COMPOSE = """services:
 """
 #: Operations and their weights: how often a class does each, roughly.
 WEIGHTS = {"run --rm": 10, "run -d": 14, "exec": 10, "stop": 6, "kill": 5, "start": 4,
+           "pause": 2, "unpause": 2,
            "rm": 10, "build": 5, "rmi": 4, "network create": 3, "network rm": 3,
            "volume create": 3, "volume rm": 3, "compose up": 2, "compose down": 2,
            "mistake": 4}
@@ -171,9 +174,15 @@ class Soak:
 
     # ---- operations ------------------------------------------------------------------------
 
-    def running(self, plain: bool = False) -> list[str]:
-        return sorted(n for n, c in self.containers.items() if c["state"] == "running"
+    def running(self, plain: bool = False, paused: bool = False) -> list[str]:
+        """Containers running (and paused ones too if ``paused``); not compose's if
+        ``plain``."""
+        states = ("running", "paused") if paused else ("running",)
+        return sorted(n for n, c in self.containers.items() if c["state"] in states
                       and not (plain and c["project"]))
+
+    def paused(self) -> list[str]:
+        return sorted(n for n, c in self.containers.items() if c["state"] == "paused")
 
     def exited(self) -> list[str]:
         return sorted(n for n, c in self.containers.items() if c["state"] == "exited")
@@ -185,17 +194,20 @@ class Soak:
 
     def possible(self) -> list[str]:
         nets, vols = self._used()
-        can = {"run --rm": True, "run -d": len(self.running()) < MAX_RUNNING,
-               "exec": bool(self.running()), "stop": bool(self.running(plain=True)),
-               "kill": bool(self.running(plain=True)),
+        up = len(self.running(paused=True))
+        can = {"run --rm": True, "run -d": up < MAX_RUNNING,
+               "exec": bool(self.running()),
+               "stop": bool(self.running(plain=True, paused=True)),
+               "kill": bool(self.running(plain=True, paused=True)),
+               "pause": bool(self.running(plain=True)), "unpause": bool(self.paused()),
                "start": bool([n for n in self.exited() if not self.containers[n]["project"]])
-               and len(self.running()) < MAX_RUNNING,
+               and up < MAX_RUNNING,
                "rm": any(not c["project"] for c in self.containers.values()),
                "build": len(self.images) < 6, "rmi": bool(self.images),
                "network create": len(self.networks) < 3,
                "network rm": bool(set(self.networks) - nets),
                "volume create": len(self.volumes) < 3, "volume rm": bool(self.volumes - vols),
-               "compose up": not self.projects and len(self.running()) <= MAX_RUNNING - 2,
+               "compose up": not self.projects and up <= MAX_RUNNING - 2,
                "compose down": bool(self.projects), "mistake": bool(self.mistakes())}
         return [op for op, yes in can.items() if yes]
 
@@ -217,7 +229,8 @@ class Soak:
         """What a student gets wrong that edu must refuse, changing nothing: ``(argv, exit
         code, words of the refusal)``."""
         nets, vols = self._used()
-        running = {c["network"] for c in self.containers.values() if c["state"] == "running"}
+        running = {c["network"] for c in self.containers.values()
+                   if c["state"] in ("running", "paused")}
         out = []
         if self.containers:
             name = self.rng.choice(sorted(self.containers))
@@ -226,6 +239,8 @@ class Soak:
         if self.exited():
             out.append((["exec", self.rng.choice(self.exited()), "true"], 1,
                         "is not running"))
+        if self.paused():
+            out.append((["exec", self.rng.choice(self.paused()), "true"], 1, "is paused"))
         if set(self.networks) & running:
             out.append((["network", "rm", self.rng.choice(sorted(set(self.networks) & running))],
                         1, "active endpoints"))
@@ -268,12 +283,12 @@ class Soak:
             raise Finding(f"`edu exec {name}` printed {out.stdout!r}, not 42")
 
     def op_stop(self) -> None:
-        name = self.rng.choice(self.running(plain=True))
+        name = self.rng.choice(self.running(plain=True, paused=True))
         self.run("stop", name)
         self.containers[name]["state"] = "exited"
 
     def op_kill(self) -> None:
-        name = self.rng.choice(self.running(plain=True))
+        name = self.rng.choice(self.running(plain=True, paused=True))
         self.run("kill", name)
         self.containers[name]["state"] = "exited"
         self._wait_exited(name)  # docker kill returns once the signal is sent, as edu's does
@@ -286,6 +301,16 @@ class Soak:
         while states.find(cid).get("status") != "exited" and time.monotonic() < deadline:
             time.sleep(0.01)
 
+    def op_pause(self) -> None:
+        name = self.rng.choice(self.running(plain=True))
+        self.run("pause", name)
+        self.containers[name]["state"] = "paused"
+
+    def op_unpause(self) -> None:
+        name = self.rng.choice(self.paused())
+        self.run("unpause", name)
+        self.containers[name]["state"] = "running"
+
     def op_start(self) -> None:
         name = self.rng.choice([n for n in self.exited() if not self.containers[n]["project"]])
         self.run("start", name)
@@ -294,7 +319,7 @@ class Soak:
     def op_rm(self) -> None:
         name = self.rng.choice(sorted(n for n, c in self.containers.items()
                                       if not c["project"]))
-        running = self.containers[name]["state"] == "running"
+        running = self.containers[name]["state"] in ("running", "paused")
         if running and self.rng.random() < 0.5:  # the mistake: Docker refuses, nothing changes
             out = self.run("rm", name, ok=False)
             if out.returncode == 0 or "-f" not in out.stderr:
@@ -396,6 +421,7 @@ class Soak:
                 status = next((f for f in fields if f.startswith(("Up", "Exited", "Created"))),
                               "?")
                 shown.setdefault(fields[-1], []).append(
+                    "paused" if status.endswith("(Paused)") else
                     "running" if status.startswith("Up") else
                     "exited" if status.startswith("Exited") else status)
         want = {n: [c["state"]] for n, c in self.containers.items()}
@@ -421,7 +447,7 @@ class Soak:
                 if cid in self.made:
                     leased[cid] = net["name"]
         want = {c["id"]: c["network"] for c in self.containers.values()
-                if c["state"] == "running" and c["network"] != "none"}
+                if c["state"] in ("running", "paused") and c["network"] != "none"}
         if leased != want:
             show = lambda d: {by_id.get(k, (k[:12],))[0]: v for k, v in d.items()}  # noqa: E731
             raise Finding(f"IPAM leases {show(leased)}, but the running containers on a "
