@@ -9,8 +9,9 @@ first build) and ``rmi``; ``network create`` and ``rm``, ``volume create`` and `
 nothing (a name in use, ``exec`` into an exited or paused container, ``rm`` of a running one,
 ``network rm`` and ``volume rm`` of one in use). A seeded random choice (the seed is printed;
 ``--seed`` replays it) picks each operation among those that make sense now (each kind once
-early on, then by ``WEIGHTS``), and a model says what should exist afterwards: containers and
-their states, images, networks, volumes, compose projects. After each operation:
+early on, in ``WEIGHTS``' order, then by weight), and a model says what should exist
+afterwards: containers and their states, images, networks, volumes, compose projects. After
+each operation:
 
 - ``edu ps -a`` shows the model's containers, each once, in the model's state, and the
   records agree (no container lost or doubled);
@@ -25,10 +26,10 @@ their states, images, networks, volumes, compose projects. After each operation:
 At the end everything is removed as a student would: ``hoststate.wait_clean`` must find
 nothing new on the host, no file of the state directory may name what the soak made (a
 record, a pin, a volume, a network), and no more supervisor locks in ``/run/edu`` may be
-left without their supervisor than at the start. Leftovers (bench/leftovers.py's counts, plus ``/run/edu``'s
-supervisor locks and how many of them no live supervisor holds) are counted at the start,
-every ``--every`` operations and after the final clean-up; the growth per 100 operations is
-the clean-up's count less the start's. Everything it makes is named ``sk-...``.
+left without their supervisor than at the start. Leftovers (bench/leftovers.py's counts, plus
+``/run/edu``'s supervisor locks and how many of them no live supervisor holds) are counted at
+the start, every ``--every`` operations and after the final clean-up; the growth per 100
+operations is the clean-up's count less the start's. Everything it makes is named ``sk-...``.
 
     .venv/bin/python bench/soak.py [--ops 500] [--seed N] [--every 50]
 
@@ -214,8 +215,7 @@ class Soak:
     def step(self) -> str:
         ops = self.possible()
         new = [o for o in ops if o not in self.stats]  # every kind early, then by weight
-        op = self.rng.choice(new) if new else \
-            self.rng.choices(ops, weights=[WEIGHTS[o] for o in ops])[0]
+        op = new[0] if new else self.rng.choices(ops, weights=[WEIGHTS[o] for o in ops])[0]
         t = time.perf_counter()
         getattr(self, "op_" + op.replace(" --", "_").replace(" -", "_").replace(" ", "_"))()
         took = time.perf_counter() - t
