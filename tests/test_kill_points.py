@@ -416,3 +416,41 @@ def test_rootless_host_side_killed_after_its_own_steps(network, step, student):
     records = student.run(["ls", f"{student.runtime_dir}/edu/containers"]).stdout.split()
     assert cid not in records
     assert hoststate.wait_clean(before, mine={cid}) == {}
+
+
+#: Holds a supervisor-like lock and socket in the run directory, as a supervisor does.
+LOCK_HOLDER = """
+import fcntl, socket, sys
+lock = open(sys.argv[1] + ".lock", "a")
+fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1] + ".sock")
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_killed_supervisors_lock_and_socket_go_at_the_next_command(python):
+    """What a SIGKILLed supervisor leaves in the run directory (its lock, its socket) goes
+    at the next `edu ps -a`; the files of one that is alive stay."""
+    from edu_runtime import paths
+
+    run = paths.ensure(paths.run_dir(), 0o700)
+    dead, alive = (run / f"supervisor-kp{os.getpid()}{n}" for n in ("d", "a"))
+    holders = [subprocess.Popen([python, "-c", LOCK_HOLDER, str(base)], text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+               for base in (dead, alive)]
+    try:
+        assert [h.stdout.readline() for h in holders] == ["held\n"] * 2
+        holders[0].kill()
+        holders[0].wait()
+        out = _edu(python, "ps", "-a")
+        assert out.returncode == 0, out.stderr
+        assert not any(Path(f"{dead}{ext}").exists() for ext in (".lock", ".sock"))
+        assert all(Path(f"{alive}{ext}").exists() for ext in (".lock", ".sock"))
+    finally:
+        for h in holders:
+            h.kill()
+            h.wait()
+        for ext in (".lock", ".sock"):
+            Path(f"{alive}{ext}").unlink(missing_ok=True)
