@@ -7,8 +7,10 @@ container (life/remote.py). Then the kernel is restarted as the Restart button d
 (``restart_kernel(now=True)``: the old kernel is killed), and the lesson's first cell runs
 again in the new kernel: ``Lesson(name)`` with ``fresh=True`` removes what its ledger names.
 After that the host must be as it was (tests/hoststate.py): whatever the restart cut off, a
-stop at a host-side boundary before the container's process exists, one after its veth is
-made, or one after its child mounted its root file system.
+stop at a host-side boundary (after the cgroup is made, the child forked but in no namespace;
+after its veth), one after its child mounted its root file system, or after the last step,
+when the container runs on (the supervisor undoes an unfinished stepper when its kernel goes;
+a finished one's container is the ledger's to remove).
 
 The kernel is driven from a child process: jupyter_client's ZeroMQ sockets and heartbeat
 run threads, and this test process must stay single-threaded (conftest).
@@ -81,8 +83,9 @@ finally:
 
 #: Where the restart cuts in: after the host's fork and cgroup (the child waits, in no
 #: namespace yet); after the host's veth (a lease, a link, the child in its namespaces);
-#: after the child's rootfs (its overlay mounted).
-CUTS = ["cgroup", "veth", "rootfs"]
+#: after the child's rootfs (its overlay mounted); after the last step (the container runs:
+#: the supervisor keeps it when the kernel goes, and the lesson's ledger is what removes it).
+CUTS = ["cgroup", "veth", "rootfs", "exec"]
 
 
 @pytest.mark.parametrize("last", CUTS)
@@ -106,7 +109,7 @@ def test_a_kernel_restarted_mid_stepper_then_the_lessons_first_cell_leaves_the_h
         # The cut is real: what the applied steps made is on the host now.
         from edu_runtime.life import states
 
-        assert states.find(cid)["status"] == "creating"
+        assert states.find(cid)["status"] == ("running" if last == "exec" else "creating")
         now = hoststate.snapshot()
         made = {"cgroup": "cgroups", "cgroup join": "processes", "veth": "leases"}
         for step, kind in made.items():
@@ -125,6 +128,8 @@ def test_a_kernel_restarted_mid_stepper_then_the_lessons_first_cell_leaves_the_h
         # It says what it removed (if the supervisor had not undone the stepper already as
         # its kernel went), never "left things behind ... nothing to remove".
         assert "nothing to remove" not in again["text"], again["text"]
+        if last == "exec":  # a finished stepper's container runs on, as `run -d`'s would
+            assert "removed container" in again["text"], again["text"]
         assert driver.wait(timeout=60) == 0, driver.stderr.read()
     finally:
         if driver.poll() is None:
