@@ -298,6 +298,7 @@ class Supervisor:
         which our event loop runs: then it is started here, as a detached one is."""
         from ..container import Container
         from . import health
+        from .control import cleanup_stale
 
         passed = req["_fds"]
         try:
@@ -309,6 +310,12 @@ class Supervisor:
         shell = (c.image.config.get("config") or {}).get("Shell")
         if health.command(getattr(c.config, "healthcheck", None), shell) is not None:
             return False
+        # Here, not in the shim: a cleanup reads which containers are alive before it takes
+        # the network lock, so thirty shims cleaning up while the others start took each
+        # other's veths ('configuring eth0 ... No such device').
+        if not self.cleaned:  # what killed `edu` processes left, before anything new is made
+            cleanup_stale()
+            self.cleaned = True
         pid = os.fork()
         if pid == 0:
             try:
@@ -324,7 +331,6 @@ class Supervisor:
         """In the shim (a fork of ours): start ``c``, answer ``started``, wait, tear down,
         answer ``exit CODE``, as ``_run`` and ``_exited`` do for a supervised one."""
         from ..networks import nat
-        from .control import cleanup_stale
 
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -346,7 +352,6 @@ class Supervisor:
                     pass
         nat._nft = None  # its libnftables context's socket was one of them: a new one
         try:
-            cleanup_stale()  # what killed `edu` processes left, before anything new is made
             c.start()
         except Exception as exc:  # noqa: BLE001 - said to the client, as _on_request does
             from ..container import image_hint
