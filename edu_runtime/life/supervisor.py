@@ -28,6 +28,7 @@ Introduced in notebooks/07-run-it.
 
 from __future__ import annotations
 
+import collections
 import errno
 import fcntl
 import json
@@ -93,7 +94,8 @@ class Supervisor:
         self.waiters: dict[str, list[tuple[socket.socket, Any]]] = {}  # and how to answer
         self.steppers: dict[socket.socket, Stepping] = {}  # open steppers, by connection
         self.apart: dict[int, str] = {}  # shims running thin clients' foreground runs: pid -> id
-        self.cleaned = False  # cleanup_stale has run in this turn of the loop
+        self.pending: collections.deque = collections.deque()  # runs asked for: (conn, req)
+        self.cleaned = False  # cleanup_stale has run for the runs now pending
 
     # ---- start-up -------------------------------------------------------------------------
 
@@ -117,20 +119,22 @@ class Supervisor:
         self.sel.register(self.wake_r, selectors.EVENT_READ, ("signal", None))
         try:
             while True:
-                ready = self.sel.select(timeout=self.checks.wait(0.5))
-                self.cleaned = False  # (once for all the runs asked for at once)
+                ready = self.sel.select(timeout=0 if self.pending else self.checks.wait(0.5))
                 for key, _ in ready:
                     kind, obj = key.data
                     getattr(self, f"_on_{kind}")(key.fileobj, obj)
+                if self.pending:  # one start per turn: output and attach keep flowing
+                    self._run_next()
                 self._reap()
                 self.checks.tick(s.container for s in self.by_pid.values())
                 if self.stopping:
                     for conn in list(self.steppers):  # half-made containers are undone
                         self._step_close(conn, abort=True)
-                    if not self.by_pid and not self.apart:
+                    if not self.by_pid and not self.apart and not self.pending:
                         break
                     continue
-                if self.by_pid or self.steppers or self.apart:  # a stepper may idle for minutes
+                if self.by_pid or self.steppers or self.apart or self.pending:  # a stepper may
+                    # idle for minutes
                     self.last_busy = time.monotonic()
                 elif time.monotonic() - self.last_busy > IDLE_EXIT:
                     break
@@ -166,14 +170,14 @@ class Supervisor:
             if data.startswith(b"ARGV "):
                 req = self._argv_request(conn, data, fds)
                 if req:
-                    self._run(conn, req)
+                    self._queue(conn, req)
                 return
             line, _, early = data.partition(b"\n")  # early: keys typed after `attach`
             req = json.loads(line) if line else {}
             req["_fds"] = fds
             op = req.get("op")
             if op == "run":
-                self._run(conn, req)
+                self._queue(conn, req)
             elif op == "step-open":
                 self._step_open(conn, req)
             elif op == "attach":
@@ -211,18 +215,37 @@ class Supervisor:
                 _reply(conn, error=f"unknown request {op!r}")
                 conn.close()
         except Exception as exc:  # noqa: BLE001 - one bad request must not kill the rest
-            code = getattr(exc, "exit_code", None) or getattr(exc, "code", 125)
-            try:
-                if req.get("plain"):
-                    from ..container import image_hint
+            self._refuse(conn, req, exc)
 
-                    conn.sendall(f"error {code}\n{image_hint(str(exc), req['image'])}"
-                                 .encode())
-                else:
-                    _reply(conn, error=str(exc), code=code)
-            except OSError:
-                pass
-            conn.close()
+    def _refuse(self, conn, req, exc: Exception) -> None:
+        """Tell the client why its request failed, in its own wire format."""
+        code = getattr(exc, "exit_code", None) or getattr(exc, "code", 125)
+        try:
+            if req.get("plain"):
+                from ..container import image_hint
+
+                conn.sendall(f"error {code}\n{image_hint(str(exc), req['image'])}"
+                             .encode())
+            else:
+                _reply(conn, error=str(exc), code=code)
+        except OSError:
+            pass
+        conn.close()
+
+    def _queue(self, conn, req) -> None:
+        """A run waits its turn: starts are made one per turn of the loop, so that what
+        running containers print keeps reaching their logs and attached clients while a
+        class's sixty runs arrive at once. Runs asked for together share one cleanup."""
+        if not self.pending:
+            self.cleaned = False
+        self.pending.append((conn, req))
+
+    def _run_next(self) -> None:
+        conn, req = self.pending.popleft()
+        try:
+            self._run(conn, req)
+        except Exception as exc:  # noqa: BLE001 - one bad request must not kill the rest
+            self._refuse(conn, req, exc)
 
     def _argv_request(self, conn, data: bytes, fds: list[int]) -> dict[str, Any] | None:
         """A thin client's ``edu run`` command line (see edu_cli.fastrun), read by the
