@@ -650,6 +650,7 @@ class Builder:
 
     def _run_container(self, state: State, argv: list[str], args_env: list[str]
                        ) -> tuple[str, str, str] | None:
+        from edu_runtime import kernel
         from edu_runtime.container import Container
         from edu_runtime.life.control import remove_dir
         from edu_runtime.steps import StepError
@@ -662,9 +663,16 @@ class Builder:
         # (Docker takes a relative one, such as VOLUME a ["b"]'s "[b]", from the root.)
         volumes = sorted("/" + v.lstrip("/") for v in state.run.get("Volumes") or {})
         lent = self._lend(state)
+        # Made here, the container's record says remove while it runs: if this build is
+        # SIGKILLed, the next edu command removes it (life.control.cleanup_stale), as a
+        # killed `edu run --rm`'s. Its upper dir must outlive its exit, though (it is the
+        # layer): so it is kept when it exits, and moved at once into this build's staging
+        # dir, which the store deletes once this process is gone (Store.clean_staging).
+        here = kernel.single_threaded()
         try:
             c = Container(lent or state.image(), argv, entrypoint=[], env=env, store=self.store,
-                          network=self.opts.network, remove=False, volumes=volumes,
+                          network=self.opts.network, remove=here, volumes=volumes,
+                          fork_here=here,
                           stdio=(devnull, self.out.fileno() if hasattr(self.out, "fileno")
                                  else 1, 2))
         except StepError as exc:
@@ -674,15 +682,24 @@ class Builder:
         try:
             try:
                 c.start()
+                c.config.remove = False  # (the record on disk keeps saying remove)
                 code = c.wait()
             except StepError as exc:
                 raise BuildError(f"The command '{' '.join(argv)}' could not start: "
                                  f"{exc.message}", exc.exit_code) from None
-            if code != 0:
-                raise BuildError(f"The command '{' '.join(argv)}' returned a non-zero code: "
-                                 f"{code}", code)
             with self.store.staging() as stage:
-                layer = self._pack(c.paths.upper, stage)
+                try:
+                    upper = c.paths.upper
+                    with contextlib.suppress(OSError):  # (another file system: in place)
+                        os.rename(upper, stage / "upper")
+                        upper = stage / "upper"
+                        remove_dir(c.paths.dir)
+                    if code != 0:
+                        raise BuildError(f"The command '{' '.join(argv)}' returned a non-zero "
+                                         f"code: {code}", code)
+                    layer = self._pack(upper, stage)
+                finally:
+                    remove_dir(stage / "upper")  # (its dirs may be mode 000: see remove_dir)
         finally:
             from edu_runtime import volumes as volumes_mod
 

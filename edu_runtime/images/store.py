@@ -165,6 +165,7 @@ class Store:
         self._added: list[Path] | None = None
         self._lease: dict[str, Any] | None = None  # this process's lease, while it has one
         self._lease_path: Path | None = None
+        self.clean_staging()  # what a killed writer left: every edu command tidies it up
 
     # ---- locking and staging --------------------------------------------------------------
 
@@ -233,12 +234,24 @@ class Store:
             shutil.rmtree(d, ignore_errors=True)
 
     def clean_staging(self) -> int:
-        """Delete staging dirs of processes that no longer exist; return how many."""
+        """Delete staging dirs, leases and ``write_atomic`` temp files (of the index, at the
+        top of the store) of processes that no longer exist; return how many staging dirs
+        went.
+
+        Cheap (the staging dir is empty but while something is written), so every ``Store()``
+        calls it: a SIGKILLed pull or build leaves nothing half-written past the next ``edu``
+        command. A staging dir is its process's own, so no lock is needed to drop a dead
+        one's; the blobs' and layers' temp files go with the next collection (``_collect``)."""
         removed = 0
         for d in self.tmp.iterdir():
             if _gone(d.name.split("-", 1)[0]):
                 shutil.rmtree(d, ignore_errors=True)
                 removed += 1
+        for f in self.root.glob(".*.tmp"):
+            _temp_file(f)
+        for lease in self.pins.glob("lease-*.json"):  # (one of a live pid: see _lease_alive)
+            if _gone(lease.name.split("-")[1]):
+                lease.unlink(missing_ok=True)
         return removed
 
     # ---- leases: what a live process is using ---------------------------------------------
@@ -674,12 +687,76 @@ class Store:
                 pin.unlink(missing_ok=True)
                 return set(), set()
             layers, blobs = held.get("layers", []), held.get("blobs", [])
+        elif self._container_gone(pin):
+            pin.unlink(missing_ok=True)
+            return set(), set()
         else:
             layers, blobs = held, []
         try:
             return {_hex(d) for d in layers}, {_hex(b) for b in blobs}
         except StoreError:
             return set(), set()
+
+    # ---- checking it --------------------------------------------------------------------------
+
+    def verify(self, blobs: bool | set[str] = True) -> list[str]:
+        """What is wrong with the store, one sentence each; ``[]`` when it is consistent.
+
+        Every tag names an image; every image's manifest, config and layer blobs are here,
+        and its layers are unpacked (dir and info) under the diff_ids its config lists; and
+        every blob's bytes hash to its name (``blobs=True``: all of them, which reads the
+        whole store; a set of digests: only those; False: none). Under the lock, so what it
+        sees is one moment's store. ``edu image verify`` prints it."""
+        problems = []
+        with self.lock():
+            index = self._read_index()
+            for tag, m in sorted(index["tags"].items()):
+                if m not in index["images"]:
+                    problems.append(f"tag {tag} names {m}, which is not an image here")
+            for m, rec in sorted(index["images"].items()):
+                problems += self._verify_image(m, rec)
+            if blobs:
+                for blob in sorted(self.blobs.iterdir()):
+                    if blob.name.startswith(".") or (
+                            blobs is not True and f"sha256:{blob.name}" not in blobs):
+                        continue
+                    actual = sha256_file(blob)
+                    if actual != f"sha256:{blob.name}":
+                        problems.append(f"blob sha256:{blob.name} is damaged: its content "
+                                        f"hashes to {actual}")
+        return problems
+
+    def _verify_image(self, m: str, rec: dict[str, Any]) -> list[str]:
+        """What is missing of one image of the index (lock held)."""
+        try:
+            manifest = json.loads(self.read_blob(m))
+            config = json.loads(self.read_blob(rec["config"]))
+        except (StoreError, ValueError) as exc:
+            return [f"image {m}: {exc}"]
+        out = []
+        if manifest.get("config", {}).get("digest") != rec["config"]:
+            out.append(f"image {m}: its manifest names another config than the index")
+        for d in manifest.get("layers", []):
+            if not self.has_blob(d["digest"]):
+                out.append(f"image {m}: layer blob {d['digest']} is missing")
+        for diff_id in config.get("rootfs", {}).get("diff_ids", []):
+            if self.layer_info(diff_id) is None or not self.layer_dir(diff_id).is_dir():
+                out.append(f"image {m}: layer {diff_id} is not unpacked")
+        return out
+
+    def _container_gone(self, pin: Path, min_age: float = 60.0) -> bool:
+        """A container's pin whose container directory (beside the store) is gone: its
+        ``edu`` process was SIGKILLed and the next command removed what it left, but could
+        not unpin. Only after a minute: a container pins its layers before it makes its
+        directory."""
+        containers = self.root.parent / "containers"
+        name = pin.name.removesuffix(".json")
+        try:
+            _hex(f"sha256:{name}")
+            return containers.is_dir() and not (containers / name).exists() and \
+                time.time() - pin.stat().st_mtime > min_age
+        except (StoreError, OSError):
+            return False
 
     # ---- reading images back out ----------------------------------------------------------
 
