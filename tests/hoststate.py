@@ -165,12 +165,14 @@ def _libvirt() -> set[str]:
 
 
 def _guest_tmp() -> set[str]:
+    """Half-built guest images, and per-boot dirs (a disk guest's throwaway qcow2 overlay)."""
     from edu_runtime import paths
 
     root = paths.cache_dir() / "guest" / "images"
-    return {str(p) for p in root.iterdir() if p.name.startswith((".", "tmp"))
-            and p.name != ".lock"} if (
-        root.is_dir()) else set()
+    boots = paths.cache_dir() / "boots"
+    return ({str(p) for p in root.iterdir() if p.name.startswith((".", "tmp"))
+             and p.name != ".lock"} if root.is_dir() else set()) | (
+        {str(p) for p in boots.iterdir()} if boots.is_dir() else set())
 
 
 def _run_dir() -> set[str]:
