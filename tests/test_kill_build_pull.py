@@ -262,3 +262,72 @@ def test_a_build_killed_while_its_run_command_runs_takes_the_container_along(kb_
     again = edu("build", "--no-cache", "--network", "none", "-t", tag, str(ctx))
     assert again.returncode == 0, again.stdout + again.stderr
     assert hoststate.wait_clean(before) == {}
+
+
+# ---- a VM boot ---------------------------------------------------------------------------------
+
+BOOT = """
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from vm_compare import libvirt_guest
+kernel, initrd, disk, name = sys.argv[1:]
+guest = SimpleNamespace(kernel=Path(kernel), initrd=Path(initrd), disk=Path(disk),
+                        cmdline="console=ttyS0", marker="NEVER-PRINTED")
+with libvirt_guest.boot(guest, accel="tcg", name=name, timeout=600):
+    pass
+"""
+
+
+def qemus_of(name: str) -> list[str]:
+    """QEMU processes running domain ``name``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if f"guest={name},".encode() in (proc / "cmdline").read_bytes():
+                found.append(proc.name)
+        except OSError:
+            pass
+    return found
+
+
+def test_a_vm_boot_killed_leaves_no_domain_disk_or_qemu_after_the_next_compare(kernel,
+                                                                             tmp_path):
+    from edu_runtime import paths
+    from vm_compare import initramfs, libvirt_guest, probe_guest, probes
+
+    facts = probes.libvirt_facts()
+    need(facts["module"] and not facts["error"], f"libvirt unusable: {facts.get('error')}")
+    where = paths.ensure(paths.cache_dir() / "guest")
+    initrd = initramfs.write_newc_gz(probe_guest.probe_entries(probe_guest._read_busybox()),
+                                     where / f"kb-guest-{os.getpid()}.img")
+    disk = where / f"kb-disk-{os.getpid()}.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
+    os.chmod(disk, 0o644)
+    name = f"{libvirt_guest.PREFIX}kb{secrets.token_hex(4)}"
+    before = hoststate.snapshot()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", BOOT, str(kernel.vmlinuz), str(initrd),
+                                 str(disk), name], cwd=REPO)
+        try:  # killed early: libvirt has defined and started it, its QEMU runs
+            assert wait_for(lambda: libvirt_guest.libvirt_qemu_pid(facts["uri"], name)
+                            or proc.poll() is not None, 60)
+            assert proc.poll() is None and qemus_of(name)
+            assert (libvirt_guest.boots_dir() / name / "disk.qcow2").exists()
+        finally:
+            proc.kill()
+            proc.wait()
+        assert f"domain {name}" in hoststate.snapshot()["libvirt"]
+
+        # The next edu compare (here one refused at once: no such image) removes the guests
+        # of callers that died before anything else.
+        out = edu("compare", "--image", f"kb-missing-{secrets.token_hex(4)}", "--out",
+                  str(tmp_path / "out"))
+        assert out.returncode == 125 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.strip().splitlines()[-1].startswith("edu: the comparison stopped: no "
+                                                              "guest can be made of kb-missing")
+        assert hoststate.wait_clean(before) == {}
+        assert qemus_of(name) == [] and not (libvirt_guest.boots_dir() / name).exists()
+    finally:
+        initrd.unlink()
+        disk.unlink()

@@ -431,9 +431,9 @@ def _image(store, ref: str, *, bootstrap_missing: bool = False, progress: Progre
     store = store or Store()
     try:
         return store, store.get(ref)
-    except StoreError:
+    except StoreError as exc:
         if not bootstrap_missing or ref.split(":")[0] != "debian":
-            raise
+            raise GuestImageError(f"no guest can be made of {ref}: {exc}") from None
     from edu_runtime.images import bootstrap
 
     progress("guest image: the debian image is missing; building it (edu bootstrap debian)")
