@@ -331,3 +331,57 @@ def test_a_vm_boot_killed_leaves_no_domain_disk_or_qemu_after_the_next_compare(k
     finally:
         initrd.unlink()
         disk.unlink()
+
+
+# ---- a pull ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def hostile():
+    from test_arc_hostile import Hostile
+
+    server = Hostile()
+    yield server
+    server.stop()
+
+
+def test_a_pull_killed_mid_blob_leaves_no_temp_file_and_the_next_pull_completes(hostile,
+                                                                                tmp_path):
+    from test_arc_hostile import LAYER, sha
+    from test_layers import entry, make_tar
+
+    # Half of it is more than the client's read size (1 MiB): some of it reaches the disk.
+    big = make_tar(entry("srv/kb.bin", data=os.urandom(3 << 20)))
+    env = dict(os.environ, EDU_CONFIG=str(tmp_path / "edu-config"))  # no stored logins
+    repo = f"kb/pull{secrets.token_hex(3)}"
+    ref = f"{hostile.host}/{repo}:v1"
+    doc = hostile.image(repo, "v1", [LAYER, big], mode="stall")  # half of layer 2, then
+    stalled = doc["layers"][1]                                        # nothing
+    store = Store()
+    before = hoststate.snapshot()
+    proc = subprocess.Popen([*EDU, "pull", ref], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=REPO, env=env)
+    try:
+        part = lambda: [p for p in store.tmp.glob(f"{proc.pid}-*/{stalled['digest'][7:]}")  # noqa: E731
+                        if p.stat().st_size > 0]
+        assert wait_for(lambda: part() or proc.poll() is not None, 60)
+        assert proc.poll() is None and 0 < part()[0].stat().st_size < stalled["size"]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert any(store.tmp.glob(f"{proc.pid}-*")) and any(store.pins.glob(f"lease-{proc.pid}-*"))
+
+    images = edu("images", env=env)  # one ordinary command
+    assert images.returncode == 0 and repo not in images.stdout, images.stderr
+    assert hoststate.wait_clean(before) == {}
+    assert not any(store.tmp.glob(f"{proc.pid}-*")) and \
+        not any(store.pins.glob(f"lease-{proc.pid}-*"))
+    assert store.verify() == []  # every blob of the store hashed: the only full check here
+
+    hostile.image(repo, "v1", [LAYER, big])  # the registry answers in full again
+    try:
+        again = edu("pull", ref, env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert Store().get(ref).diff_ids == [sha(LAYER), sha(big)]
+        assert store.verify(blobs={d["digest"] for d in doc["layers"]}) == []
+    finally:
+        edu("rmi", ref)
