@@ -524,10 +524,14 @@ class Soak:
 
     def foreign(self, found: dict[str, list[str]]) -> dict[str, list[str]]:
         """``found`` less what names a container id the soak did not make (another
-        engineer's, or a teacher's, container going or coming while we looked)."""
+        engineer's, or a teacher's, container going or coming while we looked), and less
+        the kinds no operation here makes (libvirt's domains and a guest's boot files: a VM
+        booting beside us)."""
         shorts = {cid[:8] for cid in self.made}
         out = {}
         for kind, items in found.items():
+            if kind in ("libvirt", "guest tmp"):
+                continue
             keep = [i for i in items if not (_HEX.search(i) and kind in (
                 "cgroups", "containers", "processes", "leases", "mounts", "links", "nft")
                 and not any(h[:8] in shorts for h in _HEX.findall(i)))]

@@ -120,7 +120,8 @@ def stop(ref: str, timeout: float = 10, reap: Reaper = None) -> dict[str, Any]:
             _signal(rec, signals.SIGKILL)
             if not _wait_exited(rec["id"], 10, reap):
                 break
-        time.sleep(0.3)  # longer than the supervisor's first restart delay
+        if (rec.get("restart") or "no") != "no":  # nothing restarts it otherwise
+            time.sleep(0.3)  # longer than the supervisor's first restart delay
         try:
             rec = states.find(rec["id"])
         except NoSuchContainer:  # --rm: removed as it exited
