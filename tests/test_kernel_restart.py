@@ -92,6 +92,10 @@ CUTS = ["cgroup", "veth", "rootfs", "exec"]
 def test_a_kernel_restarted_mid_stepper_then_the_lessons_first_cell_leaves_the_host_clean(
         busybox, python, last):
     need(os.geteuid() == 0, "root (the stepper makes a real container)")
+    from edu_runtime.notebook import Lesson
+
+    how, why = Lesson(LESSON, quiet=True, fresh=False).mode("stepper")
+    need(how == "live", f"lesson 06's stepper replays here: {why}")
     before = hoststate.snapshot()
     driver = subprocess.Popen([python, "-c", DRIVER, last, LESSON, json.dumps(COMMAND),
                                str(REPO)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -1,6 +1,7 @@
 """The soak's short form (issue 16): 100 randomized operations through the real ``edu``
 command, every invariant checked after each (bench/soak.py is the long form, 500, and says
-what is checked); and the supervisor's lock in ``/run/edu``, which no longer stays behind.
+what is checked); the soak's mistakes once each beside Docker (the same exit codes); and the
+supervisor's lock in ``/run/edu``, which no longer stays behind its supervisor.
 
 The seed is printed (pytest shows it when a check fails): ``bench/soak.py --ops 100 --seed N``
 replays the same operations.
