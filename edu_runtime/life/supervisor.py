@@ -339,9 +339,15 @@ class Supervisor:
         if not self.cleaned:  # what killed `edu` processes left, before anything new is made
             cleanup_stale()
             self.cleaned = True
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             try:
+                # It dies with us, and its container with it, as our own containers do
+                # (the next `edu` command cleans up after them).
+                kernel.set_pdeathsig(signal.SIGKILL)
+                if os.getppid() != parent:  # we died before it could ask
+                    return
                 self._shim(conn, req, c)
             finally:
                 os._exit(0)
