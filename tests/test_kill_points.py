@@ -288,8 +288,8 @@ def test_supervisor_killed_in_the_middle_of_starts(volume, python):
 
     before = hoststate.snapshot()
     name = f"kp-su-{os.getpid()}"
-    out = _edu(python, "run", "-d", "--name", name, "-p", f"{_free_port()}:80", "busybox",
-               *SU)
+    out = _edu(python, "run", "-d", "--rm", "--name", name, "-p", f"{_free_port()}:80",
+               "busybox", *SU)
     assert out.returncode == 0, out.stderr
     detached = out.stdout.strip()
     pid = int(json.loads(_edu(python, "inspect", name).stdout)[0]["State"]["Pid"])
