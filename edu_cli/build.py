@@ -27,7 +27,7 @@ def build_cmd(args) -> int:
     """``edu build [-t NAME[:TAG]] [-f FILE] [--no-cache] [--build-arg K=V] [--target S] DIR``."""
     from edu_runtime.images import build
     from edu_runtime.images.reference import ReferenceError, parse
-    from edu_runtime.images.store import Store, StoreError
+    from edu_runtime.images.store import DiskFull, Store, StoreError
 
     for tag in args.tag:
         try:
@@ -50,6 +50,8 @@ def build_cmd(args) -> int:
     except build.BuildError as exc:
         print(exc, file=sys.stderr)
         return exc.exit_code
+    except DiskFull as exc:
+        raise UserError(str(exc), 1) from None  # (as docker build's "no space left")
     except StoreError as exc:
         raise UserError(str(exc)) from None
     if args.quiet:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import copy as _copy
+import errno
 import hashlib
 import json
 import os
@@ -51,7 +52,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import dockerfile as df
-from .store import Image, Store, StoreError, canonical_json, write_atomic
+from .store import Image, Store, StoreError, canonical_json, no_space_is, write_atomic
 
 LAYER_MEDIA = "application/vnd.oci.image.layer.v1.tar+gzip"
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -149,7 +150,7 @@ class Builder:
 
     def build(self) -> Image:
         """Build every stage up to the target; tag and return the last one."""
-        with self.store.lease():
+        with self.store.lease(), no_space_is("the build", self.store.root):
             return self._build()
 
     def _build(self) -> Image:
@@ -643,6 +644,8 @@ class Builder:
             except cp.CopyError as exc:
                 raise BuildError(str(exc)) from None
             except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise  # (a full disk: said by the build, as DiskFull)
                 where = f" ({exc.filename})" if exc.filename else ""
                 raise BuildError(f"copying into the image failed: {exc.strerror or exc}"
                                  f"{where}") from None
@@ -1083,7 +1086,8 @@ def commit(record: dict[str, Any], repository: str | None = None, *, message: st
     with the container's command and environment in the config. A running container is
     frozen while its files are read (``pause``), so the layer is one moment's state."""
     store = store or Store()
-    with store.lease():
+    name = record.get("name") or record["id"][:12]
+    with store.lease(), no_space_is(f"committing container {name}", store.root):
         return _commit(store, record, repository, message, author, changes, pause)
 
 

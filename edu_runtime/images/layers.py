@@ -416,6 +416,8 @@ class _Unpacker:
         except OSError as exc:
             if isinstance(exc, gzip.BadGzipFile):
                 raise  # the stream is damaged, not the disk: extract() says so
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # the disk is full, not the layer bad: the caller says so (DiskFull)
             raise LayerError(f"could not unpack layer member {info.name!r}: {exc.strerror} "
                              f"({kernel.errno_name(exc.errno or 0)}). Check free space and "
                              f"permissions under {self.dest}.") from exc

@@ -60,6 +60,7 @@ from .store import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
     DOCKER_MANIFEST,
+    NO_SPACE,
     OCI_CONFIG,
     OCI_INDEX,
     OCI_LAYER,
@@ -68,6 +69,7 @@ from .store import (
     Image,
     Store,
     StoreError,
+    full_disk,
     sha256_bytes,
     write_atomic,
 )
@@ -806,6 +808,9 @@ def _pull(store: Store, ref: Reference, say: Progress, client: Client) -> Pulled
                 image = _fetch(store, reg, ref.repository, name, manifest, config, diff_ids,
                                tags, say)
         except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise RegistryError(str(full_disk(f"pulling {name}", store.root, exc))) \
+                    from None
             raise RegistryError(f"Cannot pull {name}: writing to the store at {store.root} "
                                 f"failed ({exc.strerror or exc}). Nothing was stored; free "
                                 "some space and pull again.") from None

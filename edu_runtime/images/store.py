@@ -36,6 +36,7 @@ Introduced in notebooks/04-images.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -66,6 +67,38 @@ INDEX_VERSION = 1
 
 class StoreError(Exception):
     """Something the user asked of the store cannot be done; the message says why and how."""
+
+
+class DiskFull(StoreError):
+    """The file system that holds the store (or a container's files) ran out of space."""
+
+
+#: errno values that mean "no room": the disk is full, or the user's quota is.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def full_disk(what: str, where: Path, exc: OSError | None = None) -> DiskFull:
+    """The one sentence for a full disk: what failed, which file system, how to free space."""
+    mount = Path(where).resolve()
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    why = "its quota is used up" if exc is not None and exc.errno == errno.EDQUOT else \
+        "the disk is full"
+    return DiskFull(f"{what} failed: {why} (no space left on {mount}, which holds {where}). "
+                    "Free some space and try again: 'edu image prune' removes unused images "
+                    "and the build cache, 'edu prune' stopped containers.")
+
+
+@contextlib.contextmanager
+def no_space_is(what: str, where: Path) -> Iterator[None]:
+    """Inside the block, a write that finds no space raises ``full_disk``'s DiskFull (after
+    the block's own clean-up has run) instead of a bare OSError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            raise
+        raise full_disk(what, where, exc) from None
 
 
 def sha256_file(path: Path) -> str:
