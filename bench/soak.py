@@ -216,6 +216,7 @@ class Soak:
         ops = self.possible()
         new = [o for o in ops if o not in self.stats]  # every kind early, then by weight
         op = new[0] if new else self.rng.choices(ops, weights=[WEIGHTS[o] for o in ops])[0]
+        self.current = op  # named in a finding, if it fails
         t = time.perf_counter()
         getattr(self, "op_" + op.replace(" --", "_").replace(" -", "_").replace(" ", "_"))()
         took = time.perf_counter() - t
@@ -563,14 +564,14 @@ def soak(ops: int, seed: int, every: int = 50, progress: bool = True) -> dict:
     done = 0
     try:
         for i in _progress(range(ops)) if progress else range(ops):
-            op = "?"
+            s.current = "?"
             try:
-                op = s.step()
+                s.step()
                 t = time.perf_counter()
                 s.check()
                 checking += time.perf_counter() - t
             except Finding as f:
-                findings.append(f"op {i + 1} ({op}): {f}")
+                findings.append(f"op {i + 1} ({s.current}): {f}")
                 break
             done = i + 1
             if done % every == 0:
