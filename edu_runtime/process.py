@@ -159,6 +159,7 @@ class Exec(Step):
             self._fail(ctx, f"executable file not found: {argv[0]} in image {cfg.image_name}",
                        EXIT_NOT_FOUND)
         send(ctx.sock, exec=path, start=now())
+        _close_on_exec_from(3)
         try:
             os.execve(path, argv, env)
         except OSError as exc:
@@ -177,6 +178,23 @@ class Exec(Step):
         cmdline = (kernel.read(f"/proc/{ctx.pid}/cmdline", "") or "").split("\0")
         return {"comm": kernel.read(f"/proc/{ctx.pid}/comm"),
                 "cmdline": [c for c in cmdline if c]}
+
+
+def _close_on_exec_from(first: int) -> None:
+    """Mark every descriptor from ``first`` up close-on-exec, as runc does before it execs:
+    the program gets stdin, stdout and stderr, and nothing its parent happened to hold (a
+    supervisor's netlink socket for nftables, another client's terminal waiting its turn).
+    The step socket stays open until the execve succeeds, which is how the host knows."""
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc in here: every number a process may have
+        fds = list(range(first, min(os.sysconf("SC_OPEN_MAX"), 1 << 16)))
+    for fd in fds:
+        if fd >= first:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # (listdir's own descriptor, closed by now)
 
 
 def console(ctx, uid: int = 0) -> None:

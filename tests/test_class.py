@@ -5,7 +5,8 @@ together on the default bridge, while a detached container prints a numbered lin
 100 ms to ``edu logs -f`` and to ``edu attach``. All 60 succeed: each ``--rm`` one printed
 its line and left no record, each ``-d`` one printed its id and is running, then removed.
 Both relays deliver every line, in order, none lost (attach from the line it joined at).
-The host is as it was afterwards (tests/hoststate.py).
+Each detached container's PID 1 holds its three standard streams and nothing else. The host
+is as it was afterwards (tests/hoststate.py).
 
 How long it takes (against the same 60 one after another, divided by the cores) and the
 relays' largest gap are measured in bench/class_day.py, which this test shares its parts
@@ -14,6 +15,7 @@ with: timing is not asserted here.
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 
@@ -46,6 +48,9 @@ def test_sixty_students_start_at_once_and_the_relays_keep_flowing(busybox):
             code, out, _ = results[2 * i + 1]  # -d: its id, and running
             rec = control.find(f"{prefix}-d{i}")
             assert rec["id"] == out.strip() and rec["status"] == states.RUNNING
+            # Its PID 1 holds stdin, stdout and stderr, nothing of the supervisor's (the
+            # nft netlink socket) or of the clients waiting their turn (their terminals).
+            assert sorted(os.listdir(f"/proc/{rec['pid']}/fd"), key=int) == ["0", "1", "2"]
         assert not [r for r in states.records() if r.get("name", "").startswith(
             f"{prefix}-r")]
     finally:

@@ -760,7 +760,9 @@ def _close_quietly(fds: list[int]) -> None:
 def _read_request(conn: socket.socket) -> tuple[bytes, list[int]]:
     """One request (a JSON line, or a thin client's ``ARGV <length>`` block), and any file
     descriptors sent with it (SCM_RIGHTS)."""
-    data, fds, _, _ = socket.recv_fds(conn, 65536, 8)
+    # Close-on-exec: a container started while these wait their turn must not hold a
+    # client's terminal open (its `edu run` would never see the end of its output).
+    data, fds, _, _ = socket.recv_fds(conn, 65536, 8, socket.MSG_CMSG_CLOEXEC)
     if data.startswith(b"ARGV "):
         head, _, body = data.partition(b"\n")
         while not _ and (chunk := conn.recv(4096)):  # the header itself came in pieces
