@@ -310,9 +310,8 @@ def test_a_vm_boot_killed_leaves_no_domain_disk_or_qemu_after_the_next_compare(k
         proc = subprocess.Popen([sys.executable, "-c", BOOT, str(kernel.vmlinuz), str(initrd),
                                  str(disk), name], cwd=REPO)
         try:  # killed early: libvirt has defined and started it, its QEMU runs
-            assert wait_for(lambda: libvirt_guest.libvirt_qemu_pid(facts["uri"], name)
-                            or proc.poll() is not None, 60)
-            assert proc.poll() is None and qemus_of(name)
+            assert wait_for(lambda: qemus_of(name) or proc.poll() is not None, 60)
+            assert proc.poll() is None and libvirt_guest.libvirt_qemu_pid(facts["uri"], name)
             assert (libvirt_guest.boots_dir() / name / "disk.qcow2").exists()
         finally:
             proc.kill()
