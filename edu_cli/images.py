@@ -181,6 +181,20 @@ def prune_cmd(args) -> int:
     return 0
 
 
+def verify_cmd(args) -> int:
+    """``edu image verify``: every tag names an image, every image is whole, every blob's
+    bytes hash to its name (not a Docker command: Docker has no such check). Exit 1 if not."""
+    store = _store()
+    problems = store.verify()
+    for problem in problems:
+        print(problem)
+    if problems:
+        raise UserError(f"the store at {store.root} has {len(problems)} problem(s) (above): "
+                        "'edu pull' or 'edu load' the images named again", 1)
+    print(f"the store at {store.root} is consistent")
+    return 0
+
+
 def save_cmd(args) -> int:
     """``edu save -o FILE IMAGE...`` (docker-archive, or ``--format oci``)."""
     from edu_runtime.images import archive
@@ -258,6 +272,8 @@ def register(sub) -> None:
     p.add_argument("--filter", action="append", default=[], metavar="label=KEY[=VALUE]",
                    help="only untagged images with these labels (the build cache stays)")
     p.set_defaults(func=prune_cmd)
+    p = isub.add_parser("verify", help="check every image is whole and every blob's digest")
+    p.set_defaults(func=verify_cmd)
     for name, fn in (("inspect", inspect_cmd), ("history", history_cmd)):
         p = isub.add_parser(name)
         if name == "inspect":

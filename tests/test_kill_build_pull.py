@@ -55,6 +55,32 @@ def edu(*argv: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
                           cwd=REPO, **kw)
 
 
+def test_verify_finds_a_damaged_blob_a_missing_layer_and_a_dangling_tag(tmp_path, busybox):
+    shared, store = Store(), Store(tmp_path / "store")
+    with store.transaction():
+        for d in busybox.manifest["layers"]:
+            store.put_blob_file(shared.blob_path(d["digest"]), d["digest"])
+        img = store.add_image(shared.read_blob(busybox.config_digest),
+                              [(d["digest"], d["mediaType"]) for d in busybox.manifest["layers"]],
+                              ["busybox:latest"])
+    assert store.verify() == []
+    blob = store.blob_path(img.manifest["layers"][0]["digest"])
+    blob.chmod(0o644)
+    with open(blob, "r+b") as f:
+        f.write(b"X")
+    layer = store.layer_dir(img.diff_ids[0])
+    layer.rename(layer.with_name("elsewhere"))
+    index = json.loads(store.index_path.read_text())
+    index["tags"]["docker.io/library/gone:1"] = "sha256:" + "0" * 64
+    store.index_path.write_text(json.dumps(index))
+    problems = store.verify()
+    assert len(problems) == 3, problems
+    assert problems[0].startswith("tag docker.io/library/gone:1 names sha256:000")
+    assert f"layer {img.diff_ids[0]} is not unpacked" in problems[1]
+    assert problems[2].startswith(f"blob {img.manifest['layers'][0]['digest']} is damaged")
+    assert store.verify(blobs=False) == problems[:2]
+
+
 # ---- the store's writer lock, handed to the build one hold at a time -------------------------
 
 def lock_state(pid: int, lock: Path) -> str:
@@ -374,7 +400,8 @@ def test_a_pull_killed_mid_blob_leaves_no_temp_file_and_the_next_pull_completes(
     assert hoststate.wait_clean(before) == {}
     assert not any(store.tmp.glob(f"{proc.pid}-*")) and \
         not any(store.pins.glob(f"lease-{proc.pid}-*"))
-    assert store.verify() == []  # every blob of the store hashed: the only full check here
+    verify = edu("image", "verify")  # every blob of the store hashed: the only full check
+    assert verify.returncode == 0 and "is consistent" in verify.stdout, verify.stdout
 
     hostile.image(repo, "v1", [LAYER, big])  # the registry answers in full again
     try:
