@@ -411,3 +411,28 @@ def test_a_pull_killed_mid_blob_leaves_no_temp_file_and_the_next_pull_completes(
         assert store.verify(blobs={d["digest"] for d in doc["layers"]}) == []
     finally:
         edu("rmi", ref)
+
+
+def test_gc_drops_the_pin_of_a_container_that_is_gone_after_a_minute(tmp_path, busybox):
+    """A SIGKILLed `edu run --rm` or build: the next command removes the container's dir
+    (life.control.cleanup_stale) but not its pin, which kept its layers from every prune."""
+    shared, store = Store(), Store(tmp_path / "state" / "store")
+    (tmp_path / "state" / "containers" / ("b" * 64)).mkdir(parents=True)
+    with store.transaction():
+        for d in busybox.manifest["layers"]:
+            store.put_blob_file(shared.blob_path(d["digest"]), d["digest"])
+        img = store.add_image(shared.read_blob(busybox.config_digest),
+                              [(d["digest"], d["mediaType"]) for d in busybox.manifest["layers"]])
+    store.pin("a" * 64, img.diff_ids)  # its container dir is gone
+    store.pin("b" * 64, img.diff_ids)  # its container is there
+    store.pin("c" * 64, img.diff_ids)  # gone too, but pinned a moment ago: it may be starting
+    old = os.stat(store.pins / f"{'a' * 64}.json").st_mtime - 120
+    for owner in ("a", "b"):
+        os.utime(store.pins / f"{owner * 64}.json", (old, old))
+    store.prune()
+    assert sorted(p.name[0] for p in store.pins.iterdir()) == ["b", "c"]
+    assert store.layer_dir(img.diff_ids[0]).is_dir()
+    store.unpin("b" * 64)
+    store.unpin("c" * 64)
+    store.prune()
+    assert not store.layer_dir(img.diff_ids[0]).exists()
