@@ -165,14 +165,16 @@ def _libvirt() -> set[str]:
 
 
 def _guest_tmp() -> set[str]:
-    """Half-built guest images, and per-boot dirs (a disk guest's throwaway qcow2 overlay)."""
+    """Half-built guest images, per-boot dirs (a disk guest's throwaway qcow2 overlay), and
+    edu compare's work dirs (a runc bundle) in the home directory."""
     from edu_runtime import paths
 
     root = paths.cache_dir() / "guest" / "images"
     boots = paths.cache_dir() / "boots"
     return ({str(p) for p in root.iterdir() if p.name.startswith((".", "tmp"))
              and p.name != ".lock"} if root.is_dir() else set()) | (
-        {str(p) for p in boots.iterdir()} if boots.is_dir() else set())
+        {str(p) for p in boots.iterdir()} if boots.is_dir() else set()) | {
+        str(p) for p in Path.home().glob("edu-compare-*")}
 
 
 def _run_dir() -> set[str]:
