@@ -24,7 +24,6 @@ Introduced in notebooks/05-dockerfile and notebooks/04-images (issue 16's fault 
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import io
 import json
@@ -317,7 +316,7 @@ def qemus_of(name: str) -> list[str]:
     return found
 
 
-def test_a_vm_boot_killed_leaves_no_domain_disk_or_qemu_after_the_next_compare(kernel,
+def test_a_vm_boot_killed_leaves_no_domain_disk_qemu_or_workdir_after_the_next_compare(kernel,
                                                                              tmp_path):
     from edu_runtime import paths
     from vm_compare import initramfs, libvirt_guest, probe_guest, probes
@@ -343,6 +342,9 @@ def test_a_vm_boot_killed_leaves_no_domain_disk_or_qemu_after_the_next_compare(k
             proc.kill()
             proc.wait()
         assert f"domain {name}" in hoststate.snapshot()["libvirt"]
+        # As a comparison killed later would leave it: its work dir, named by its pid.
+        work = Path.home() / f"edu-compare-{proc.pid}-kb{secrets.token_hex(3)}"
+        (work / "bundle" / "rootfs").mkdir(parents=True)
 
         # The next edu compare (here one refused at once: no such image) removes the guests
         # of callers that died before anything else.
@@ -353,6 +355,7 @@ def test_a_vm_boot_killed_leaves_no_domain_disk_or_qemu_after_the_next_compare(k
                                                               "guest can be made of kb-missing")
         assert hoststate.wait_clean(before) == {}
         assert qemus_of(name) == [] and not (libvirt_guest.boots_dir() / name).exists()
+        assert not work.exists()
     finally:
         initrd.unlink()
         disk.unlink()

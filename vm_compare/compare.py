@@ -210,6 +210,19 @@ def docker_peer(image: str, store) -> Any:
     return lambda: _timed_marker(cmd)
 
 
+def _remove_stale_workdirs() -> list[str]:
+    """Delete the work dirs (``~/edu-compare-PID-*``) of comparisons whose process is gone
+    (SIGKILLed: their ``finally`` never ran). A dir without a pid in its name is an older
+    edu's, left alone."""
+    gone = []
+    for work in Path.home().glob("edu-compare-*-*"):
+        pid = work.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(work, ignore_errors=True)
+            gone.append(str(work))
+    return gone
+
+
 def runc_peer(image: str, store, work: Path) -> Any:
     """A contender: ``runc run`` of an OCI bundle holding the image's files (None: no runc)."""
     if not shutil.which("runc"):
@@ -293,6 +306,7 @@ def run(*, quick: bool = False, runs: int = 5, image: str = "busybox",
         scale_containers, scale_guests = QUICK_CONTAINERS, QUICK_GUESTS
     say = progress or (lambda text: None)
     libvirt_guest.cleanup_stale()  # guests a killed comparison left behind
+    _remove_stale_workdirs()  # and its work dir (a runc bundle: the image's files)
     store = Store()
     cold: dict[str, float] = {}
     t = time.monotonic()
@@ -309,7 +323,7 @@ def run(*, quick: bool = False, runs: int = 5, image: str = "busybox",
     result: dict[str, Any] = {"schema": SCHEMA, "image": image, "guest": guest.kind,
                               "machine": machine(accel), "cold": cold,
                               "references": REFERENCES}
-    work = Path(tempfile.mkdtemp(prefix="edu-compare-", dir=str(Path.home())))
+    work = Path(tempfile.mkdtemp(prefix=f"edu-compare-{os.getpid()}-", dir=str(Path.home())))
     try:
         seen: dict[str, Any] = {}  # what the last libvirt boot showed: memory, kernel, phases
         contenders: dict[str, tuple[str, Any]] = {
