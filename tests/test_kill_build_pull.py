@@ -12,12 +12,16 @@ The kill points are real seams, waited for, never slept for:
 - a build's FROM, COPY, ADD, ENV and commit: the test holds the store's writer lock (the
   ``flock`` every store write takes) and lets the build take it one hold at a time; the kernel's
   lock table (/proc/locks) says when the build waits for it, its output and its staging dir
-  say where it is (inside which step; the files copied or packed), and it is killed there;
+  say where it is (inside which step; the files copied or packed), and it is killed there.
+  These builds use a store of their own (``private``): they run no container, and on the
+  shared store others' commands would queue for the same lock;
 - a RUN: the command writes a marker into its container's upper dir, then sleeps; the build
   (and with it the container, by PR_SET_PDEATHSIG) is killed once the marker is there;
 - a pull: a registry (test_arc_hostile's ``Hostile``) sends half of a layer blob, then
   stalls; ``edu pull`` is killed once those bytes are in its staging file;
-- a VM boot: ``edu compare``'s guest is killed once libvirt has it defined and running.
+- a VM boot: a boot of a disk guest through ``libvirt_guest.boot`` (what ``edu compare``
+  and lesson 01 call), killed once libvirt has defined and started it and its QEMU runs (no
+  full boot: TCG is slow); the next ``edu compare`` removes what it left.
 
 Introduced in notebooks/05-dockerfile and notebooks/04-images (issue 16's fault tests).
 """
