@@ -21,7 +21,8 @@ each operation:
   directory: no cgroup, mount, veth, nft or iptables rule, lease or process
   (tests/hoststate.py); nothing of a network that is gone (its bridge and rules);
 - ``edu network ls``'s and ``edu volume ls``'s names are the model's; the store's tags are
-  the model's, and each image's config blob and layers are there.
+  the model's, and it verifies (``Store.verify``: every image's blobs and layers are there;
+  after a build or rmi, the soak's images' blobs, busybox's among them, hash to their names).
 
 At the end everything is removed as a student would: ``hoststate.wait_clean`` must find
 nothing new on the host, no file of the state directory may name what the soak made (a
@@ -497,13 +498,21 @@ class Soak:
         if tags != self.images:
             raise Finding(f"the store's tags {sorted(tags)}, the model has "
                           f"{sorted(self.images)}")
-        mine = [i for i in images if any(t.startswith(self.tag) or t == "busybox:latest"
-                                         for t in i.familiar_tags())]
-        for image in mine:
-            missing = [d for d in image.diff_ids if not store.layer_dir(d).is_dir()]
-            if not store.has_blob(image.config_digest) or missing:
-                raise Finding(f"image {image.familiar_tags()} is missing its config or "
-                              f"layers {missing}")
+        # Every tag names an image, every image's blobs are here and its layers unpacked;
+        # and after a build or rmi (what changes the store), the bytes of our images' blobs
+        # (busybox's among them) hash to their names.
+        if getattr(self, "current", "") not in ("build", "rmi", "?"):
+            problems = store.verify(blobs=False)
+            if problems:
+                raise Finding("the store does not verify: " + "; ".join(problems[:5]))
+            return
+        mine = {d for i in images if any(t.startswith(self.tag) or t == "busybox:latest"
+                                         for t in i.familiar_tags())
+                for d in (i.manifest_digest, i.config_digest,
+                          *(layer["digest"] for layer in i.manifest.get("layers", [])))}
+        problems = store.verify(blobs=mine)
+        if problems:
+            raise Finding("the store does not verify: " + "; ".join(problems[:5]))
 
     # ---- the end ---------------------------------------------------------------------------
 
@@ -581,6 +590,7 @@ def soak(ops: int, seed: int, every: int = 50, progress: bool = True) -> dict:
         took = time.perf_counter() - start
         try:
             s.clean()
+            s.current = "?"  # the end's check hashes our images' blobs too
             s.check()
         except Finding as f:
             findings.append(f"clean-up: {f}")
