@@ -326,3 +326,20 @@ def test_a_lease_taken_after_a_cleanups_snapshot_is_not_stale(root):
     finally:
         registry.release("bridge", cid)
         shutil.rmtree(where)
+
+
+def test_refreshing_hosts_never_makes_a_removed_neighbours_directory_again(root):
+    """A killed run's directory goes before its lease (the lease goes with the network's
+    cleanup): a container starting in between rewrote its neighbours' hosts files, and made
+    that directory again, which nothing removed (a kill-point test beside a class did it)."""
+    starting, gone = (uuid.uuid4().hex * 2 for _ in range(2))
+    try:
+        for cid in (starting, gone):
+            registry.lease("bridge", cid, f"cc-{cid[:8]}")
+        registry.refresh_hosts("bridge", also=starting)
+        assert f"cc-{gone[:8]}" in registry.container_dir(starting).joinpath("hosts").read_text()
+        assert not registry.container_dir(gone).exists()
+    finally:
+        for cid in (starting, gone):
+            registry.release("bridge", cid)
+            shutil.rmtree(registry.container_dir(cid), ignore_errors=True)

@@ -513,6 +513,15 @@ def refresh_hosts(network: str, also: str = "") -> None:
     with locked():
         record = get(network)
         for cid in sorted(record["containers"]):
-            where = container_dir(cid)
-            if where.is_dir() or cid == also:
-                _write_in_place(paths.ensure(where) / "hosts", _hosts(record, cid))
+            if cid == also:
+                _write_in_place(paths.ensure(container_dir(cid)) / "hosts", _hosts(record, cid))
+                continue
+            # A neighbour's file is rewritten only while it is there: one whose container is
+            # being removed (a killed run's, whose lease goes after its directory) must not
+            # be made again, with a directory that nothing would ever remove.
+            try:
+                with open(container_dir(cid) / "hosts", "r+") as f:
+                    f.truncate()
+                    f.write(_hosts(record, cid))
+            except FileNotFoundError:
+                pass
