@@ -390,22 +390,47 @@ class Soak:
             del self.containers[name]
 
     def clean(self) -> None:
-        """Remove everything the model holds, as a student would at the end of the day."""
+        """Remove everything the soak made, as a student would at the end of the day: what
+        the model holds, and whatever else edu lists under the soak's prefix (after a finding
+        the model may be wrong). Each removal is tried even if one before failed; Finding
+        then names what failed."""
+        from edu_runtime import volumes
+        from edu_runtime.images.store import Store
+        from edu_runtime.life import states
+        from edu_runtime.networks import registry
+
+        failed = []
+
+        def attempt(*argv: str) -> None:
+            try:
+                self.run(*argv)
+            except Finding as f:
+                failed.append(str(f))
         for project in sorted(self.projects):
-            self.op_compose_down(project)
-        names = sorted(self.containers)
+            attempt("compose", "-p", project, "down")
+        ours = self.tag + "-"
+        names = sorted(r["name"] for r in states.records()  # what there is, not the model
+                       if (r.get("name") or "").startswith(ours))
         if names:
-            self.run("rm", "-f", *names)
-            self.containers.clear()
-        if self.images:
-            self.run("rmi", *sorted(self.images))
-            self.images.clear()
-        for name in sorted(self.networks):
-            self.run("network", "rm", name)
-            self.gone_bridges.add(self.networks.pop(name))
-        if self.volumes:
-            self.run("volume", "rm", *sorted(self.volumes))
-            self.volumes.clear()
+            attempt("rm", "-f", *names)
+        tags = sorted(self.images | {t for i in Store().images() for t in i.familiar_tags()
+                                     if t.startswith(ours)})
+        if tags:
+            attempt("rmi", *tags)
+        for net in registry.records():
+            if net["name"].startswith(ours):
+                attempt("network", "rm", net["name"])
+                self.gone_bridges.add(net["bridge"])
+        vols = sorted(v["Name"] for v in volumes.ls() if v["Name"].startswith(ours))
+        if vols:
+            attempt("volume", "rm", *vols)
+        self.containers.clear()
+        self.images.clear()
+        self.networks.clear()
+        self.volumes.clear()
+        self.projects.clear()
+        if failed:
+            raise Finding("the clean-up: " + "; ".join(failed))
 
     # ---- invariants ------------------------------------------------------------------------
 
@@ -582,6 +607,9 @@ def soak(ops: int, seed: int, every: int = 50, progress: bool = True) -> dict:
             except Finding as f:
                 findings.append(f"op {i + 1} ({s.current}): {f}")
                 break
+            except Exception as exc:  # noqa: BLE001 - an edu module raising in this process
+                findings.append(f"op {i + 1} ({s.current}): {type(exc).__name__}: {exc}")
+                break
             done = i + 1
             if done % every == 0:
                 rows.append({"operations": done, "containers": len(s.containers),
@@ -594,6 +622,8 @@ def soak(ops: int, seed: int, every: int = 50, progress: bool = True) -> dict:
             s.check()
         except Finding as f:
             findings.append(f"clean-up: {f}")
+        except Exception as exc:  # noqa: BLE001 - as above
+            findings.append(f"clean-up: {type(exc).__name__}: {exc}")
         finally:
             shutil.rmtree(workdir)
     leaks = s.foreign(hoststate.wait_clean(before, mine=s.made))
