@@ -27,7 +27,6 @@ as it was (tests/hoststate.py).
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import os
 import shutil
@@ -154,40 +153,10 @@ def _pruner(ops: Ops, made: dict) -> None:
 # ---- what must hold afterwards ----------------------------------------------------------------
 
 def verify_store(store: Store, pids: set[int]) -> list[str]:
-    """What is wrong with the store: blobs whose bytes do not hash to their name, images
-    missing a manifest, config, layer blob or unpacked layer, temp files of ``pids``.
-
-    (A local helper: the store has no ``verify()`` of its own yet.)"""
-    wrong = []
-    for blob in store.blobs.iterdir():
-        if blob.name.startswith("."):
-            continue  # a writer's temp file, renamed into place when whole
-        h = hashlib.sha256()
-        try:
-            with open(blob, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-        except FileNotFoundError:
-            continue  # collected meanwhile by someone's GC
-        if h.hexdigest() != blob.name:
-            wrong.append(f"blob {blob.name[:12]} hashes to {h.hexdigest()[:12]}")
-    with store.lock():  # the index and what it names, at one moment
-        index = json.loads(store.index_path.read_text())
-        for manifest_digest, rec in index["images"].items():
-            if not store.has_blob(manifest_digest):
-                wrong.append(f"image {manifest_digest[:19]}: no manifest")
-                continue
-            manifest = json.loads(store.read_blob(manifest_digest))
-            if not store.has_blob(rec["config"]):
-                wrong.append(f"image {manifest_digest[:19]}: no config")
-                continue
-            config = json.loads(store.read_blob(rec["config"]))
-            for layer in manifest["layers"]:
-                if not store.has_blob(layer["digest"]):
-                    wrong.append(f"image {manifest_digest[:19]}: no blob {layer['digest']}")
-            for diff_id in config["rootfs"]["diff_ids"]:
-                if not store.layer_dir(diff_id).is_dir() or store.layer_info(diff_id) is None:
-                    wrong.append(f"image {manifest_digest[:19]}: no layer {diff_id}")
+    """What is wrong with the store: ``Store.verify`` (every tag names an image, every image
+    whole, every blob hashes to its name), and temp files of ``pids`` (edu processes of
+    ours, all exited) left behind."""
+    wrong = store.verify()
     temps = [*store.tmp.iterdir(), *store.blobs.glob(".*.tmp"), *store.layers.glob(".*.tmp"),
              *store.pins.glob(".*.tmp"), *store.root.glob(".*.tmp")]
     for t in temps:
