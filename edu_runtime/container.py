@@ -496,6 +496,9 @@ class Container:
         # where a fork could inherit another thread's lock; then the supervisor or the
         # user's own helper does (life/remote.py).
         self.fork_here = kernel.single_threaded() if fork_here is None else fork_here
+        #: Made by a helper: killed and removed if the process waiting for it dies first (a
+        #: build's RUN from a notebook: a dead kernel cancels the build, as in Docker).
+        self.tied = False
         self.remote_pid = 0  # PID 1, when a helper forked it
         self.trace = Trace(self.id, self.config.image_name, argv)
         self.status = "created"

@@ -443,3 +443,48 @@ def test_gc_drops_the_pin_of_a_container_that_is_gone_after_a_minute(tmp_path, b
     store.unpin("c" * 64)
     store.prune()
     assert not store.layer_dir(img.diff_ids[0]).exists()
+
+
+THREADED_BUILD = """
+import sys, threading
+from pathlib import Path
+threading.Thread(target=threading.Event().wait, daemon=True).start()  # as a Jupyter kernel
+from edu_runtime.images.build import Options, build
+from edu_runtime.images.store import Store
+build(Store(), Options(context=Path(sys.argv[1]), tags=[sys.argv[2]], no_cache=True,
+                       network="none", build_args={"BLOCK": "600"}))
+"""
+
+
+def test_a_notebooks_build_killed_while_its_run_runs_takes_the_container_along(kb_build,
+                                                                               python):
+    """From a threaded process (a notebook's kernel) the supervisor makes the RUN's
+    container; the kernel dies mid-RUN (a restart): the container goes too, as Docker's
+    builder cancels a build whose client went away."""
+    ctx, tag = kb_build
+    marker = f"kb-run-{secrets.token_hex(4)}"
+    (ctx / "Dockerfile").write_text(f"FROM busybox\nARG BLOCK=0\n"
+                                    f"RUN touch /{marker} && sleep $BLOCK\n")
+    store = Store()
+    containers = store.root.parent / "containers"
+    images = {i.id for i in store.images()}
+    before = hoststate.snapshot()
+    proc = subprocess.Popen([python, "-c", THREADED_BUILD, str(ctx), tag],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        assert wait_for(lambda: any(containers.glob(f"*/upper/{marker}")) or
+                        proc.poll() is not None, 60)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        cid = next(containers.glob(f"*/upper/{marker}")).parent.parent.name
+        owner = json.loads((containers / cid / "state.json").read_text())["owner"]
+        assert owner != proc.pid, "a helper (the supervisor) made it, not the kernel"
+    finally:
+        proc.kill()
+        proc.wait()
+    # The supervisor saw its waiter hang up: it kills the container and removes it.
+    assert wait_for(lambda: not (containers / cid).exists(), 30)
+    assert hoststate.wait_clean(before, mine={cid}) == {}
+    # What it leaves is what Docker's classic builder leaves: the image of the steps done
+    # (here lent to the helper for the RUN), untagged, for `edu image prune`.
+    for image in {i.id for i in store.images()} - images:
+        store.remove(image)

@@ -681,6 +681,7 @@ class Builder:
         except StepError as exc:
             self._unlend(lent)
             raise BuildError(str(exc)) from None
+        c.tied = not here  # a helper makes it: it goes if this process dies (life/remote)
         self.say(f" ---> Running in {c.id[:12]}")
         try:
             try:

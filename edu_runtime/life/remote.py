@@ -70,7 +70,8 @@ def wait(container, out=None, err=None) -> int:
     offset: logs.Cursor = 0  # an inode and an offset: the log may rotate meanwhile
     conn = client.connect()
     try:
-        client.send(conn, {"op": "wait", "id": container.id})
+        client.send(conn, {"op": "wait", "id": container.id,
+                           "tied": getattr(container, "tied", False)})
         while True:
             offset = _copy_log(log, offset, out, err)
             ready, _, _ = select.select([conn], [], [], 0.1)

@@ -29,6 +29,7 @@ Introduced in notebooks/07-run-it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import fcntl
 import json
@@ -189,6 +190,8 @@ class Supervisor:
                     conn.close()
                 else:  # answered when the container exits
                     self.waiters.setdefault(req["id"], []).append((conn, _reply_json))
+                    if req.get("tied"):  # a build's RUN: it dies with whoever waits for it
+                        self.sel.register(conn, selectors.EVENT_READ, ("waiter", req["id"]))
             elif op == "start":
                 self._start_again(conn, req["id"])
             elif op == "kill":
@@ -709,12 +712,31 @@ class Supervisor:
         if sup.spec.get("remove"):  # its log goes with it: a notebook waiting gets the end
             self.exit_info[cid].update(_log_tail(sup.log_path))
 
+    def _on_waiter(self, conn, cid: str) -> None:
+        """A tied waiter hung up before its container exited (the notebook's kernel that
+        runs a build died): as the build would have, kill the container and remove it."""
+        try:
+            gone = not conn.recv(1)
+        except OSError:
+            gone = True
+        if not gone:
+            return  # (a waiter sends nothing; ignore it if it does)
+        self.sel.unregister(conn)
+        self.waiters[cid] = [w for w in self.waiters.get(cid, []) if w[0] is not conn]
+        conn.close()
+        sup = next((s for s in self.by_pid.values() if s.container.id == cid), None)
+        if sup is not None:
+            sup.spec["remove"] = sup.container.config.remove = True
+            sup.container.kill(signal.SIGKILL)
+
     def _answer_waiters(self, sup: Supervised) -> None:
         """Tell whoever waits for this container its exit code, once it is torn down: as
         ``docker run`` returns, with the container exited (its record says so, its lease
         is back), or with --rm gone (``edu ps -a`` straight after no longer lists it)."""
         cid = sup.container.id
         for waiter, answer in self.waiters.pop(cid, []):
+            with contextlib.suppress(KeyError, ValueError):  # a tied waiter: no longer watched
+                self.sel.unregister(waiter)
             try:
                 answer(waiter, self._exit_reply(cid))
             except OSError:

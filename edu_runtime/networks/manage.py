@@ -52,17 +52,17 @@ def cleanup_stale(alive: set[str] | None = None) -> dict[str, list[str]]:
         return {"leases": [], "rules": [], "links": []}
     from . import bridge, nat
 
-    alive = registry.alive_ids() if alive is None else set(alive)
-    # Rules and veths are the host's, shared by every state directory on it; a container
-    # another state directory runs (its processes in its cgroup) keeps its own.
-    on_host = alive | running_on_host()
-    with registry.locked():
+    with registry.locked():  # read under the lock: a container starting meanwhile leases
+        alive = registry.alive_ids() if alive is None else set(alive)
         if not paths.is_root():  # rootless: the holder of our namespace does the rest
             from . import holder
 
             done = {"leases": registry.release_stale(alive), "rules": [], "links": []}
             holder.cleanup_stale()
             return done
+        # Rules and veths are the host's, shared by every state directory on it; a container
+        # another state directory runs (its processes in its cgroup) keeps its own.
+        on_host = alive | running_on_host()
         done = {"leases": registry.release_stale(alive), "rules": nat.cleanup_stale(on_host),
                 "links": bridge.cleanup_stale(on_host)}
         # A bridge whose containers all died without their undo (a killed supervisor) is
