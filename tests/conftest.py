@@ -175,6 +175,21 @@ def kernel():
         need(False, f"guest kernel unavailable: {err}")
 
 
+def store_with_busybox(state: Path, busybox):
+    """A store of its own under state dir ``state``, holding the shared store's busybox (its
+    blobs copied, not built again); the Store."""
+    from edu_runtime.images.store import Store
+
+    store, shared = Store(state / "store"), Store()
+    with store.transaction():
+        for d in busybox.manifest["layers"]:
+            store.put_blob_file(shared.blob_path(d["digest"]), d["digest"])
+        store.add_image(shared.read_blob(busybox.config_digest),
+                        [(d["digest"], d["mediaType"]) for d in busybox.manifest["layers"]],
+                        ["busybox:latest"])
+    return store
+
+
 def snapshot() -> dict:
     """What a container or an exec could leak: mounts, our children, edu cgroups, container
     dirs, and whether we are (still) a subreaper."""

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import hoststate
 import pytest
-from conftest import REPO, need, wait_for
+from conftest import REPO, need, store_with_busybox, wait_for
 
 from edu_runtime.images import build as build_mod
 from edu_runtime.images.store import Store
@@ -181,13 +181,7 @@ def private(tmp_path_factory, busybox):
     build that is let through once could be let through twice. These builds make no
     container (no RUN), so no container or network cleanup ever runs on this state dir."""
     state = tmp_path_factory.mktemp("kb-state")
-    store, shared = Store(state / "store"), Store()
-    with store.transaction():
-        for d in busybox.manifest["layers"]:
-            store.put_blob_file(shared.blob_path(d["digest"]), d["digest"])
-        store.add_image(shared.read_blob(busybox.config_digest),
-                        [(d["digest"], d["mediaType"]) for d in busybox.manifest["layers"]],
-                        ["busybox:latest"])
+    store_with_busybox(state, busybox)
     return state
 
 

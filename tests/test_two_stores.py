@@ -55,6 +55,8 @@ def test_a_second_state_dir_leaves_the_first_ones_network_alone(cli, python, tmp
         out = subprocess.run([python, "-m", "edu_cli.main", *argv], env=second,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
+    subprocess.run([python, "-c", "from edu_runtime.life import client; client.shutdown()"],
+                   env=second, timeout=60, check=True)  # the second store's supervisor too
     # The first store's container kept its veth, its DNAT rule, and its answer.
     assert os.path.exists(f"/sys/class/net/veth{cid[:8]}")
     assert nat.rule_lines(f"edu:{cid}")

@@ -862,7 +862,7 @@ def main(front=None) -> None:
         lock.close()  # its supervisor removed it as it exited: lock the new one
     else:
         return
-    _sweep_locks(where)
+    client.sweep_gone()  # gone supervisors' locks (ours is held: it stays)
     try:
         Supervisor(front).serve()
     finally:
@@ -877,29 +877,6 @@ def _same_file(lock, where: Path) -> bool:
         return os.stat(where).st_ino == os.fstat(lock.fileno()).st_ino
     except FileNotFoundError:
         return False
-
-
-def _sweep_locks(own: Path) -> None:
-    """Remove the lock (and socket) of every supervisor that is gone: one a SIGKILL ended,
-    or one of a temporary state directory, from before supervisors removed their own lock
-    on exit. A lock nobody holds has no supervisor; one that is held is left alone. A
-    supervisor starting meanwhile on a lock removed here sees it is not the path's and
-    takes the new one (``_same_file``)."""
-    for where in own.parent.glob("supervisor-*.lock"):
-        if where == own:
-            continue
-        try:
-            lock = open(where, "a")
-        except OSError:
-            continue
-        with lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # its supervisor is alive
-            if _same_file(lock, where):
-                where.with_suffix(".sock").unlink(missing_ok=True)
-                where.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
