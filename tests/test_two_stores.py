@@ -4,6 +4,10 @@ directory's clean-up must not take another's. Before this was fixed, a second st
 ``edu`` command removed the rules and veths of every container it had no record of, and a
 published port of the first store stopped answering.
 
+Still shared, and left alone: both stores' default network is ``edu0`` with one subnet, and
+each leases addresses from its own registry, so two stores that both run bridged containers
+at once could hand out the same address. The second store here uses ``--network none``.
+
 Introduced in notebooks/08-web-app (what is behind -p).
 """
 
