@@ -92,14 +92,22 @@ def sweep_gone() -> list[str]:
         with lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                same = os.stat(where).st_ino == os.fstat(lock.fileno()).st_ino
-            except (BlockingIOError, FileNotFoundError):
-                continue  # its supervisor is alive, or it went meanwhile
-            if same:
+            except BlockingIOError:
+                continue  # its supervisor is alive
+            if same_file(lock, where):
                 where.with_suffix(".sock").unlink(missing_ok=True)
                 where.unlink(missing_ok=True)
                 gone.append(where.name)
     return gone
+
+
+def same_file(lock, where) -> bool:
+    """Whether the locked file is still the one at ``where`` (not one an exiting supervisor
+    unlinked after it was opened)."""
+    try:
+        return os.stat(where).st_ino == os.fstat(lock.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def send(s: socket.socket, msg: dict[str, Any], fds: list[int] | None = None) -> None:

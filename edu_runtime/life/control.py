@@ -581,15 +581,11 @@ def cleanup_stale(store=None) -> list[str]:
             rec_path.write_text(json.dumps(rec, indent=1))
         cleaned.append(rec["id"])
     cleaned += _orphan_cgroups({p.name for p in base.iterdir()})
-    # Then their addresses, veths and rules (it reads the records just made exited), all
-    # under the network lock: which containers are alive is read there, so one that starts
-    # meanwhile (its record comes before its lease, its lease before its veth and rules)
-    # is alive to it; read before the lock, it took that container's veth.
+    # Then their addresses, veths and rules (it reads the records just made exited, under
+    # the network lock: a container starting meanwhile leases before its veth and rules).
     from .. import networks
-    from ..networks import registry
 
-    with registry.locked():
-        networks.cleanup_stale()
+    networks.cleanup_stale()
     return cleaned
 
 

@@ -857,7 +857,7 @@ def main(front=None) -> None:
             except OSError:
                 time.sleep(0.025)  # one is on its way out (retiring bridges): wait for it
             continue
-        if _same_file(lock, where):
+        if client.same_file(lock, where):
             break
         lock.close()  # its supervisor removed it as it exited: lock the new one
     else:
@@ -868,15 +868,6 @@ def main(front=None) -> None:
     finally:
         where.unlink(missing_ok=True)  # still ours: we hold its lock, and it is the path's
         lock.close()
-
-
-def _same_file(lock, where: Path) -> bool:
-    """Whether the locked file is still the one at ``where`` (not one an exiting supervisor
-    unlinked after we opened it)."""
-    try:
-        return os.stat(where).st_ino == os.fstat(lock.fileno()).st_ino
-    except FileNotFoundError:
-        return False
 
 
 if __name__ == "__main__":
