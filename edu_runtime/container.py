@@ -499,6 +499,7 @@ class Container:
         #: Made by a helper: killed and removed if the process waiting for it dies first (a
         #: build's RUN from a notebook: a dead kernel cancels the build, as in Docker).
         self.tied = False
+        self.tie = None  # (the connection that ties it, from start() to wait())
         self.remote_pid = 0  # PID 1, when a helper forked it
         self.trace = Trace(self.id, self.config.image_name, argv)
         self.status = "created"

@@ -482,3 +482,32 @@ def test_a_notebooks_build_killed_while_its_run_runs_takes_the_container_along(k
     # (here lent to the helper for the RUN), untagged, for `edu image prune`.
     for image in {i.id for i in store.images()} - images:
         store.remove(image)
+
+
+TIED_START = """
+import os, signal, sys, threading
+threading.Thread(target=threading.Event().wait, daemon=True).start()  # as a Jupyter kernel
+from edu_runtime.container import Container
+from edu_runtime.images.store import Store
+c = Container(Store().get("busybox"), ["sleep", "600"], entrypoint=[], network="none",
+              remove=False, fork_here=False)
+c.tied = True
+c.start()
+print(c.id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # between the start's answer and any wait
+"""
+
+
+def test_a_kernel_killed_between_a_runs_start_and_its_wait_takes_the_container_along(python):
+    """The tie is the start's own connection: a kernel that dies after the helper answered
+    `started` and before it asked to wait (the race the test above once lost) still takes
+    its build's RUN container along."""
+    before = hoststate.snapshot()
+    proc = subprocess.run([python, "-c", TIED_START], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    cid = proc.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", cid), proc.stdout + proc.stderr
+    containers = Store().root.parent / "containers"
+    assert wait_for(lambda: not (containers / cid).exists(), 30)
+    assert hoststate.wait_clean(before, mine={cid}) == {}

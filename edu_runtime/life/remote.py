@@ -50,11 +50,15 @@ def start(container) -> None:
     """Have the helper make and start ``container`` (its spec and id); fill in pid, trace.
     Streams the caller chose (``stdio=``) are passed along (SCM_RIGHTS), so the container
     writes to them directly, as a thin ``edu run`` does; else the helper logs its output."""
+    tied = getattr(container, "tied", False)
     reply, conn = client.request({"op": "run", "spec": container.spec, "id": container.id,
                                   "tty": False, "interactive": False, "restart": "no",
-                                  "attach": False},
+                                  "attach": False, "tied": tied},
                                  fds=list(container.stdio) if container.stdio else None)
-    conn.close()
+    if tied and "error" not in reply:  # the tie is this connection, held until wait():
+        container.tie = conn  # from the start, so that dying at any moment takes it along
+    else:
+        conn.close()
     _check(reply)
     container.remote_pid = reply.get("pid", 0)
     if reply.get("trace"):
@@ -68,10 +72,11 @@ def wait(container, out=None, err=None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     log = paths.state_dir() / "containers" / container.id / "container.log"
     offset: logs.Cursor = 0  # an inode and an offset: the log may rotate meanwhile
-    conn = client.connect()
+    conn, container.tie = getattr(container, "tie", None), None
+    if conn is None:
+        conn = client.connect()
+        client.send(conn, {"op": "wait", "id": container.id})
     try:
-        client.send(conn, {"op": "wait", "id": container.id,
-                           "tied": getattr(container, "tied", False)})
         while True:
             offset = _copy_log(log, offset, out, err)
             ready, _, _ = select.select([conn], [], [], 0.1)

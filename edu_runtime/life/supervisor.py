@@ -190,8 +190,6 @@ class Supervisor:
                     conn.close()
                 else:  # answered when the container exits
                     self.waiters.setdefault(req["id"], []).append((conn, _reply_json))
-                    if req.get("tied"):  # a build's RUN: it dies with whoever waits for it
-                        self.sel.register(conn, selectors.EVENT_READ, ("waiter", req["id"]))
             elif op == "start":
                 self._start_again(conn, req["id"])
             elif op == "kill":
@@ -305,8 +303,18 @@ class Supervisor:
             conn.sendall(f"started {cid}\n".encode())
             self.waiters.setdefault(cid, []).append((conn, _plain_exit(req.get("memory"))))
             return
-        _reply(conn, id=cid, name=sup.container.config.name, pid=sup.container.pid,
-               trace=sup.container.trace.to_dict())
+        if req.get("tied"):  # a build's RUN: it dies with whoever asked for it, from now
+            self.waiters.setdefault(cid, []).append((conn, _reply_json))
+            self.sel.register(conn, selectors.EVENT_READ, ("waiter", cid))
+        try:
+            _reply(conn, id=cid, name=sup.container.config.name, pid=sup.container.pid,
+                   trace=sup.container.trace.to_dict())
+        except OSError:
+            if not req.get("tied"):
+                raise
+            return  # gone already: the loop sees the hang-up (_on_waiter)
+        if req.get("tied"):
+            return  # the exit code follows on this connection
         if req.get("attach"):
             self._attach(conn, cid)
         elif req.get("wait"):  # the exit code follows on this connection
