@@ -40,6 +40,7 @@ COMMANDS = {
     "compare": "compare",
     "stats": "stats",
     "compose": "compose",
+    "demo": "demo",
 }
 
 
