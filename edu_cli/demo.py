@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shlex
 import shutil
 import signal
 import subprocess
@@ -33,6 +32,20 @@ from .errors import UserError
 WIDTH = 80  # columns of a projector's terminal
 HEIGHT = 20  # lines between two prompts, the prompt included
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def quote(args: list[str]) -> str:
+    """A command line as a person types it: ``'...'`` where that is enough, ``"..."`` around
+    an argument that has single quotes itself (shlex.join would write ``'"'"'``)."""
+    out = []
+    for arg in args:
+        if arg and re.fullmatch(r"[\w@%+=:,./-]+", arg):
+            out.append(arg)
+        elif "'" not in arg:
+            out.append(f"'{arg}'")
+        else:
+            out.append('"' + re.sub(r'([\\"$`])', r"\\\1", arg) + '"')
+    return " ".join(out)
 
 
 class DemoError(RuntimeError):
@@ -170,7 +183,7 @@ class Demo:
         out = "\n".join(line.rsplit("\r", 1)[-1] for line in out.split("\n"))
         if check and code != 0:
             last = [line for line in out.splitlines() if line.strip()][-1:] or ["(nothing)"]
-            raise DemoError(f"`{shlex.join(self.shown(argv))}` exited {code}: {last[0]}")
+            raise DemoError(f"`{quote(self.shown(argv))}` exited {code}: {last[0]}")
         return code, out
 
     @staticmethod
@@ -183,7 +196,7 @@ class Demo:
         """``$ edu ARGS`` and its output on a page; ``show(output)`` may pick the lines to
         show, ``explain`` may be a function of the output. Returns the whole output."""
         code, out = self.quiet(*args, check=check, env=env)
-        self.page("$ " + shlex.join(["edu", *args]) + getattr(show, "shown", ""),
+        self.page("$ " + quote(["edu", *args]) + getattr(show, "shown", ""),
                   show(out) if show else out,
                   explain(out) if callable(explain) else explain)
         return out
@@ -200,7 +213,7 @@ class Demo:
 
     def prepare(self, *args: str) -> None:
         """``edu ARGS`` before the pages (bootstrap, build): one line, progress on it."""
-        self.pager.ticker("preparing: edu " + shlex.join(args))
+        self.pager.ticker("preparing: " + quote(["edu", *args]))
         self.quiet(*args)
 
     # ---- clean-up -------------------------------------------------------------------------

@@ -34,13 +34,34 @@ def summary(fn) -> str:
     return fn.__doc__.strip().splitlines()[0]
 
 
-def _only(*names: str):
-    """Keep a table's header and the lines naming one of ``names`` (as ``| grep`` would)."""
+PORTS = ("CONTAINER ID", "STATUS", "PORTS", "NAMES")
+
+
+def _only(*names: str, columns=("CONTAINER ID", "IMAGE", "STATUS", "NAMES")):
+    """A table's header and the lines naming one of ``names`` (as ``| grep`` would), in the
+    columns that matter here (said on the page: a full ``edu ps`` is wider than 80)."""
     def pick(out: str) -> list[str]:
         lines = out.splitlines()
-        return lines[:1] + [line for line in lines[1:] if any(n in line for n in names)]
-    pick.shown = " | grep -E '" + "|".join(["NAMES", *names]) + "'"
+        rows = lines[:1] + [line for line in lines[1:] if any(n in line for n in names)]
+        return _columns(rows, columns)
+    pick.shown = " | grep -E '" + "|".join(["CONTAINER", *names]) + "'  # some columns"
     return pick
+
+
+def _columns(rows: list[str], wanted) -> list[str]:
+    """The ``wanted`` columns of a Docker-style table (columns start where its header's
+    names start), padded again to the widest cell."""
+    if not rows:
+        return rows
+    header = rows[0]
+    starts = [m.start() for m in re.finditer(r"(?<!\S)\S+(?: \S+)*", header)]
+    names = [header[a:b].strip() for a, b in zip(starts, starts[1:] + [None])]
+    keep = [i for i, n in enumerate(names) if n in wanted]
+    cells = [[row[starts[i]:(starts[i + 1] if i + 1 < len(starts) else None)].strip()
+              for i in keep] for row in rows]
+    width = [max(len(r[j]) for r in cells) for j in range(len(keep))]
+    gap = "  " if sum(width) + 2 * len(width) <= 80 else " "
+    return [gap.join(c.ljust(w) for c, w in zip(r, width)).rstrip() for r in cells]
 
 
 def _fetch(url: str, timeout: float = 60) -> tuple[int, dict, str, float]:
@@ -218,15 +239,16 @@ def demo_02(d: Demo) -> None:
         "Status") == "healthy")
     d.quiet("run", "-d", "--name", app, "--network", net, *app_env, "-p",
             f"127.0.0.1:{port}:8000", app1)
-    d.edu("ps", show=_only(db, app),
+    d.edu("ps", show=_only(d.tag + "-"),
           explain=f"Two containers on network {net}: the database (known there as `db`) "
                   f"and the app, published on 127.0.0.1:{port}.")
-    _curl(d, f"http://127.0.0.1:{port}/", "")
+    _curl(d, f"http://127.0.0.1:{port}/", "The app counts each visit in the database, which "
+                                          "it reaches by the name `db`.")
     _curl(d, f"http://127.0.0.1:{port}/", "The count is in the database, not in the app.")
     d.quiet("rm", "-f", app)
     d.quiet("run", "-d", "--name", app, "--network", net, *app_env, "-p",
             f"127.0.0.1:{port}:8000", app2)
-    d.edu("ps", show=_only(db, app), explain="The app was removed (edu rm -f) and version "
+    d.edu("ps", show=_only(d.tag + "-"), explain="The app was removed (edu rm -f) and version "
                                              "2 started; the database never stopped.")
     _curl(d, f"http://127.0.0.1:{port}/", "Version 2, and the count goes on: a container is "
                                           "disposable when what matters is outside it.")
@@ -310,9 +332,22 @@ def demo_05(d: Demo) -> None:
 
 
 def _steps(out: str) -> list[str]:
-    return [line for line in out.splitlines()
-            if re.match(r"(Step \d|\s*---> (Using cache|Running in|[0-9a-f]{12}$)|Successfully)",
-                        line)]
+    """``edu build``'s output, one line per step: the instruction and whether it came from
+    the cache or was built (ran in a container, for RUN)."""
+    rows: list[list[str]] = []
+    for line in out.splitlines():
+        if line.startswith("Step "):
+            rows.append([line, "the base image" if " : FROM " in line else "built"])
+        elif rows and "Using cache" in line:
+            rows[-1][1] = "Using cache"
+        elif rows and "Running in" in line:
+            rows[-1][1] = "ran in a container: built"
+        elif line.startswith("Successfully"):
+            rows.append([line, ""])
+    return [f"{text[:50]:50}  {said}".rstrip() if said else text for text, said in rows]
+
+
+_steps.shown = "  # one line per step"
 
 
 # ---- 06 ---------------------------------------------------------------------------------------
@@ -415,15 +450,16 @@ def demo_08(d: Demo) -> None:
           "-d", wp_image,
           explain=f"The primer's -p 8080:80 -d, on the course's port {port} and on "
                   f"127.0.0.1 only (an uninstalled WordPress is anyone's).")
-    d.edu("ps", show=_only(db, web), explain="WordPress, and MariaDB beside it on the "
+    d.edu("ps", show=_only(d.tag + "-", columns=PORTS), explain="WordPress, and MariaDB beside it on the "
                                              "same network (known there as `db`).")
     _curl(d, f"http://127.0.0.1:{port}/", "A WordPress never installed sends you to its "
                                            "installer: it asked the database.", head=True)
     wid = _inspect(d, web)["Id"]
-    d.sh(f"nft list table ip edu | grep {wid[:12]}",
+    d.sh(f"nft list table ip edu | grep {wid[:12]} | sed 's/^[[:space:]]*//'",
          f"Behind -p: a DNAT rule sends 127.0.0.1:{port} to the container's address, "
          "port 80.", check=False)
-    d.sh(f"ip -br link show | grep -E '^(eth{wid[:8]}|veth)' | grep -i {wid[:8]}",
+    d.sh(f"ip -br link show veth{wid[:8]}; ip -o link show veth{wid[:8]} | grep -o "
+         "'master [^ ]*'",
          "The host's end of the container's veth pair (its other end is eth0 inside); "
          "it is a port of the network's bridge.", check=False)
 
@@ -449,7 +485,8 @@ def demo_09(d: Demo) -> None:
     app = d.name("app")
     d.edu("run", "--name", app, "-p", f"127.0.0.1:{port}:8080", "-d", v1,
           explain=f"The primer's -p 47561:8080 -d, on the course's port {port}.")
-    d.edu("ps", show=_only(app), explain="")
+    d.edu("ps", show=_only(d.tag + "-", columns=PORTS),
+          explain="Running, published on 127.0.0.1 only.")
     _curl(d, f"http://127.0.0.1:{port}/", "The container's hostname is its short id: the "
                                            "one edu ps showed.")
     server = context / "server.js"
@@ -459,7 +496,8 @@ def demo_09(d: Demo) -> None:
                   "was built again.")
     d.quiet("rm", "-f", app)
     d.quiet("run", "--name", app, "-p", f"127.0.0.1:{port}:8080", "-d", v2)
-    d.edu("ps", show=_only(app), explain="The old container removed, the new one run.")
+    d.edu("ps", show=_only(d.tag + "-", columns=PORTS),
+          explain="The old container removed (edu rm -f), the new one run: a new id.")
     _curl(d, f"http://127.0.0.1:{port}/", "Version 2, from a new container.")
 
 
@@ -483,11 +521,12 @@ def demo_10(d: Demo) -> None:
           lambda: open(f"/sys/fs/cgroup/pids/edu/{cid}/pids.current").read().strip() == "32"
           if _v1() else open(f"/sys/fs/cgroup/edu/{cid}/pids.current").read().strip() == "32",
           timeout=30)
-    d.edu("stats", "--no-stream", bomb,
+    d.edu("stats", "--no-stream", bomb, show=_only(bomb, columns=("NAME", "CPU %", "PIDS",
+                                                                  "MEM USAGE / LIMIT")),
           explain="A fork bomb under --pids-limit 32: PIDS 32 and no more; the host still "
                   "starts processes.")
     where = f"/sys/fs/cgroup/pids/edu/{cid}" if _v1() else f"/sys/fs/cgroup/edu/{cid}"
-    d.sh(f"cat {where}/pids.max {where}/pids.events",
+    d.sh(f"cd {where} && cat pids.max pids.events",
          "The cgroup's files: the limit, and how many forks it refused.")
     d.quiet("rm", "-f", bomb)
     d.edu("run", "--rm", "busybox", "sh", "-c",
