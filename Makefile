@@ -1,9 +1,14 @@
 # The two commands a newcomer needs: `make lab` and `make test`. Both prepare everything
 # first (scripts/setup.sh is idempotent), so either works from a fresh clone.
-.PHONY: lab test setup setup-test services-stop lint bench clean record
+.PHONY: lab hub test setup setup-test services-stop lint bench clean record
 
 lab: setup
 	scripts/lab
+
+# The course's JupyterHub for a class on one machine (docs/hub.md), as root; on 127.0.0.1:8000
+# unless told otherwise: `make hub HUB_ARGS="--ip 0.0.0.0 --port 8000"`.
+hub: setup
+	scripts/hub $(HUB_ARGS)
 
 test: setup-test
 	.venv/bin/python -m pytest $(PYTEST_ARGS)

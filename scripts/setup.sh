@@ -24,6 +24,8 @@ PACKAGES=(gcc python3-dev python3-venv pkg-config busybox-static cpio e2fsprogs
 # download, which an offline classroom or CI could not do. Students do not need it.
 # tests/test_compose.py runs Debian's docker-compose (1.29) beside edu compose as a reference.
 if [ $for_tests = 1 ]; then PACKAGES+=(chromium docker-compose); fi
+# tests/test_hub.py runs the course's JupyterHub, whose proxy comes from npm (scripts/hub).
+if [ $for_tests = 1 ]; then PACKAGES+=(nodejs); command -v npm >/dev/null || PACKAGES+=(npm); fi
 
 missing_packages() {
     local p
@@ -189,6 +191,10 @@ step "guest kernel (Debian's linux-image-amd64) and the probe guest" \
 step "base image busybox (every later lesson and test uses it)" \
      "see the message above; 'edu bootstrap busybox' retries" \
      .venv/bin/edu bootstrap busybox
+if is_root && [ $for_tests = 1 ]; then
+    step "JupyterHub for tests/test_hub.py: its proxy (npm), the students' course (/opt/edu-course)" \
+         "see the message above; 'scripts/hub install' retries" scripts/hub install
+fi
 
 offer_more_images() {
     local have
