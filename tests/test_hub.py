@@ -14,7 +14,8 @@ user namespaces, pasta).
 - The second student's ``-p PORT:80`` fails with Docker's exit 125 and a sentence, and
   leaves nothing half-made (no container in their ``edu ps -a``); their run on their own
   course port (EDU_PORTS, from the hub) answers.
-- Neither sees the other's container in ``edu ps -a``, nor can remove it.
+- Neither sees the other's container in ``edu ps -a``, nor can remove it, nor read the
+  other's home (their store).
 - Then everything stops (containers, servers, hub, proxy) and the accounts go
   (``userdel -r``): no hub, proxy or student process, no account, no home, no port held, and
   tests/hoststate.py finds nothing new.
@@ -126,6 +127,12 @@ def test_two_students_on_one_hub(root):
             code, out, err = who.kernel.edu("rm", "-f", other)
             assert code != 0 and "No such container" in err, (code, err)
         assert hc.fetch(port) == f"{a.name}\n" and hc.fetch(own) == f"{b.name}\n"
+        # Nor read the other's home, where their store and notebooks are.
+        for who, other in ((b, a), (a, b)):
+            home = pwd.getpwnam(other.name).pw_dir
+            assert who.kernel.execute(f"import os\ntry:\n    os.listdir({home!r}); print('read')\n"
+                                      "except PermissionError:\n    print('denied')") == \
+                "denied\n"
 
         for s in students:
             code, out, err = s.kernel.edu("rm", "-f", "hub-web")

@@ -8,8 +8,9 @@ use it, so the port a student is told is the port their lessons publish.
 - ``ports_for(uid)``: each student's own range of host ports, so lessons 08 and 09 (``-p``)
   work for a whole class at once. The course takes its lessons' ports from ``EDU_PORTS``
   (edu_runtime/notebook/course.py): web, node, scale, in that order.
-- ``prepare(name)``: what a login would make (``/run/user/UID``, as pam_systemd does) and, on
-  the first start only, the student's own copy of the notebooks in ``~/notebooks``.
+- ``prepare(name)``: the student's home closed to others (mode 700), what a login would make
+  (``/run/user/UID``, as pam_systemd does) and, on the first start only, the student's own
+  copy of the notebooks in ``~/notebooks``.
 - ``environment(name)``: the single-user server's environment: the course's venv on PATH,
   the student's ports, their XDG runtime dir. The engine then runs rootless for them (their
   own store under ~/.local/share/edu, user namespaces, pasta; edu_runtime/paths.py).
@@ -49,9 +50,12 @@ def runtime_dir(uid: int) -> Path:
 
 
 def prepare(name: str) -> None:
-    """Before a student's server starts: their runtime dir, and on first start their own
-    copy of the course's notebooks in ``~/notebooks`` (never overwritten: it is their work)."""
+    """Before a student's server starts: their home closed to others (Debian makes homes
+    0755, and a student's image store and notebooks live there), their runtime dir, and on
+    first start their own copy of the course's notebooks in ``~/notebooks`` (never
+    overwritten: it is their work)."""
     pw = pwd.getpwnam(name)
+    os.chmod(pw.pw_dir, 0o700)
     run = runtime_dir(pw.pw_uid)
     run.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chown(run, pw.pw_uid, pw.pw_gid)

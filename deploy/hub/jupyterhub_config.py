@@ -72,8 +72,10 @@ c.JupyterHub.spawner_class = "localprocess"
 c.Spawner.cmd = [str(classroom.COURSE / "venv/bin/jupyterhub-singleuser")]
 c.Spawner.notebook_dir = "~"
 c.Spawner.default_url = "/lab/tree/notebooks/00-start-here.ipynb"
-c.Spawner.start_timeout = 60
-c.Spawner.http_timeout = 60
+# A whole class logs in at once at the start of a lesson: 30 servers starting together on
+# 2 cores take a while (bench/hub_class.py measures it).
+c.Spawner.start_timeout = 180
+c.Spawner.http_timeout = 180
 # Only what we set below reaches a student's server (not root's PATH or venv).
 c.Spawner.env_keep = []
 c.Spawner.args = [
