@@ -274,6 +274,9 @@ def register(sub) -> None:
     p.set_defaults(func=prune_cmd)
     p = isub.add_parser("verify", help="check every image is whole and every blob's digest")
     p.set_defaults(func=verify_cmd)
+    from . import shared  # edu image share: a classroom's shared base images
+
+    shared.register(isub)
     for name, fn in (("inspect", inspect_cmd), ("history", history_cmd)):
         p = isub.add_parser(name)
         if name == "inspect":

@@ -54,6 +54,17 @@ def _transfer(args, operation: str):
 
 def pull_cmd(args) -> int:
     """``edu pull NAME[:TAG|@DIGEST]``."""
+    from edu_runtime.images import shared
+
+    try:  # a classroom's shared base image is taken before any registry is asked
+        taken = shared.take(_store(), args.image)
+    except shared.StoreError as exc:
+        raise UserError(str(exc), 1) from None
+    if taken is not None:
+        print(f"Status: Copied {_parse(args.image).familiar()} from this machine's shared "
+              f"images ({shared.shared_dir()})")
+        print(_parse(args.image))
+        return 0
     ref, pulled = _transfer(args, "pull")
     if not args.quiet:
         print(f"Digest: {pulled.digest}")

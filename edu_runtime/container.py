@@ -121,6 +121,8 @@ class Context:
         self.rootless = os.geteuid() != 0
         # The init layer (rootfs.init_layer) on top of the image's layers.
         self.lowerdirs = [rootfs.init_layer(), *container.lowerdirs]
+        if rootfs.wants_apt_layer(container.lowerdirs):  # rootless apt: see apt_layer
+            self.lowerdirs.insert(1, rootfs.apt_layer())
         self.host_pid = os.getpid()
         self.pid = 0  # the container's PID 1, as the host sees it (0 before it exists)
         self.middle = 0  # the first child, before it hands over to PID 1
@@ -429,7 +431,7 @@ class Container:
             oom_score_adj=oom_score_adj).items()
             if v is not None}
         self.store = store or Store()
-        img = image if hasattr(image, "config") else self.store.get(image)
+        img = image if hasattr(image, "config") else _image(self.store, image)
         self.image = img
         cfg = img.config.get("config") or {}
         argv = command_for(cfg, command, entrypoint)
@@ -875,6 +877,21 @@ def oom_note(memory) -> str:
     """What ``edu run`` says when the OOM killer ended its container."""
     return (f"edu: the container was OOMKilled: it used more than its --memory {memory} "
             "limit")
+
+
+def _image(store, ref: str):
+    """The image ``ref`` from the store, or else from this machine's shared images
+    (images/shared.py: copied in, and said in one line)."""
+    from .images import shared
+    from .images.store import StoreError
+
+    try:
+        return store.get(ref)
+    except StoreError:
+        found = shared.take(store, ref)
+        if found is None:
+            raise
+        return found
 
 
 def image_hint(message: str, image: str) -> str:

@@ -25,7 +25,8 @@ def state_dir() -> Path:
     """Persistent state: the image store, volumes, leases."""
     if "EDU_STATE_DIR" in os.environ:
         return Path(os.environ["EDU_STATE_DIR"])
-    return Path("/var/lib/edu") if is_root() else _xdg("XDG_DATA_HOME", ".local/share") / "edu"
+    return Path("/var/lib/edu") if is_root() else _private(_xdg("XDG_DATA_HOME", ".local/share")
+                                                          / "edu")
 
 
 def run_dir() -> Path:
@@ -35,7 +36,27 @@ def run_dir() -> Path:
     if is_root():
         return Path("/run/edu")
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(runtime) / "edu" if runtime else Path(f"/tmp/edu-{os.getuid()}")
+    return _private(Path(runtime) / "edu" if runtime else Path(f"/tmp/edu-{os.getuid()}"))
+
+
+def _private(path: Path) -> Path:
+    """A user's own edu directory, mode 0700: made so if missing, and closed if it was left
+    open (a home made with umask 022 is 0755). On a machine shared by a class, no one else
+    may read a user's containers, logs or images, nor put anything there (``/tmp/edu-UID``
+    made first by someone else is refused)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = os.lstat(path)
+    if st.st_uid != os.geteuid():
+        raise PermissionError(f"{path} belongs to uid {st.st_uid}, not to you (uid "
+                              f"{os.geteuid()}): edu keeps your containers there, so it must "
+                              "be your own. Remove it, or set XDG_RUNTIME_DIR to a directory "
+                              "of yours.")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
 
 
 def cache_dir() -> Path:

@@ -60,6 +60,50 @@ def init_layer() -> Path:
     return where
 
 
+#: apt's setting for a rootless container, in a layer of its own (``apt_layer``).
+APT_CONF = "etc/apt/apt.conf.d/00edu-rootless"
+APT_SETTING = """\
+// Written by edu for rootless containers (edu_runtime/rootfs.py, apt_layer): this user
+// namespace maps one uid (yours, as 0), so apt cannot switch to its sandbox user _apt to
+// download; it downloads as root, which is you. Not part of any image or build layer.
+APT::Sandbox::User "root";
+"""
+
+
+def apt_layer() -> Path:
+    """A read-only layer holding one apt setting, put over a rootless container's image when
+    the image has apt (``wants_apt_layer``), as the init layer is over every image.
+
+    apt downloads as its unprivileged user ``_apt`` (uid 42): it calls setgroups and
+    seteuid(42). A rootless container's user namespace maps one uid, the student's, so
+    uid 42 does not exist there and apt fails ("setgroups 65534 failed"). Rootless Docker
+    maps a range of /etc/subuid ids instead; edu maps one, so that every file of the
+    container stays the student's own, and tells apt to stay root (the student) instead.
+    Being a layer, it never lands in the container's upper dir, so a RUN or ``edu commit``
+    does not put it into an image."""
+    where = paths.state_dir() / "apt-layer-1"
+    if where.is_dir():
+        return where
+    tmp = where.with_name(f".{where.name}.{os.getpid()}")
+    (tmp / APT_CONF).parent.mkdir(parents=True, mode=0o755)
+    (tmp / APT_CONF).write_text(APT_SETTING)
+    for entry in (tmp, tmp / "etc", tmp / "etc/apt", tmp / "etc/apt/apt.conf.d"):
+        entry.chmod(0o755)
+    (tmp / APT_CONF).chmod(0o644)
+    try:
+        os.rename(tmp, where)
+    except OSError:  # another start made it first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return where
+
+
+def wants_apt_layer(lowerdirs: list[Path]) -> bool:
+    """True for a rootless container (not root of the host) whose image has apt."""
+    return os.geteuid() != 0 and any((d / "etc/apt/apt.conf.d").is_dir() for d in lowerdirs)
+
+
 class RootFS(Step):
     """Mount the overlay of the image's layers and the container's upper dir."""
 

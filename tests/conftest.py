@@ -127,8 +127,9 @@ def _passwd() -> list[str]:
     """/etc/passwd, less the student accounts of other test sessions running at the same
     time (tests/accounts.py names them edu-st-PID); this session's own must be gone."""
     mine = f"edu-st-{os.getpid()}:"
+    # (and issue 17's: shr-X-PID per test, hub-PID-N per hub test, each removed by its test)
     return [line for line in Path("/etc/passwd").read_text().splitlines()
-            if not line.startswith("edu-st-") or line.startswith(mine)]
+            if not line.startswith(("edu-st-", "shr-", "hub-")) or line.startswith(mine)]
 
 
 @pytest.fixture(scope="session")

@@ -271,9 +271,17 @@ class Builder:
         try:
             return state_of(self.store.use(ref))
         except StoreError:
-            raise BuildError(f"pull access denied for {ref}: no such image here, and edu "
-                             "pulls only with edu pull. 'edu images' lists what is here; "
-                             "'edu pull' or 'edu bootstrap' adds it") from None
+            pass
+        from . import shared  # (a classroom's shared base images: copied in, said in a line)
+
+        try:
+            if shared.take(self.store, ref, say=self.say) is not None:
+                return state_of(self.store.use(ref))
+        except StoreError as exc:
+            raise BuildError(str(exc)) from None
+        raise BuildError(f"pull access denied for {ref}: no such image here, and edu "
+                         "pulls only with edu pull. 'edu images' lists what is here; "
+                         "'edu pull' or 'edu bootstrap' adds it")
 
     def _env(self, state: State) -> dict[str, str]:
         """The environment for substitution: the image's Env, then the stage's build args

@@ -228,6 +228,10 @@ def _port_error(m: PortMapping, exc: OSError) -> PortError:
                                  f"publishes {PortMapping(**p)}): choose another host port, "
                                  "or stop that container")
     who = who_uses(m.proto, m.host_port)
+    if who and f"(uid {os.geteuid()})" not in who:  # another user's: not ours to stop
+        return PortError(f"{where}: address already in use ({who}): choose another host "
+                         "port; in a classroom each user publishes on their own range "
+                         "(EDU_PORTS, or \"ports\" in ~/.config/edu/course.json)")
     return PortError(f"{where}: address already in use"
                      + (f" ({who})" if who else " by another program on this host")
                      + ": choose another host port, or stop that program "
@@ -235,8 +239,11 @@ def _port_error(m: PortMapping, exc: OSError) -> PortError:
 
 
 def who_uses(proto: str, port: int) -> str:
-    """Who has ``port``, from /proc/net/{tcp,udp}[6]: e.g. ``python3 (pid 42) on 0.0.0.0``."""
-    inodes: dict[str, str] = {}
+    """Who has ``port``, from /proc/net/{tcp,udp}[6]: e.g. ``python3 (pid 42) on 0.0.0.0, of
+    user ann (uid 1001)``. The socket's owner (its uid) shows even across users; its process
+    only where we may read its fds (root's, or our own): else ``a socket on 0.0.0.0 of user
+    ann (uid 1001), whose processes are not yours to see``."""
+    inodes: dict[str, tuple[str, str]] = {}
     for name in (proto, proto + "6"):
         try:
             lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
@@ -247,7 +254,7 @@ def who_uses(proto: str, port: int) -> str:
             addr, _, hexport = f[1].rpartition(":")
             # 0A is LISTEN for TCP; 07 is an unconnected, bound socket for UDP.
             if int(hexport, 16) == port and f[3] in ("0A", "07"):
-                inodes[f[9]] = _addr(addr)
+                inodes[f[9]] = (_addr(addr), _user(int(f[7])))
     if not inodes:
         return ""
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
@@ -263,8 +270,20 @@ def who_uses(proto: str, port: int) -> str:
             inode = target[8:-1] if target.startswith("socket:[") else ""
             if inode in inodes:
                 comm = Path(f"/proc/{pid}/comm").read_text().strip()
-                return f"{comm} (pid {pid}) on {inodes[inode]}"
-    return "a socket on " + ", ".join(sorted(set(inodes.values())))
+                addr, user = inodes[inode]
+                return f"{comm} (pid {pid}) on {addr}, of user {user}"
+    return ", ".join(sorted({f"a socket on {addr} of user {user}, whose processes are not "
+                             "yours to see" for addr, user in inodes.values()}))
+
+
+def _user(uid: int) -> str:
+    """A user's name and uid, as ``ann (uid 1001)``."""
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _addr(hexaddr: str) -> str:
