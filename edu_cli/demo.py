@@ -73,7 +73,7 @@ class Pager:
     """Pages of at most HEIGHT lines and WIDTH columns; waits for Enter between them."""
 
     def __init__(self, lesson: str, title: str, pause: bool):
-        self.lesson, self.pause, self.number = lesson, pause, 0
+        self.lesson, self.pause, self.number, self.ticking = lesson, pause, 0, False
         self.pending = textwrap.wrap(title, WIDTH) + [""]
 
     def say(self, text: str = "") -> None:
@@ -84,15 +84,19 @@ class Pager:
         if sys.stdout.isatty():
             sys.stdout.write("\r\x1b[K" + clip(text, WIDTH - 1))
             sys.stdout.flush()
+            self.ticking = True
 
     def untick(self) -> None:
-        if sys.stdout.isatty():
+        """Erase the progress line, if there is one."""
+        if self.ticking:
             sys.stdout.write("\r\x1b[K")
             sys.stdout.flush()
+            self.ticking = False
 
     def page(self, commands: list[str], output: str | list[str], explain: str) -> None:
         """Show one page: the command(s), the output (cut to fit), the explanation, the
         prompt; then wait for Enter (unless running straight through)."""
+        self.untick()
         self.number += 1
         top = self.pending
         self.pending = []

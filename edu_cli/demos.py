@@ -196,22 +196,32 @@ def demo_01(d: Demo) -> None:
     d.pager.ticker("the same command in a container and a guest, at once (a boot)")
     ps = processes.both_running("busybox", accel=accel, store=store)
     out = ["inside the container, its own ps:"]
-    out += ["  " + line for line in processes._cut(ps["container"]["ps"], "sleep", 3)]
+    out += ["  " + line for line in _cut(ps["container"]["ps"], 3)]
     out += [f"inside the VM ({accel.upper()}), its own ps:"]
-    out += ["  " + line for line in processes._cut(ps["guest"]["ps"], "sleep", 4)]
+    out += ["  " + line for line in _cut(ps["guest"]["ps"], 4)]
     d.page(">>> processes.both_running('busybox')  # each runs: ps; exec sleep 3600", out,
            "The guest's ps shows a whole system of its own: its PID 1, its kernel threads.")
     out = [f"{'PID':>7} {'PPID':>7} {'USER':<14}{'THREADS':>7}  COMMAND"]
     for row in ps["rows"]:
         out += [f"{row['pid']:>7} {row['ppid']:>7} {row['user'][:13]:<14}"
                 f"{row['threads']:>7}  {' '.join(row['argv'])[:40]}",
-                f"{'':16}^ {row['who']}"]
+                f"{'':16}^ {row['who']}; parent: {row['parent'][:40]}"]
     ours = [p for p in ps["running_command"] if p["whose"] == "the container"]
     out += ["", f"host processes running `sleep 3600`: {len(ours)} of the container's, "
                 "none of the guest's",
             f"child processes of the guest's qemu: {len(ps['qemu_children']) or 'none'}"]
-    d.page("$ ps -o pid,ppid,user,nlwp,args  # the host's, while both sleep", out,
+    d.page(">>> processes.classify(processes.host_table(), ...)  # the host's /proc, as "
+           "ps reads it, while both slept", out,
            "The container's sleep is a host process; the guest's is inside qemu's memory.")
+
+
+def _cut(listing: str, shown: int) -> list[str]:
+    """The first lines of a ps listing, then its lines with ``sleep``, then "... N more"."""
+    lines = listing.rstrip("\n").splitlines()
+    kept = [line for line in lines[shown:] if "sleep" in line]
+    more = len(lines) - shown - len(kept)
+    return lines[:shown] + (["  ..."] if kept and more else []) + kept + \
+        ([f"  ... {more} more"] if more > 0 else [])
 
 
 # ---- 02 ---------------------------------------------------------------------------------------
@@ -371,8 +381,10 @@ def demo_06(d: Demo) -> None:
     try:
         n = len(s.ctx.steps)
         while (step := s.upcoming) is not None:
-            head = f"[{s.index + 1}/{n}] {step.name} ({step.side})"
+            number = s.index + 1
             rec = s.advance()
+            head = f"[{number}/{n}] {step.name} ({step.side})" + (
+                f", the container's pid on the host: {c.pid}" if c.pid else "")
             calls = rec.lines()
             out = [head] + textwrap.wrap(view.PlanStep(step.name, step.side, step.explain,
                                                        "").does.split(". ")[0] + ".",
@@ -383,8 +395,8 @@ def demo_06(d: Demo) -> None:
             for row in view.rows(rec):
                 before, after = " ".join(row.before), " ".join(row.after)
                 out.append(f"  {row.key}: {before} -> {after}")
-            d.page(shown, out, "Changed by this step, as the host read it before and "
-                               "after" + (f" (pid {c.pid} on the host)." if c.pid else "."))
+            d.page(shown, out, "What this step changed, as the host read it before and "
+                               "after the step.")
         d.edu("ps", show=_only(name), explain="All steps applied: the command runs, and "
                                               "edu ps lists the container.")
         done = True
