@@ -90,6 +90,13 @@ def test_two_students_on_one_hub(root):
             s.kernel = hc.Kernel(hub, s)
             hc.ensure_busybox(s.kernel)
         assert all(watched.values()), watched
+        # Each has their own copy of the lessons, and JupyterLab opens lesson 00 in it.
+        for s in students:
+            assert (Path(pwd.getpwnam(s.name).pw_dir) / "notebooks/00-start-here.ipynb").is_file()
+            lab = hc.requests.get(f"{hub.url}/user/{s.name}/lab/tree/notebooks/"
+                                  "00-start-here.ipynb", timeout=30,
+                                  headers={"Authorization": f"token {s.token}"})
+            assert lab.status_code == 200 and "jupyter" in lab.text.lower(), lab.status_code
         # The hub gave each student their own port range, and the course reads it.
         own = int(b.kernel.execute("from edu_runtime.notebook import course\n"
                                    "print(course.port('web'))"))
