@@ -288,6 +288,10 @@ def demo_cmd(args) -> int:
         pager.untick()
         print(f"\nedu: demo {number} stopped: {exc}", file=sys.stderr)
         code = 1
+    except Exception as exc:  # an engine call's own error (a guest that did not boot, ...)
+        pager.untick()
+        print(f"\nedu: demo {number} stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the clean-up is not interrupted
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

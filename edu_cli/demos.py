@@ -55,13 +55,13 @@ def _columns(rows: list[str], wanted) -> list[str]:
         return rows
     header = rows[0]
     starts = [m.start() for m in re.finditer(r"(?<!\S)\S+(?: \S+)*", header)]
-    names = [header[a:b].strip() for a, b in zip(starts, starts[1:] + [None])]
+    names = [header[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
     keep = [i for i, n in enumerate(names) if n in wanted]
     cells = [[row[starts[i]:(starts[i + 1] if i + 1 < len(starts) else None)].strip()
               for i in keep] for row in rows]
     width = [max(len(r[j]) for r in cells) for j in range(len(keep))]
     gap = "  " if sum(width) + 2 * len(width) <= 80 else " "
-    return [gap.join(c.ljust(w) for c, w in zip(r, width)).rstrip() for r in cells]
+    return [gap.join(c.ljust(w) for c, w in zip(r, width, strict=True)).rstrip() for r in cells]
 
 
 def _fetch(url: str, timeout: float = 60) -> tuple[int, dict, str, float]:
@@ -462,8 +462,9 @@ def demo_08(d: Demo) -> None:
           "-d", wp_image,
           explain=f"The primer's -p 8080:80 -d, on the course's port {port} and on "
                   f"127.0.0.1 only (an uninstalled WordPress is anyone's).")
-    d.edu("ps", show=_only(d.tag + "-", columns=PORTS), explain="WordPress, and MariaDB beside it on the "
-                                             "same network (known there as `db`).")
+    d.edu("ps", show=_only(d.tag + "-", columns=PORTS),
+          explain="WordPress, and MariaDB beside it on the same network (known there as "
+                  "`db`).")
     _curl(d, f"http://127.0.0.1:{port}/", "A WordPress never installed sends you to its "
                                            "installer: it asked the database.", head=True)
     wid = _inspect(d, web)["Id"]

@@ -22,9 +22,8 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 import hoststate
+import pytest
 
 PROMPT = "Enter: next, Ctrl-C: stop "
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -197,6 +196,7 @@ def test_every_lesson_in_a_terminal(lesson, ports, root, busybox):
     assert pages, text
     check_pages(pages, text[len("".join(pages)):])
     assert seen.checked, f"no page of demo {lesson} could be checked against the host"
+    print(f"demo {lesson}: {len(pages)} pages; checked on the host: {sorted(set(seen.checked))}")
     number = lesson[:2].zfill(2) if lesson[:2].isdigit() else lesson.zfill(2)
     assert f"edu demo {number}" in text
     _edu("ps")
