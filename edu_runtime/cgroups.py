@@ -797,6 +797,39 @@ def driver(found: list[Hierarchy] | None = None, root: Path = Path("/"),
     return V2Driver(where, parent, missing)
 
 
+def limits_here(found: list[Hierarchy] | None = None, root: Path = Path("/"),
+                uid: int | None = None, proc_cgroup: str | None = None) -> tuple[bool, str]:
+    """Whether this user's containers get their --memory, --pids-limit and --cpus limits
+    here, and why, in a sentence: yes for root (v1 or v2), and for a user on cgroup v2 with a
+    delegated, writable subtree offering the controllers (systemd's Delegate=yes); no for a
+    user on a cgroup v1 or hybrid host, whose rootless containers get no cgroup at all.
+
+    What a lesson's ``limits`` need asks (notebook/course.py). ``root`` prefixes every path
+    and ``uid``/``proc_cgroup`` stand for the user's, so tests can use a temp-dir cgroupfs."""
+    uid = os.geteuid() if uid is None else uid
+    who = "root" if uid == 0 else f"uid {uid}"
+    found = hierarchies(root=root) if found is None else found
+    on_v1 = sorted(n for n in NEEDED if any(h.version == 1 and n in h.controllers
+                                             for h in found))
+    if uid != 0 and on_v1:
+        return False, (f"{who}'s rootless containers get no cgroup: this host's "
+                       f"{', '.join(on_v1)} controllers are on cgroup v1 ({mode(found)}), "
+                       "which cannot be delegated to a user. Root's containers get limits; "
+                       "for every user's, boot with systemd.unified_cgroup_hierarchy=1 "
+                       "(cgroup v2, where systemd delegates each user a subtree)")
+    try:
+        drv = driver(found, root, uid, proc_cgroup)
+    except CgroupUnavailable as exc:
+        return False, f"{who} gets no cgroup for its containers: {exc}"
+    missing = {k: v for k, v in drv.missing.items() if k in NEEDED}
+    if missing:
+        return False, (f"{who} cannot limit " + "; ".join(f"{k}: {v}" for k, v
+                                                          in sorted(missing.items())))
+    kind = "cgroup v1" if isinstance(drv, V1Driver) else "cgroup v2"
+    how = "as root" if uid == 0 else "in the subtree systemd delegated to this user"
+    return True, f"{who}'s containers get memory, pids and cpu limits ({kind}, {how})"
+
+
 # ---- the steps of a container's start --------------------------------------------------------
 
 def driver_for(limits_asked: bool):

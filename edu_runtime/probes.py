@@ -132,8 +132,8 @@ def judge_cgroups(f: dict[str, Any]) -> ProbeResult:
     where = "; ".join(f"{n}: {c['reason']}" for n, c in f["controllers"].items())
     data = dict(f, summary_mounts=mounts)
     if not missing:
-        return ProbeResult("cgroups", PASS, f"{f['mode']}; usable: {', '.join(usable)} ({where})",
-                           data=data)
+        return ProbeResult("cgroups", PASS, f"{f['mode']}; usable: {', '.join(usable)} ({where}); "
+                           "containers get limits, so lesson 10's limits run live", data=data)
     flags = " ".join(cgroups.NEEDED[n] for n in missing)
     if os.geteuid() == 0:
         fix = "Mount the missing controllers (v2: enable them in cgroup.subtree_control)."
@@ -143,9 +143,11 @@ def judge_cgroups(f: dict[str, Any]) -> ProbeResult:
     else:
         fix = ("cgroup v1 cannot be delegated to a user: run as root for limits, or boot "
                "with systemd.unified_cgroup_hierarchy=1 for cgroup v2.")
+    lesson = ("" if set(missing).isdisjoint(cgroups.NEEDED) else
+              "; lesson 10's limits replay a recording for this user")
     return ProbeResult("cgroups", WARN,
                        f"{f['mode']}; missing {', '.join(missing)}: {flags} will not apply "
-                       f"({where})", fix, data)
+                       f"({where}){lesson}", fix, data)
 
 
 # ---- namespaces ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #       cpu:
 #         needs:
 #         - containers
+#         - limits
 #         what: a busy loop with --cpus 0.25 beside one without, read by edu stats over
 #           time
 #       defences:
@@ -23,11 +24,13 @@
 #       memory:
 #         needs:
 #         - containers
+#         - limits
 #         what: 200 MiB asked of a container with -m 64m, and the cgroup files of the
 #           OOM kill
 #       pids:
 #         needs:
 #         - containers
+#         - limits
 #         what: a fork bomb in a container with --pids-limit 32
 #       rootless:
 #         needs:

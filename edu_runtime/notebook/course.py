@@ -18,6 +18,8 @@ separate process, so a Jupyter kernel never loads libvirt or forks for it):
 - ``containers``: namespaces and overlay mounts work, as root or with user namespaces;
 - ``bridge``: a container can have a network (root's bridge, or rootless pasta/slirp);
 - ``root``: the lesson runs as root (cgroup limits on a hybrid host, the host's bridge);
+- ``limits``: this user's containers get cgroup limits: root, or a user on cgroup v2 with a
+  delegated subtree (a rootless container on a cgroup v1 host gets no cgroup at all);
 - ``qemu``: libvirt answers and the probe guest boots (KVM or TCG);
 - ``dockerd``: a Docker daemon answers on its socket.
 
@@ -44,7 +46,7 @@ from pathlib import Path
 #: What each lesson publishes, in order: the primer's ports, unless a range is set.
 PORT_NAMES = ("web", "node", "scale")
 PRIMER_PORTS = {"web": 8080, "node": 47561, "scale": 8081}
-NEEDS = ("linux", "containers", "bridge", "root", "qemu", "dockerd")
+NEEDS = ("linux", "containers", "bridge", "root", "limits", "qemu", "dockerd")
 
 
 class CourseError(RuntimeError):
@@ -230,6 +232,9 @@ def host() -> dict[str, Verdict]:
     out["bridge"] = Verdict(out["containers"].ok and net,
                             "a network for containers" if net else
                             "no network namespace, or no pasta/slirp4netns for rootless")
+    from .. import cgroups
+
+    out["limits"] = Verdict(*cgroups.limits_here())
     kvm, lv = res.get("kvm", {}), res.get("libvirt", {})
     accel = (kvm.get("data") or {}).get("accel")
     qemu_ok = lv.get("status") == "pass" and accel in ("kvm", "tcg")
