@@ -157,9 +157,10 @@ class Demo:
         self.pager.page([commands] if isinstance(commands, str) else commands, output,
                         explain)
 
-    def run(self, argv: list[str], check: bool = True, env: dict | None = None) -> tuple[int, str]:
+    def run(self, argv: list[str], check: bool = True, env: dict | None = None,
+            live: bool = True) -> tuple[int, str]:
         """Run a command, its stdout and stderr in one stream (as a terminal shows them);
-        its progress (lines redrawn with \\r) on one line while it runs."""
+        if ``live``, its progress (lines redrawn with \\r) on one line meanwhile."""
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL,
                                 env={**os.environ, **(env or {})})
@@ -167,9 +168,9 @@ class Demo:
         try:
             while chunk := os.read(proc.stdout.fileno(), 65536):
                 text += chunk
-                live = text.decode(errors="replace").replace("\r\n", "\n")
-                current = re.split(r"[\r\n]", live.rstrip("\r\n"))[-1]
-                if current.strip():
+                sofar = text.decode(errors="replace").replace("\r\n", "\n")
+                current = re.split(r"[\r\n]", sofar.rstrip("\r\n"))[-1]
+                if current.strip() and live:
                     self.pager.ticker(current)
             code = proc.wait()
         except BaseException:
@@ -205,9 +206,11 @@ class Demo:
                   explain(out) if callable(explain) else explain)
         return out
 
-    def quiet(self, *args: str, check: bool = True, env: dict | None = None) -> tuple[int, str]:
+    def quiet(self, *args: str, check: bool = True, env: dict | None = None,
+              live: bool = True) -> tuple[int, str]:
         """``edu ARGS`` without a page (the demo's own preparation and checks)."""
-        return self.run([sys.executable, "-m", "edu_cli.main", *args], check=check, env=env)
+        return self.run([sys.executable, "-m", "edu_cli.main", *args], check=check, env=env,
+                        live=live)
 
     def sh(self, command: str, explain: str, check: bool = True) -> str:
         """``$ COMMAND`` (a host shell command: ps, nft, ip, grep) and its output."""
@@ -227,7 +230,7 @@ class Demo:
         for kind, verb in (("container", ["rm", "-f"]), ("network", ["network", "rm"]),
                            ("volume", ["volume", "rm"]), ("image", ["rmi"])):
             for name in reversed(self.made[kind]):
-                code, _ = self.quiet(*verb, name, check=False)
+                code, _ = self.quiet(*verb, name, check=False, live=False)
                 if code == 0:
                     removed.append(name)
         for path in self.made["dir"]:
