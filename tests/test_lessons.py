@@ -1,7 +1,8 @@
-"""Every lesson runs top to bottom as a student's kernel runs it: live as root (with the
-exercises solved, so every check must pass), and replayed (``EDU_REPLAY=1``, and as on a Mac:
-with the engine's Linux modules unimportable); a live run leaves the host as it found it, and
-its reset says so; each recording still matches its lesson.
+"""Every lesson runs top to bottom as a student's kernel runs it, replayed (``EDU_REPLAY=1``,
+and as on a Mac: with the engine's Linux modules unimportable); each recording still matches
+its lesson. Each lesson's live run (as root, with the exercises solved, so every check must
+pass; it leaves the host as it found it, and its reset says so) is in a real browser:
+tests/test_browser.py, which uses the runner and the store choice below.
 
 Notebooks are executed by nbclient in a separate process (the kernel gets the environment of
 the run), in memory: the committed notebooks stay stripped.
@@ -87,68 +88,10 @@ def part_cells(result: dict) -> list[dict]:
             if "lesson.live(" in c["source"] or "lesson.stepper(" in c["source"]]
 
 
-# ---- the host, before and after -----------------------------------------------------------
-
-def _lines(cmd: list[str]) -> list[str]:
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    return sorted(out.stdout.split("\n")) if out.returncode == 0 else [f"! {out.stderr}"]
-
-
-def host_state() -> dict:
-    """What a lesson could leave behind: mounts, edu cgroups, network namespaces, links, nft
-    tables, containers' processes (another pid namespace than ours), records, guests."""
-    from edu_runtime import paths
-
-    ours = os.readlink("/proc/self/ns/pid")
-    contained = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if os.readlink(p / "ns" / "pid") != ours:
-                    contained.append((p / "comm").read_text().strip())
-            except OSError:
-                pass
-    cdir = paths.state_dir() / "containers"
-    return {"volumes": records(paths.state_dir(), "volumes"),
-            "mounts": len(Path("/proc/1/mountinfo").read_text().splitlines()),
-            "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/edu/*")
-                              if p.is_dir()),
-            "netns": _lines(["ip", "netns", "list"]),
-            "links": [line.split(":")[1].split("@")[0].strip()
-                      for line in _lines(["ip", "-o", "link", "show"]) if ":" in line],
-            "nft": _lines(["nft", "list", "tables"]),
-            "processes": sorted(contained),
-            "records": sorted(p.name for p in cdir.iterdir()) if cdir.exists() else [],
-            "guests": _lines(["virsh", "-c", "qemu:///system", "list", "--all", "--name"])}
-
-
-def quiesce(env: dict[str, str] | None = None) -> None:
-    """Stop the supervisor a notebook's containers were made by (of the store ``env``
-    names): its warm bridge and rules are not leaks while it lives; once it has gone,
-    whatever is left is."""
-    subprocess.run([sys.executable, "-c",
-                    "from edu_runtime.life import client; client.shutdown()"],
-                   cwd=REPO, capture_output=True, timeout=60, env={**os.environ, **(env or {})})
-
-
 def records(state: Path, kind: str = "containers") -> list[str]:
     """The names of a store's containers (or volumes)."""
     cdir = state / kind
     return sorted(p.name for p in cdir.iterdir()) if cdir.exists() else []
-
-
-@pytest.fixture
-def clean_host(root, busybox):
-    """The host before the test, and a check that it is so again (supervisors stopped)."""
-    quiesce()
-    before = host_state()
-
-    def check(env: dict[str, str] | None = None) -> None:
-        quiesce(env)
-        quiesce()
-        assert host_state() == before
-
-    return check
 
 
 # ---- the runs ------------------------------------------------------------------------------
@@ -173,36 +116,6 @@ def clean_host(root, busybox):
 #: debian, node with npm and the app; busybox and python).
 SHARED_STORE = ("01-containers-vs-vms", "02-why-containers", "04-images", "05-dockerfile",
                 "07-run-it")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", LESSONS)
-def test_a_lesson_runs_live_and_leaves_the_host_as_it_was(name, tmp_path, clean_host):
-    store = {} if name in SHARED_STORE else {"EDU_STATE_DIR": str(tmp_path / "state"),
-                                             "EDU_RUN_DIR": str(tmp_path / "run")}
-    try:
-        result = execute(name, tmp_path, EDU_SOLVE="1", **store)
-        assert not errors(result)
-        outputs = "\n".join(text(c) for c in result["cells"])
-        assert BANNER not in outputs, "a live run replayed something on a host that can do it all"
-        # With the exercises solved, every check passes; the reset says what it removed.
-        summaries = [line for line in outputs.splitlines() if " checks passed" in line]
-        assert summaries and all(s.startswith(tuple(f"{n} of {n} " for n in range(1, 50)))
-                                 for s in summaries), summaries
-        assert f"Reset {name}:" in outputs
-        if store:  # it made its own base images, as `docker run` pulls them
-            assert "Unable to find image '" in outputs
-        # Run twice in a row: the second run finds what the first left, which is nothing.
-        if name not in SHARED_STORE:  # two TCG runs of 01 would cost minutes: its reset is tested
-            again = execute(name, tmp_path, EDU_SOLVE="1", **store)
-            assert not errors(again)
-            assert "Unable to find image" not in "\n".join(text(c) for c in again["cells"])
-            quiesce(store)
-            assert records(tmp_path / "state") == []
-            assert records(tmp_path / "state", "volumes") == []  # anonymous ones too
-    finally:  # a failed run's supervisor and containers must not outlive its store
-        quiesce(store)
-    clean_host(store)
 
 
 @pytest.mark.slow
