@@ -60,6 +60,21 @@ GONE_TIMEOUT = 10.0  # seconds for a leaving holder (or a stopped pasta) to be g
 PASTA = ["pasta", "--config-net", "--quiet", "-t", "none", "-u", "none", "-T", "none",
          "-U", "none"]
 
+#: The holder's one rule of its own: a packet conntrack finds invalid is dropped, not answered.
+#: pasta (passt 2023-03, Debian 12's) acknowledges a container's first data with a segment
+#: that has no flags at all; conntrack calls it invalid, so it is not translated back to the
+#: container's address and reaches the holder's own stack, which answers it with a RST, and
+#: pasta closes the connection: every download through pasta died after its request (the
+#: handshake had worked). A host drops such a packet where the socket is its own; here,
+#: conntrack's drop does. (Only in the holder's namespace: the host's rules are left alone.)
+INVALID_DROP = """table inet edu-holder {
+\tchain input {
+\t\ttype filter hook input priority filter; policy accept;
+\t\tct state invalid drop
+\t}
+}
+"""
+
 
 def _file(kind: str) -> Path:
     """The holder's files beside the supervisor's: one holder per state directory."""
@@ -617,6 +632,7 @@ def _main(ready_fd: int) -> None:
         registry.assume_locked()
         from . import bridge, nat  # noqa: F401 - paid once, before the first request
 
+        nat.nft("-f", "-", script=INVALID_DROP)
         lock_fd = os.open(_file("lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         _file("sock").unlink(missing_ok=True)
