@@ -368,14 +368,20 @@ def fetch(port: int) -> str:
         return ""
 
 
-def ensure_busybox(k: Kernel) -> None:
-    """busybox in the student's reach: the shared store if `edu image share` put it there,
-    else the student's own (edu bootstrap busybox, rootless)."""
+def ensure_busybox(k: Kernel) -> str:
+    """busybox in the student's reach: "shared" if `edu image share` put it in the shared
+    read-only store (their first run takes it from there), "own" if they had it, else
+    "bootstrapped" (edu bootstrap busybox, rootless, in their own store)."""
+    code, out, err = k.edu("image", "share", "--list")
+    if code == 0 and any(line.split()[:1] and line.split()[0].startswith("busybox:")
+                         for line in out.splitlines()[1:]):
+        return "shared"
     code, out, err = k.edu("images")
     if code == 0 and any(line.split()[:1] == ["busybox"] for line in out.splitlines()):
-        return
+        return "own"
     code, out, err = k.edu("bootstrap", "busybox")
     assert code == 0, f"{k.s.name}: edu bootstrap busybox: {err}"
+    return "bootstrapped"
 
 
 # ---- memory --------------------------------------------------------------------------------

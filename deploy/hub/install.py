@@ -147,17 +147,15 @@ def course() -> None:
 
 
 def shared_images() -> None:
-    """Base images in the system-wide read-only store that students' stores read from."""
+    """Base images in the system-wide read-only store that students' stores read from
+    (``edu image share``; EDU_HUB_IMAGES names them, busybox by default)."""
     images = os.environ.get("EDU_HUB_IMAGES", "busybox").split()
-    edu = [str(REPO / ".venv/bin/edu")]
-    helps = subprocess.run([*edu, "image", "--help"], capture_output=True, text=True).stdout
-    if " share " not in helps:
-        # TODO(issue 17, hub-): `edu image share` (the engine side) is not on main yet;
-        # until it is, each student's first `edu run busybox` bootstraps their own busybox.
-        say("edu image share is not available yet: students bootstrap their own images")
-        return
-    subprocess.run([*edu, "image", "share", *images], check=True)
-    say(f"shared read-only for every student: {', '.join(images)}")
+    out = subprocess.run([str(REPO / ".venv/bin/edu"), "image", "share", *images],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{out.stderr.strip()}\n(each of {', '.join(images)} must be in "
+                         "root's store first: edu bootstrap NAME, as root)")
+    say(f"shared read-only for every student: {', '.join(images)} (/var/lib/edu-shared)")
 
 
 def main() -> int:
