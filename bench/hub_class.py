@@ -447,17 +447,44 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def solo_times(hub: Hub, s: Student) -> dict[str, float]:
+    """Server start, kernel start and container start for one student alone; their container
+    and server are gone afterwards."""
+    out = {"server_s": hub.spawn(s)}
+    t = time.perf_counter()
+    k = Kernel(hub, s)
+    out["kernel_s"] = time.perf_counter() - t
+    ensure_busybox(k)
+    t = time.perf_counter()
+    code, cid, err = k.edu("run", "-d", "--name", f"{s.name}-web", "-p", f"{s.first_port}:80",
+                           "busybox", "sh", "-c", SERVE.format(text=s.name))
+    out["container_s"] = time.perf_counter() - t
+    assert code == 0, err
+    until(lambda: fetch(s.first_port) == f"{s.name}\n", 30)
+    code, _, err = k.edu("rm", "-f", cid.strip())
+    assert code == 0, err
+    k.close()
+    r = hub.api("DELETE", f"users/{s.name}/server", token=s.token)
+    assert r.status_code in (202, 204), r.text
+    until(lambda: not hub.api("GET", f"users/{s.name}", token=s.token).json()["servers"], 60)
+    return out
+
+
 def bench(n: int) -> dict:
     failures: list[str] = []
     mem_before = mem_available_kib()
-    students = make_students(n)
+    everyone = make_students(n + 1)
+    solo, students = everyone[0], everyone[1:]
     hub = None
     try:
         hub = Hub()
         hub_pss = pss_kib([hub.proc.pid, hub.proxy_pid()])
-        hub.add(students)
-        for s in students:
+        hub.add(everyone)
+        for s in everyone:
             hub.login(s)
+        # The baseline: one student alone on the machine (then gone), for the ratios.
+        alone = solo_times(hub, solo)
+        mem_class_start = mem_available_kib()
 
         def spawn(s: Student):
             s.times["server_s"] = hub.spawn(s)
@@ -514,9 +541,9 @@ def bench(n: int) -> dict:
     finally:
         if hub is not None:
             hub.stop()
-        remove_students(students)
+        remove_students(everyone)
     mem_after = mem_available_kib()
-    left = [s.name for s in students if _user_exists(s.name)]
+    left = [s.name for s in everyone if _user_exists(s.name)]
     if left:
         failures.append(f"accounts left: {left}")
     server_s = [s.times["server_s"] for s in students if "server_s" in s.times]
@@ -531,13 +558,15 @@ def bench(n: int) -> dict:
         "memory_kib": {
             "mem_available_before": mem_before, "mem_available_running": mem_running,
             "mem_available_after": mem_after,
-            "class_used": mem_before - mem_running,
+            "mem_available_class_start": mem_class_start,
+            "class_used": mem_class_start - mem_running,
             "hub_and_proxy_idle_pss": hub_pss, "hub_and_proxy_running_pss": hub_pss_running,
             "per_server_pss_median": median(per_server),
             "per_server_pss_idle_median": median(list(server_pss.values())),
             "per_container_pss_median": median(per_container),
             "per_student_all_processes_pss_median": median(list(student_pss.values())),
         },
+        "alone_seconds": alone,
         "seconds": {
             "server_start_median": median(server_s), "server_start_max": max(server_s or [0]),
             "kernel_start_median": median(kernel_s),
@@ -563,16 +592,25 @@ def table(r: dict) -> str:
         if t["container_start_median"] > 0 else float("nan")
     mem_ratio = m["per_server_pss_median"] / m["per_container_pss_median"] \
         if m["per_container_pss_median"] > 0 else float("nan")
+    a = r["alone_seconds"]
+
+    def slower(key: str, alone_key: str) -> str:
+        return f"x{t[key] / a[alone_key]:.1f} one alone ({a[alone_key]:.2f} s)" \
+            if a.get(alone_key) else ""
+
     lines = [
         f"A class through JupyterHub: {r['students']} students, "
         f"{r['servers_ready']} servers ready, {r['containers_answering']} containers "
         f"answering, {len(r['failures'])} failures",
         "  start-up, all students at once (medians)",
         f"    JupyterLab server (REST to ready)  {t['server_start_median']:6.2f} s"
-        f"   max {t['server_start_max']:6.2f} s",
-        f"    kernel (REST to websocket)         {t['kernel_start_median']:6.2f} s",
+        f"   max {t['server_start_max']:6.2f} s   {slower('server_start_median', 'server_s')}",
+        f"    kernel (REST to websocket)         {t['kernel_start_median']:6.2f} s"
+        f"                {slower('kernel_start_median', 'kernel_s')}",
         f"    container (edu run -d -p)          {t['container_start_median']:6.2f} s"
-        f"   max {t['container_start_max']:6.2f} s   a server takes x{ratio:.1f} a container",
+        f"   max {t['container_start_max']:6.2f} s   "
+        f"{slower('container_start_median', 'container_s')}",
+        f"    a server takes x{ratio:.1f} a container at once",
         "  memory (PSS: shared pages split among their users)",
         f"    hub + proxy                        {m['hub_and_proxy_running_pss'] / mib:7.1f} MiB",
         f"    a student's server + kernel        {m['per_server_pss_median'] / mib:7.1f} MiB",
