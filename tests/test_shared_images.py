@@ -25,8 +25,8 @@ from edu_runtime.images import shared
 from edu_runtime.images.store import Store, StoreError
 
 
-@pytest.fixture
-def shared_images(root, busybox, python):
+@pytest.fixture(scope="module")
+def shared_images(busybox, python):
     """debian:12 and busybox shared by root (``edu image share``) into a temp shared dir."""
     need(Store().images() and any("docker.io/library/debian:12" in i.tags
                                   for i in Store().images()),
@@ -144,3 +144,9 @@ def test_only_root_shares(shared_images):
         out = nat.edu("image", "share", "debian", env={"EDU_SHARED_DIR": str(shared_images)})
         assert out.returncode == 1 and "sharing images needs root" in out.stderr
         assert "Traceback" not in out.stderr
+        # edu bootstrap (and a lesson's lesson.image) take the shared copy too.
+        out = nat.edu("bootstrap", "busybox", env={"EDU_SHARED_DIR": str(shared_images)})
+        assert out.returncode == 0, out.stderr
+        assert "copying it from this machine's shared images" in out.stderr
+        made = nat.edu("create", "--name", "shr-c", "busybox", "true")
+        assert made.returncode == 0, made.stderr

@@ -135,6 +135,7 @@ class Lesson:
         that replays every part needs none."""
         if all(self.replaying(p.name) for p in self.info.parts):
             return
+        from ..images import shared
         from ..images.bootstrap import bootstrap
         from ..images.store import Store
 
@@ -142,6 +143,8 @@ class Lesson:
         try:
             store.get(name)
         except Exception:  # noqa: BLE001 - not here yet: build it, as docker would pull it
+            if shared.take(store, name, say=print) is not None:  # a classroom's shared copy
+                return
             print(f"Unable to find image '{name}' locally: building it from Debian's "
                   "packages (once; the store keeps it)")
             bootstrap(store, name, progress=True)
