@@ -169,6 +169,27 @@ class Evidence:
             self.checked.append(f"page served by {m.group(1)}")
 
 
+def clean_after(before: dict) -> dict:
+    """``hoststate.wait_clean``, leaving out processes of other users: the demo runs as root,
+    and a class's students (another engineer's hub test) start network holders meanwhile."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = hoststate.leaks(before)
+        procs = [p for p in found.get("processes", []) if _uid(p.split(":")[0]) == 0]
+        found = {k: v for k, v in found.items() if k != "processes"} | (
+            {"processes": procs} if procs else {})
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def _uid(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid.split()[0]}").st_uid
+    except OSError:
+        return None  # gone meanwhile
+
+
 def check_pages(pages: list[str], tail: str) -> None:
     for i, page in enumerate(pages + [tail]):
         if i:  # the Enter echoed after a prompt ends the prompt's own line
@@ -192,7 +213,7 @@ def test_every_lesson_in_a_terminal(lesson, ports, root, busybox):
     before = hoststate.snapshot()
     seen = Evidence()
     code, text, pages = drive(lesson, seen, env=ports)
-    assert code == 0, text[-3000:]
+    assert code == 0, "\n".join(screen_lines(text))[-3000:]
     assert pages, text
     check_pages(pages, text[len("".join(pages)):])
     assert seen.checked, f"no page of demo {lesson} could be checked against the host"
@@ -200,7 +221,7 @@ def test_every_lesson_in_a_terminal(lesson, ports, root, busybox):
     number = lesson[:2].zfill(2) if lesson[:2].isdigit() else lesson.zfill(2)
     assert f"edu demo {number}" in text
     _edu("ps")
-    assert hoststate.wait_clean(before) == {}
+    assert clean_after(before) == {}
     for listing in (_edu("ps", "-a").stdout, _edu("images").stdout,
                     _edu("network", "ls").stdout):
         assert f"demo-{number}-" not in listing
@@ -217,12 +238,12 @@ def test_ctrl_c_at_a_prompt_removes_what_the_demo_made(ports, root, busybox):
         assert _edu("ps").stdout.count("demo-09-") >= (1 if "edu run" in page else 0)
 
     code, text, pages = drive("09", note, ctrl_c_at=3, env=ports)
-    assert code == 130, text[-2000:]
+    assert code == 130, "\n".join(screen_lines(text))[-2000:]
     assert len(pages) == 3 and "Stopped (Ctrl-C)." in text
     tag = made[0]
     assert "The demo removed what it made" in text
     _edu("ps")
-    assert hoststate.wait_clean(before) == {}
+    assert clean_after(before) == {}
     for listing in (_edu("ps", "-a").stdout, _edu("images").stdout):
         assert tag not in listing
     assert not [p for p in os.listdir("/tmp") if p.startswith(tag)]
