@@ -105,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"edu: {exc}", file=sys.stderr)
         return exc.code
+    except PermissionError as exc:  # (paths.NotYours: a state or run dir not the user's)
+        if type(exc).__name__ != "NotYours":
+            raise
+        print(f"edu: {exc}", file=sys.stderr)
+        return 125
     except KeyboardInterrupt:
         print("edu: interrupted", file=sys.stderr)
         return 130

@@ -39,6 +39,10 @@ def run_dir() -> Path:
     return _private(Path(runtime) / "edu" if runtime else Path(f"/tmp/edu-{os.getuid()}"))
 
 
+class NotYours(PermissionError):
+    """A user's edu directory belongs to someone else; the message says which and what to do."""
+
+
 def _private(path: Path) -> Path:
     """A user's own edu directory, mode 0700: made so if missing, and closed if it was left
     open (a home made with umask 022 is 0755). On a machine shared by a class, no one else
@@ -50,7 +54,7 @@ def _private(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         st = os.lstat(path)
     if st.st_uid != os.geteuid():
-        raise PermissionError(f"{path} belongs to uid {st.st_uid}, not to you (uid "
+        raise NotYours(f"{path} belongs to uid {st.st_uid}, not to you (uid "
                               f"{os.geteuid()}): edu keeps your containers there, so it must "
                               "be your own. Remove it, or set XDG_RUNTIME_DIR to a directory "
                               "of yours.")

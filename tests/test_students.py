@@ -166,3 +166,22 @@ def test_lesson_10_says_which_parts_replay_and_why(root):
     info = course.declaration("10-limits-and-security")
     assert {p.name for p in info.parts if "limits" in p.needs} == {"memory", "pids", "cpu"}
     assert Path(course.notebooks_dir() / "10-limits-and-security.ipynb").exists()
+
+
+def test_a_run_dir_in_tmp_is_the_students_own(root):
+    """Without XDG_RUNTIME_DIR (a spawner that sets none), the run dir is /tmp/edu-UID: made
+    0700 by the student, and refused in a sentence if someone else made it first."""
+    with students("t") as (tom,):
+        fallback = Path(f"/tmp/edu-{tom.uid}")
+        try:
+            fallback.mkdir(mode=0o755)  # someone else's (root's), made first
+            out = tom.edu("ps", env={"XDG_RUNTIME_DIR": ""})
+            assert out.returncode == 125 and "Traceback" not in out.stderr
+            assert f"{fallback} belongs to uid 0, not to you (uid {tom.uid})" in out.stderr
+            fallback.rmdir()
+            out = tom.edu("ps", env={"XDG_RUNTIME_DIR": ""})
+            assert out.returncode == 0, out.stderr
+            st = os.stat(fallback)
+            assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (tom.uid, 0o700)
+        finally:
+            subprocess.run(["rm", "-rf", str(fallback)], check=True)
