@@ -105,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"edu: {exc}", file=sys.stderr)
         return exc.code
-    except PermissionError as exc:  # (paths.NotYours: a state or run dir not the user's)
-        if type(exc).__name__ != "NotYours":
+    except PermissionError as exc:
+        from edu_runtime.paths import NotYours  # a state or run dir that is not the user's
+
+        if not isinstance(exc, NotYours):
             raise
         print(f"edu: {exc}", file=sys.stderr)
         return 125
