@@ -75,7 +75,8 @@ def test_two_students_are_apart_and_a_taken_port_names_its_holder(root, busybox,
                          ("volume", "rm", "shr-vol-b")):
                 out = ann.edu(*argv)
                 assert out.returncode != 0, argv
-                assert "no such" in out.stderr.lower() or "not found" in out.stderr, (argv, out.stderr)
+                said = out.stderr.lower()
+                assert "no such" in said or "not found" in said, (argv, out.stderr)
                 assert "Traceback" not in out.stderr
             assert "shr-img-b" not in ann.edu("images").stdout
             assert "shr-net-b" not in ann.edu("network", "ls").stdout

@@ -42,8 +42,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .reference import ReferenceError, parse
-from .store import INDEX_VERSION, Image, Store, StoreError, sha256_bytes, sha256_file, \
-    write_atomic
+from .store import INDEX_VERSION, Image, Store, StoreError, sha256_bytes, sha256_file, write_atomic
 
 DEFAULT_DIR = Path("/var/lib/edu-shared")
 
@@ -184,8 +183,8 @@ def untrusted(where: Path) -> str:
         if st.st_uid != 0:
             return f"{path} belongs to uid {st.st_uid}, not root"
         if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return (f"{path} can be written by {'others' if st.st_mode & stat.S_IWOTH else 'its group'} "
-                    f"(mode {stat.S_IMODE(st.st_mode):04o})")
+            who = "others" if st.st_mode & stat.S_IWOTH else "its group"
+            return f"{path} can be written by {who} (mode {stat.S_IMODE(st.st_mode):04o})"
     return ""
 
 
