@@ -141,6 +141,11 @@ def test_limits_need_says_who_gets_a_cgroup(root, tmp_path):
                        "print(cgroups.limits_here())"])
         assert out.stdout.startswith("(False, ") and "cgroup v1" in out.stdout, out.stderr
         assert "cannot be delegated to a user" in out.stdout
+        # edu doctor's cgroups line says it too, as the student.
+        out = lee.run([lee.python, "-c", "from edu_runtime import probes; r = probes."
+                       "judge_cgroups(probes.facts_cgroups()); print(r.status, r.summary)"])
+        assert out.stdout.startswith("warn "), out.stdout
+        assert "lesson 10's limits replay a recording for this user" in out.stdout
 
     # cgroup v2 with systemd delegation: the user's own subtree, writable, offering the
     # controllers, with the lab's processes in a child cgroup: limits apply, live.
