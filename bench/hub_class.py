@@ -45,6 +45,7 @@ import requests
 import websocket
 
 REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
 HUB_DIR = REPO / "deploy" / "hub"
 sys.path.insert(0, str(HUB_DIR))
 import classroom  # noqa: E402
@@ -266,8 +267,9 @@ class Hub:
         until(ready, timeout, every=0.2)
         return time.perf_counter() - t
 
-    def stop(self) -> None:
-        """SIGTERM the hub: it stops every server and its proxy, then exits."""
+    def stop(self, keep_log: Path | None = None) -> None:
+        """SIGTERM the hub: it stops every server and its proxy, then exits. ``keep_log``:
+        where to keep the hub's log (its servers' output too) before its state dir goes."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -280,6 +282,8 @@ class Hub:
             os.kill(proxy, signal.SIGTERM)
             until(lambda: not _alive(proxy), 10)
         self.log.close()
+        if keep_log is not None:
+            shutil.copy(self.state / "hub.log", keep_log)
         shutil.rmtree(self.state, ignore_errors=True)
 
 
@@ -540,7 +544,8 @@ def bench(n: int) -> dict:
             s.kernel.close()
     finally:
         if hub is not None:
-            hub.stop()
+            RESULTS.mkdir(exist_ok=True)
+            hub.stop(keep_log=RESULTS / "hub_class.log")
         remove_students(everyone)
     mem_after = mem_available_kib()
     left = [s.name for s in everyone if _user_exists(s.name)]
@@ -637,9 +642,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up as on Ctrl-C
     result = bench(args.students)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from common import RESULTS, machine
+    from common import machine
     result["machine"] = machine()
-    RESULTS.mkdir(exist_ok=True)
     (RESULTS / "hub_class.json").write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
     return 1 if result["failures"] else 0
