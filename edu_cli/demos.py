@@ -392,9 +392,7 @@ def demo_06(d: Demo) -> None:
             out.append(f"  {len(calls)} call{'s' * (len(calls) != 1)}, {rec.ms:.2f} ms"
                        + (": " + "; ".join(calls[:2]) if calls else "")
                        + (f" (+{len(calls) - 2})" if len(calls) > 2 else ""))
-            for row in view.rows(rec):
-                before, after = " ".join(row.before), " ".join(row.after)
-                out.append(f"  {row.key}: {before} -> {after}")
+            out += _changes(view.rows(rec))
             d.page(shown, out, "What this step changed, as the host read it before and "
                                "after the step.")
         d.edu("ps", show=_only(name), explain="All steps applied: the command runs, and "
@@ -409,6 +407,26 @@ def demo_06(d: Demo) -> None:
             c.kill(signal.SIGKILL)
             c.wait()
     assert done
+
+
+def _changes(rows) -> list[str]:
+    """A step's changed keys as lines; a namespace's three keys (its inode in the container,
+    the host's, whether it is new) as one line."""
+    values = {row.key: " ".join(row.after) for row in rows}
+    out, done = [], set()
+    for row in rows:
+        kind, _, part = row.key.rpartition(".")
+        if part in ("container", "host", "new") and all(
+                f"{kind}.{k}" in values for k in ("container", "host", "new")):
+            if kind not in done:
+                done.add(kind)
+                inside, host = values[f"{kind}.container"], values[f"{kind}.host"]
+                out.append(f"  {kind}: new {inside} (the host's: {host})"
+                           if values[f"{kind}.new"] == "true" else
+                           f"  {kind}: the host's own {inside}, shared")
+            continue
+        out.append(f"  {row.key}: {' '.join(row.before)} -> {' '.join(row.after)}")
+    return out
 
 
 # ---- 07 ---------------------------------------------------------------------------------------

@@ -148,8 +148,8 @@ class Evidence:
                 assert os.path.exists(f"/proc/{pid}"), f"pid {pid} is not running:\n{page}"
                 self.checked.append(f"pid {pid}")
         ns = re.search(r"pid on the host: (\d+)", page)
-        for kind, inode in re.findall(r"^\s+(\w+)\.container: \S+ -> (\w+:\[\d+\])", "\n".join(
-                lines), re.M):
+        for kind, inode in re.findall(r"^  (\w+): (?:new|the host's own) (\w+:\[\d+\])",
+                                      "\n".join(lines), re.M):
             assert os.readlink(f"/proc/{ns.group(1)}/ns/{kind}") == inode, page
             self.checked.append(f"{kind} namespace {inode}")
         for m in re.finditer(r"^container\s+([0-9a-f-]{36})", "\n".join(lines), re.M):
