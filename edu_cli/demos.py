@@ -485,6 +485,11 @@ def demo_08(d: Demo) -> None:
                   "`db`).")
     _curl(d, f"http://127.0.0.1:{port}/", "A WordPress never installed sends you to its "
                                            "installer: it asked the database.", head=True)
+    status, _, body, _ = _fetch(f"http://127.0.0.1:{port}/wp-admin/install.php")
+    title = re.findall(r"<title>[^<]*", body)
+    d.page(f"$ curl -s http://127.0.0.1:{port}/wp-admin/install.php | grep -o '<title>[^<]*'",
+           title or [f"(no title: HTTP {status})"],
+           "The page a browser would show: WordPress's installer, served by the container.")
     wid = _inspect(d, web)["Id"]
     d.sh(f"nft list table ip edu | grep {wid[:12]} | sed 's/^[[:space:]]*//'",
          f"Behind -p: a DNAT rule sends 127.0.0.1:{port} to the container's address, "
