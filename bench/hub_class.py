@@ -203,7 +203,7 @@ class Hub:
                    EDU_HUB_API_PORT=str(self.api_port),
                    EDU_HUB_PROXY_API_PORT=str(self.proxy_api_port),
                    EDU_HUB_STATE=str(self.state), EDU_HUB_ADMIN_TOKEN=self.admin_token,
-                   EDU_HUB_GROUP=f"{PREFIX}nobody")
+                   EDU_HUB_GROUP="")
         jupyterhub = Path(sys.executable).parent / "jupyterhub"
         self.proc = subprocess.Popen([str(jupyterhub), "-f", str(HUB_DIR / "jupyterhub_config.py")],
                                      cwd=self.state, env=env, stdout=self.log,

@@ -85,6 +85,9 @@ def test_two_students_on_one_hub(root):
     watched: dict[str, int] = {"hub": hub.proc.pid, "proxy": hub.proxy_pid()}
     try:
         hub.add(students)
+        wrong = hc.requests.post(f"{hub.url}/hub/api/users/{a.name}/tokens", timeout=30,
+                                 json={"auth": {"username": a.name, "password": "not-it"}})
+        assert wrong.status_code == 403
         for s in students:
             hub.login(s)
             hub.spawn(s)

@@ -16,8 +16,9 @@
 #                         default 8081 is the port lesson 02 publishes)
 #   EDU_HUB_PROXY_API_PORT  the proxy's API port, on 127.0.0.1 (8001)
 #   EDU_HUB_STATE         where the hub keeps its database and cookie secret (/var/lib/edu-hub)
-#   EDU_HUB_GROUP         Unix group whose members may log in (edu-students); students the
-#                         hub already knows (added in its admin page or REST API) may too
+#   EDU_HUB_GROUP         Unix group whose members may log in (edu-students; empty for none);
+#                         students the hub already knows (added in its admin page or REST
+#                         API) may log in too
 #   EDU_HUB_ADMINS        Unix users who get the hub's admin page, comma-separated (none)
 #   EDU_HUB_ADMIN_TOKEN   an API token for the "edu-admin" service (scripts, tests, benches)
 #   EDU_HUB_PORTS_FIRST   first port of the students' port ranges (20000; classroom.py)
@@ -57,7 +58,9 @@ c.ConfigurableHTTPProxy.debug = False
 
 # ---- who may log in: real Unix accounts, by their Unix password -------------------------
 c.JupyterHub.authenticator_class = "pam"
-c.PAMAuthenticator.allowed_groups = {os.environ.get("EDU_HUB_GROUP", "edu-students")}
+GROUP = os.environ.get("EDU_HUB_GROUP", "edu-students")
+if GROUP:  # empty: no group, only the students the hub already knows
+    c.PAMAuthenticator.allowed_groups = {GROUP}
 c.Authenticator.allow_existing_users = True
 c.Authenticator.admin_users = {u for u in os.environ.get("EDU_HUB_ADMINS", "").split(",") if u}
 if os.environ.get("EDU_HUB_ADMIN_TOKEN"):
