@@ -77,6 +77,9 @@ def test_two_students_on_one_hub(root):
          "the hub's course is not installed: run scripts/hub install (setup.sh --test does)")
     need((REPO / "deploy/hub/node_modules/.bin/configurable-http-proxy").exists(),
          "configurable-http-proxy is not installed: run scripts/hub install")
+    import install
+
+    install.course()  # the students run this clone's code (a second or less; none if same)
     before = hoststate.snapshot()
     port = hc.free_port()  # the lessons' 8080, for both students
     students = hc.make_students(2)
