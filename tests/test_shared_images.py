@@ -150,3 +150,25 @@ def test_only_root_shares(shared_images):
         assert "copying it from this machine's shared images" in out.stderr
         made = nat.edu("create", "--name", "shr-c", "busybox", "true")
         assert made.returncode == 0, made.stderr
+
+
+def test_unsharing_removes_the_tags_and_then_the_blobs_no_tag_names(shared_images, python):
+    with shared_dir() as where:
+        subprocess.run(["cp", "-a", f"{shared_images}/.", str(where)], check=True)
+        env = {**os.environ, "EDU_SHARED_DIR": str(where)}
+
+        def edu(*argv):
+            return subprocess.run([python, "-m", "edu_cli.main", *argv], capture_output=True,
+                                  text=True, env=env)
+        blobs = set(os.listdir(where / "blobs/sha256"))
+        out = edu("image", "share", "--rm", "debian:latest", "debian:bookworm")
+        assert out.returncode == 0, out.stderr
+        listed = edu("image", "share", "--list").stdout
+        assert "debian:12 " in listed and "debian:latest" not in listed
+        assert set(os.listdir(where / "blobs/sha256")) == blobs  # debian:12 still names them
+        assert edu("image", "share", "--rm", "debian:12").returncode == 0
+        assert "debian" not in edu("image", "share", "--list").stdout
+        left = set(os.listdir(where / "blobs/sha256"))
+        assert left < blobs and len(left) == 3  # busybox's manifest, config and layer
+        out = edu("image", "share", "--rm", "debian:12")
+        assert out.returncode == 1 and "debian:12 is not shared" in out.stderr
