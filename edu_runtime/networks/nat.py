@@ -271,6 +271,9 @@ def who_uses(proto: str, port: int) -> str:
             if inode in inodes:
                 comm = Path(f"/proc/{pid}/comm").read_text().strip()
                 addr, user = inodes[inode]
+                if b"edu_cli.supervise" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return (f"a container of user {user}: edu's supervisor (pid {pid}) holds "
+                            f"it on {addr}")
                 return f"{comm} (pid {pid}) on {addr}, of user {user}"
     return ", ".join(sorted({f"a socket on {addr} of user {user}, whose processes are not "
                              "yours to see" for addr, user in inodes.values()}))
