@@ -50,6 +50,8 @@ HUB_DIR = REPO / "deploy" / "hub"
 sys.path.insert(0, str(HUB_DIR))
 import classroom  # noqa: E402
 
+from edu_runtime.notebook.accounts import processes as uid_processes  # noqa: E402
+
 #: Accounts are named hub-PID-N: a killed run's accounts are removed by the next run.
 PREFIX = "hub-"
 #: A busybox web server that answers with its student's name.
@@ -102,23 +104,6 @@ class Student:
     @property
     def first_port(self) -> int:
         return classroom.ports_for(self.uid)[0]
-
-
-def uid_processes(uid: int) -> list[int]:
-    """The live processes of ``uid`` (zombies aside)."""
-    out = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            if p.stat().st_uid != uid:
-                continue
-            state = (p / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state not in "ZX":
-            out.append(int(p.name))
-    return out
 
 
 def make_students(n: int) -> list[Student]:

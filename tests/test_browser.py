@@ -219,21 +219,22 @@ def keep(shots: list[Path]) -> None:
             shutil.copy2(shot, Path(where) / shot.name)
 
 
-def drive(browser, tmp_path: Path, name: str, env: dict[str, str], tag: str,
-          timeout: float) -> list[Path]:
-    """Serve, open ``name``, run all, step to the end; the page's own errors fail it too."""
+@contextlib.contextmanager
+def notebook_page(browser, tmp_path: Path, name: str, env: dict[str, str], tag: str):
+    """Serve the notebooks as `make lab` does and open ``name`` with its kernel idle; yields
+    the page. What the page showed when something failed is kept as ``TAG-failed.png``;
+    an error the page itself threw fails the test too."""
     jupyter = tmp_path / "jupyter"
     jupyter.mkdir()
     quiet_settings(jupyter)
+    page_errors: list[str] = []
     with lab_server(jupyter, env=env) as (base, token, _):
         page = browser.new_page(viewport={"width": 1400, "height": 2000})
         page.set_default_timeout(30_000)
-        page_errors: list[str] = []
         page.on("pageerror", lambda exc: page_errors.append(str(exc)))
         try:
             open_notebook(page, base, token, name)
-            run_all(page, timeout)
-            shots = step_to_the_end(page, tmp_path, tag)
+            yield page
         except Exception:
             with contextlib.suppress(Exception):  # what the page showed, for the artefacts
                 page.screenshot(path=str(tmp_path / f"{tag}-failed.png"))
@@ -242,23 +243,38 @@ def drive(browser, tmp_path: Path, name: str, env: dict[str, str], tag: str,
         finally:
             page.close()
     assert not page_errors, f"the page threw: {page_errors}"
+
+
+def drive(browser, tmp_path: Path, name: str, env: dict[str, str], tag: str,
+          timeout: float) -> list[Path]:
+    """Serve, open ``name``, run all, step to the end."""
+    with notebook_page(browser, tmp_path, name, env, tag) as page:
+        run_all(page, timeout)
+        shots = step_to_the_end(page, tmp_path, tag)
     assert len(shots) == 3 and all(s.stat().st_size for s in shots)
     keep(shots)
     return shots
 
 
-def test_the_stepper_widget_in_a_real_browser(browser, tmp_path):
-    """The widget alone, in a scratch notebook: it renders, and Next steps it to the end."""
+def scratch(tmp_path: Path, name: str, cells: list[str], heading: str = "") -> dict:
+    """A notebook of ``cells`` (after a markdown ``heading``, if any) in a directory of its
+    own; the environment that has the lab serve that directory."""
     import nbformat
 
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(SCRATCH)]
+    nb.cells = [nbformat.v4.new_markdown_cell(heading)] if heading else []
+    nb.cells += [nbformat.v4.new_code_cell(src) for src in cells]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
-    nbformat.write(nb, notebooks / "scratch.ipynb")
-    env = dict(os.environ, EDU_NOTEBOOK_DIR=str(notebooks))
+    nbformat.write(nb, notebooks / name)
+    return dict(os.environ, EDU_NOTEBOOK_DIR=str(notebooks))
+
+
+def test_the_stepper_widget_in_a_real_browser(browser, tmp_path):
+    """The widget alone, in a scratch notebook: it renders, and Next steps it to the end."""
+    env = scratch(tmp_path, "scratch.ipynb", [SCRATCH])
     drive(browser, tmp_path, "scratch.ipynb", env, "stepper", timeout=60)
 
 
@@ -374,38 +390,21 @@ def lesson_in_browser(browser, tmp_path: Path, name: str, env: dict[str, str],
                       timeout: float) -> tuple[str, dict, list[Path]]:
     """Serve the course as `make lab` does, open the lesson, Run All, check what was drawn,
     step a stepper to the end, then presentation mode; the text of every output."""
-    jupyter = tmp_path / "jupyter"
-    jupyter.mkdir()
-    quiet_settings(jupyter)
     shots: list[Path] = []
-    with lab_server(jupyter, env=env) as (base, token, _):
-        page = browser.new_page(viewport={"width": 1400, "height": 2000})
-        page.set_default_timeout(30_000)
-        page_errors: list[str] = []
-        page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-        try:
-            open_notebook(page, base, token, f"{name}.ipynb")
-            run_all(page, timeout)
-            drawn = renders(page)
-            assert not drawn["bad"], "\n".join(drawn["bad"])
-            outputs = "\n".join(page.eval_on_selector_all(
-                ".jp-Notebook .jp-OutputArea-output", "els => els.map(e => e.textContent)"))
-            shots += [s for s in (
-                shoot(page, ".jp-OutputArea-output[data-mime-type^='image/']",
-                      tmp_path / f"{name}-figure.png"),
-                shoot(page, ".jp-OutputArea-output:not([data-mime-type]) .jupyter-widgets",
-                      tmp_path / f"{name}-widget.png")) if s]
-            if page.locator("button.widget-button", has_text="Next step").count():
-                shots += step_to_the_end(page, tmp_path, name)
-            shots.append(presentation_mode(page, tmp_path, name))
-        except Exception:
-            with contextlib.suppress(Exception):  # what the page showed, for the artefacts
-                page.screenshot(path=str(tmp_path / f"{name}-failed.png"))
-                keep([tmp_path / f"{name}-failed.png"])
-            raise
-        finally:
-            page.close()
-    assert not page_errors, f"the page threw: {page_errors}"
+    with notebook_page(browser, tmp_path, f"{name}.ipynb", env, name) as page:
+        run_all(page, timeout)
+        drawn = renders(page)
+        assert not drawn["bad"], "\n".join(drawn["bad"])
+        outputs = "\n".join(page.eval_on_selector_all(
+            ".jp-Notebook .jp-OutputArea-output", "els => els.map(e => e.textContent)"))
+        shots += [s for s in (
+            shoot(page, ".jp-OutputArea-output[data-mime-type^='image/']",
+                  tmp_path / f"{name}-figure.png"),
+            shoot(page, ".jp-OutputArea-output:not([data-mime-type]) .jupyter-widgets",
+                  tmp_path / f"{name}-widget.png")) if s]
+        if page.locator("button.widget-button", has_text="Next step").count():
+            shots += step_to_the_end(page, tmp_path, name)
+        shots.append(presentation_mode(page, tmp_path, name))
     keep(shots)
     return outputs, drawn, shots
 
@@ -498,31 +497,12 @@ def test_the_checks_see_a_text_fallback_a_broken_widget_and_a_line_too_wide(brow
     """The lesson test's own checks fail where they should: a figure's text fallback, a
     widget whose model is gone ("Error displaying widget"), a code line wider than a 1280x720
     window in presentation mode."""
-    import nbformat
-
-    notebooks = tmp_path / "notebooks"
-    notebooks.mkdir()
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("Faults, on purpose."),
-                *[nbformat.v4.new_code_cell(src) for src in FAULTS]]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, notebooks / "faults.ipynb")
-    jupyter = tmp_path / "jupyter"
-    jupyter.mkdir()
-    quiet_settings(jupyter)
-    with lab_server(jupyter, env=dict(os.environ, EDU_NOTEBOOK_DIR=str(notebooks))) as (
-            base, token, _):
-        page = browser.new_page(viewport={"width": 1400, "height": 2000})
-        page.set_default_timeout(30_000)
-        try:
-            open_notebook(page, base, token, "faults.ipynb")
-            run_all(page, 60)
-            bad = renders(page)["bad"]
-            assert any("text fallback" in b and "<Figure size" in b for b in bad), bad
-            assert any("widget was not drawn" in b for b in bad), bad
-            with pytest.raises(AssertionError, match="scroll sideways") as wide:
-                presentation_mode(page, tmp_path, "faults")
-            assert "a very long line" in str(wide.value)
-        finally:
-            page.close()
+    env = scratch(tmp_path, "faults.ipynb", FAULTS, heading="Faults, on purpose.")
+    with notebook_page(browser, tmp_path, "faults.ipynb", env, "faults") as page:
+        run_all(page, 60)
+        bad = renders(page)["bad"]
+        assert any("text fallback" in b and "<Figure size" in b for b in bad), bad
+        assert any("widget was not drawn" in b for b in bad), bad
+        with pytest.raises(AssertionError, match="scroll sideways") as wide:
+            presentation_mode(page, tmp_path, "faults")
+        assert "a very long line" in str(wide.value)
