@@ -451,6 +451,22 @@ def test_run_without_network_never_imports_pyroute2_or_libvirt(busybox, python):
     assert client.ask({"op": "ping"})["imported"] == []
 
 
+def test_a_bridge_run_imports_the_netlink_library_once_in_the_supervisor(busybox, python):
+    """The supervisor forks a shim per thin `edu run`; a shim that imported pyroute2 (and
+    asyncio under it, 0.1 s) itself lost it when it exited, so every bridge run paid again.
+    The first bridge run imports it in the supervisor, before the fork; the shims, and every
+    later run, find it imported (bench/run_startup.py: 175 ms to about 65 ms)."""
+    from edu_runtime.life import client
+
+    client.shutdown()
+    for network in ("none", "bridge", "bridge"):  # the first starts it: the others are thin
+        out = subprocess.run([python, "-m", "edu_cli.main", "run", "--rm", "--network",
+                              network, "busybox", "true"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    assert client.ask({"op": "ping"})["imported"] == ["pyroute2"]
+
+
 def test_thin_client_finds_the_supervisor_where_the_runtime_puts_it(monkeypatch, tmp_path):
     """fastrun computes the socket's path without pathlib; it must be the runtime's path."""
     from edu_cli import fastrun
