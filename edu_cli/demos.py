@@ -26,8 +26,10 @@ from .demo import Demo, DemoError
 
 
 def notebook(number: str) -> str:
-    """``06`` -> ``06-step-by-step``: the lesson's name on the course map."""
-    return NOTEBOOKS[number]
+    """``06`` -> ``06-step-by-step``: the lesson's name on the course map (its notebook)."""
+    from edu_runtime.notebook import course
+
+    return next(n for n in course.lesson_names() if n.startswith(f"{number}-"))
 
 
 def summary(fn) -> str:
@@ -552,16 +554,16 @@ def demo_10(d: Demo) -> None:
     d.quiet("run", "-d", "--name", bomb, "--pids-limit", "32", "--cpus", "0.5", "busybox",
             "sh", "-c", "exec 2>/dev/null; bomb() { while :; do bomb & done; }; bomb & "
                         "exec sleep 60")
-    cid = _inspect(d, bomb)["Id"]
+    from edu_runtime import cgroups
+
+    dirs = cgroups.driver().open(_inspect(d, bomb)["Id"]).paths()
+    where = dirs.get("pids") or dirs["unified"]  # cgroup v1's pids tree, or v2's one tree
     _wait("the fork bomb reaching 32 processes",
-          lambda: open(f"/sys/fs/cgroup/pids/edu/{cid}/pids.current").read().strip() == "32"
-          if _v1() else open(f"/sys/fs/cgroup/edu/{cid}/pids.current").read().strip() == "32",
-          timeout=30)
+          lambda: (where / "pids.current").read_text().strip() == "32", timeout=30)
     d.edu("stats", "--no-stream", bomb, show=_only(bomb, columns=("NAME", "CPU %", "PIDS",
                                                                   "MEM USAGE / LIMIT")),
           explain="A fork bomb under --pids-limit 32: PIDS 32 and no more; the host still "
                   "starts processes.")
-    where = f"/sys/fs/cgroup/pids/edu/{cid}" if _v1() else f"/sys/fs/cgroup/edu/{cid}"
     d.sh(f"cd {where} && cat pids.max pids.events",
          "The cgroup's files: the limit, and how many forks it refused.")
     d.quiet("rm", "-f", bomb)
@@ -574,17 +576,7 @@ def demo_10(d: Demo) -> None:
           check=False, explain="Without CAP_CHOWN even root in the container cannot chown.")
 
 
-def _v1() -> bool:
-    import os
-
-    return os.path.isdir("/sys/fs/cgroup/pids")
-
-
 #: The demos, by lesson number (the course map's order).
 DEMOS = {"00": demo_00, "01": demo_01, "02": demo_02, "03": demo_03, "04": demo_04,
          "05": demo_05, "06": demo_06, "07": demo_07, "08": demo_08, "09": demo_09,
          "10": demo_10}
-NOTEBOOKS = {"00": "00-start-here", "01": "01-containers-vs-vms", "02": "02-why-containers",
-             "03": "03-installing", "04": "04-images", "05": "05-dockerfile",
-             "06": "06-step-by-step", "07": "07-run-it", "08": "08-web-app",
-             "09": "09-node-app", "10": "10-limits-and-security"}

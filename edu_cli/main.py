@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         code = fastrun.try_run(argv[1:])
         if code is not None:
             return code
+    from edu_runtime.paths import NotYours
+
     from .errors import UserError
 
     parser = build_parser(argv[0] if argv else None)
@@ -105,11 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"edu: {exc}", file=sys.stderr)
         return exc.code
-    except PermissionError as exc:
-        from edu_runtime.paths import NotYours  # a state or run dir that is not the user's
-
-        if not isinstance(exc, NotYours):
-            raise
+    except NotYours as exc:  # a state or run dir that is not the user's
         print(f"edu: {exc}", file=sys.stderr)
         return 125
     except KeyboardInterrupt:

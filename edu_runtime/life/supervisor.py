@@ -97,7 +97,6 @@ class Supervisor:
         self.apart: dict[int, str] = {}  # shims running thin clients' foreground runs: pid -> id
         self.pending: collections.deque = collections.deque()  # runs asked for: (conn, req)
         self.cleaned = False  # cleanup_stale has run for the runs now pending
-        self.preloaded = False  # the bridge's modules imported here, before shims fork
 
     # ---- start-up -------------------------------------------------------------------------
 
@@ -351,11 +350,10 @@ class Supervisor:
         if not self.cleaned:  # what killed `edu` processes left, before anything new is made
             cleanup_stale()
             self.cleaned = True
-        if c.config.network not in ("none", "host") and not self.preloaded:
+        if c.config.network not in ("none", "host"):
             from ..networks import bridge
 
-            bridge.preload()  # once here, not once per shim
-            self.preloaded = True
+            bridge.preload()  # here, not in each shim (imported once: then it costs nothing)
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:
