@@ -254,24 +254,28 @@ def plan() -> list[Step]:
 
 
 def _child_main(ctx: Context) -> None:
-    """The child's side of the protocol: run each CHILD step when told, report, repeat."""
+    """The child's side of the protocol: run the CHILD steps it is told to, report each,
+    repeat. "go N" is one step; "go N to M" is steps N..M-1 back to back (a fast run: no
+    one looks in between, so one message instead of one per step), each reported as done
+    as it ends, exactly as if it had been told one at a time."""
     steps = ctx.steps  # the host's list, inherited through fork: both sides agree on indexes
     code = 125
+    index = -1
     try:
         process.reset_signals()  # nothing ignored or blocked survives into the container
         while True:
             msg = recv(ctx.sock)
             if msg is None:  # the host went away
                 break
-            step = steps[msg["go"]]
-            kernel.record_syscalls(True)
-            start = now()
-            step.apply(ctx)
-            send(ctx.sock, done=msg["go"], start=start, end=now(),
-                 syscalls=kernel.record_syscalls(False))
+            for index in range(msg["go"], msg.get("to", msg["go"] + 1)):
+                kernel.record_syscalls(True)
+                start = now()
+                steps[index].apply(ctx)
+                send(ctx.sock, done=index, start=start, end=now(),
+                     syscalls=kernel.record_syscalls(False))
     except OSError as exc:
-        send(ctx.sock, error=f"{exc.strerror or exc}", step=steps[msg["go"]].name,
-             exit_code=code)
+        send(ctx.sock, error=f"{exc.strerror or exc}",
+             step=steps[index].name if index >= 0 else "?", exit_code=code)
     except BaseException as exc:  # noqa: BLE001 - report anything, never return to caller
         try:
             send(ctx.sock, error=repr(exc), step="?", exit_code=code)
@@ -315,17 +319,33 @@ class Stepper:
         except BaseException:
             self.abort()
             raise
-        self.index += 1
+        self._moved(1)
+        return rec
+
+    def _moved(self, n: int) -> None:
+        self.index += n
         if self.upcoming is None:
             self.container.status = "running"
             self.container.started = time.time()
             self.container._write_record("running", self.ctx)
-        return rec
 
     def run_rest(self) -> None:
-        """Apply every remaining step."""
+        """Apply every remaining step. Unobserved, a run of CHILD steps in a row goes to the
+        child as one message (``_advance_children``): the same steps, records and order."""
+        steps = self.ctx.steps
         while self.upcoming is not None:
-            self.advance()
+            end = self.index
+            while end < len(steps) and steps[end].side != HOST:
+                end += 1
+            if self.container.observe or end - self.index < 2:
+                self.advance()
+                continue
+            try:
+                self.container._advance_children(steps[self.index:end], self.ctx)
+            except BaseException:
+                self.abort()
+                raise
+            self._moved(end - self.index)
 
     def abort(self) -> None:
         """Undo everything applied so far and forget the container."""
@@ -541,8 +561,20 @@ class Container:
         self._ctx = ctx
         return ctx
 
-    def _advance(self, step: Step, ctx: Context) -> StepRecord:
-        """Apply one step (on whichever side it runs) and record it."""
+    def _advance_children(self, steps: list[Step], ctx: Context) -> None:
+        """Apply CHILD steps ``steps`` (in a row in the plan) with one "go N to M": the child
+        runs them back to back; each is recorded from its own "done", as ``_advance`` does."""
+        first = ctx.steps.index(steps[0])
+        try:
+            send(ctx.sock, go=first, to=first + len(steps))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it died before it could read "go": the first step's _advance says how
+        for step in steps:
+            self._advance(step, ctx, told=True)
+
+    def _advance(self, step: Step, ctx: Context, told: bool = False) -> StepRecord:
+        """Apply one step (on whichever side it runs) and record it. ``told``: a CHILD step
+        the child was already sent (``_advance_children``); only its answer is awaited."""
         rec = StepRecord(step.name, step.side, names=self.trace.names)
         if self.observe:
             rec.before = _safe_observe(step, ctx)
@@ -557,7 +589,8 @@ class Container:
             else:
                 rec.start = now()
                 try:
-                    send(ctx.sock, go=ctx.steps.index(step))
+                    if not told:
+                        send(ctx.sock, go=ctx.steps.index(step))
                     self._await_child(step, ctx, rec)
                 except (BrokenPipeError, ConnectionResetError):
                     # It died before it could read "go" (killed while it waited).
