@@ -387,13 +387,11 @@ class Supervisor:
         signal.signal(signal.SIGTERM, on_sigterm)
         # Only this run's fds: a copy of another client's connection, or of a container's
         # stdin or terminal, held here would keep its other end from ever seeing the end.
-        keep = {conn.fileno(), *req["_fds"]}
-        for fd in [int(n) for n in os.listdir("/proc/self/fd")]:
-            if fd > 2 and fd not in keep:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        low = 3
+        for fd in sorted({conn.fileno(), *req["_fds"]}):  # close_range(2) around them
+            os.closerange(low, fd)
+            low = max(low, fd + 1)
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
         nat._nft = None  # its libnftables context's socket was one of them: a new one
         try:
             c.start()
