@@ -12,6 +12,7 @@ named netns, processes.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import json
 import os
@@ -716,6 +717,27 @@ def test_netlink_works_inside_a_running_event_loop(host):
 
     assert "eth0 10.77.0.2/16" in asyncio.run(cell())["addresses"]
     s.stop()
+
+
+def test_a_hand_packed_request_the_kernel_refuses_is_its_errno_and_nothing_is_made(host):
+    """The veth step's requests are packed by hand (rtnetlink.py): the kernel's refusal
+    comes back as its errno, and a veth whose peer cannot go where asked is not made."""
+    from edu_runtime.networks import rtnetlink
+
+    with rtnetlink.Socket() as nl:
+        with pytest.raises(OSError) as no_device:
+            nl.request(rtnetlink.set_up(2 ** 31 - 1))
+        assert no_device.value.errno == errno.ENODEV
+        bad = os.open(os.devnull, os.O_RDONLY)  # not a network namespace
+        try:
+            with pytest.raises(OSError) as not_a_netns:
+                nl.request(rtnetlink.new_veth("vethdeadbeef", 0, "eth0", bad,
+                                              "02:42:0a:4d:00:63"))
+        finally:
+            os.close(bad)
+        assert not_a_netns.value.errno == errno.EINVAL
+        assert nl.link_index("lo") == 1
+    assert "vethdeadbeef" not in bridge.host_links()
 
 
 def test_observe_shows_both_sides(host):

@@ -397,9 +397,15 @@ def table_exists() -> bool:
 
 def rules() -> list[dict[str, Any]]:
     """edu's rules from ``nft -j list table ip edu``: chain, handle and comment of each."""
-    if not table_exists():
-        return []
-    data = json.loads(nft("-j", "list", "table", FAMILY, TABLE))
+    return _listed() or []
+
+
+def _listed() -> list[dict[str, Any]] | None:
+    """``rules()``, or None when edu's table is not there: one listing answers both."""
+    try:
+        data = json.loads(nft("-j", "list", "table", FAMILY, TABLE))
+    except registry.NetworkError:
+        return None
     return [{"chain": r["chain"], "handle": r["handle"], "comment": r.get("comment", "")}
             for item in data["nftables"] if (r := item.get("rule"))]
 
@@ -454,9 +460,11 @@ def network_rules(network: dict[str, Any]) -> str:
 def ensure_network(network: dict[str, Any]) -> None:
     """Add a network's rules unless they are there, and its DOCKER-USER accepts if needed."""
     with registry.locked():
-        ensure_table()
+        found = _listed()  # one listing, not one per question: this runs on every start
+        if found is None:
+            nft("-f", "-", script=_TABLE)
         tag = f"edu-net:{network['bridge']}"
-        if not any(r["comment"] == tag for r in rules()):
+        if not any(r["comment"] == tag for r in found or ()):
             nft("-f", "-", script=network_rules(network))
         docker_user_ensure(network["bridge"])
 
