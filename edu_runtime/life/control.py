@@ -540,8 +540,16 @@ def cleanup_stale(store=None) -> list[str]:
     """Containers whose ``edu`` process died (SIGKILL): kill, un-cgroup and remove them.
 
     Called by every container command, so nothing a killed ``edu run`` left lingers
-    (nor the lock and socket of a killed supervisor).
+    (nor the lock and socket of a killed supervisor). It is the two halves below, one
+    after the other.
     """
+    return cleanup_stale_records(store) + cleanup_stale_objects()
+
+
+def cleanup_stale_records(store=None) -> list[str]:
+    """The first half of ``cleanup_stale``: the records. A record whose owner died is
+    marked exited (or removed, with --rm), its cgroup and processes killed, so its name
+    is free again. Cheap when nothing died: one small JSON file per container."""
     from . import client
 
     client.sweep_gone()
@@ -580,9 +588,18 @@ def cleanup_stale(store=None) -> list[str]:
             rec.update(status="exited", exit_code=137, pid=0, finished=time.time())
             rec_path.write_text(json.dumps(rec, indent=1))
         cleaned.append(rec["id"])
-    cleaned += _orphan_cgroups({p.name for p in base.iterdir()})
-    # Then their addresses, veths and rules (it reads the records just made exited, under
-    # the network lock: a container starting meanwhile leases before its veth and rules).
+    return cleaned
+
+
+def cleanup_stale_objects() -> list[str]:
+    """The second half of ``cleanup_stale``: kernel objects that no live record explains.
+    Cgroups no record names, then the addresses, veths and rules of containers that are
+    not alive (read under the network lock: a container starting meanwhile leases before
+    its veth and rules, so this is safe beside starts, as any `edu` command is)."""
+    base = paths.state_dir() / "containers"
+    if not base.is_dir():
+        return []
+    cleaned = _orphan_cgroups({p.name for p in base.iterdir()})
     from .. import networks
 
     networks.cleanup_stale()

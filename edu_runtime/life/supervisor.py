@@ -332,8 +332,10 @@ class Supervisor:
         which our event loop runs: then it is started here, as a detached one is."""
         from ..container import Container
         from . import health
-        from .control import cleanup_stale
+        from .control import cleanup_stale_objects, cleanup_stale_records
 
+        if not self.cleaned:  # a killed run's record first: its name may be asked for again
+            cleanup_stale_records()
         passed = req["_fds"]
         try:
             c = Container(**req["spec"], stdio=tuple(passed[:3]), container_id=req.get("id"),
@@ -344,12 +346,6 @@ class Supervisor:
         shell = (c.image.config.get("config") or {}).get("Shell")
         if health.command(getattr(c.config, "healthcheck", None), shell) is not None:
             return False
-        # Here, not in the shim: a cleanup reads which containers are alive before it takes
-        # the network lock, so thirty shims cleaning up while the others start took each
-        # other's veths ('configuring eth0 ... No such device').
-        if not self.cleaned:  # what killed `edu` processes left, before anything new is made
-            cleanup_stale()
-            self.cleaned = True
         if c.config.network not in ("none", "host"):
             from ..networks import bridge
 
@@ -369,6 +365,12 @@ class Supervisor:
         self.apart[pid] = c.id
         _close_quietly(passed)  # the shim has them now
         conn.close()
+        # The rest of the cleanup here, while the shim starts the container on the other
+        # core: a cgroup, lease, veth or rule a killed `edu` left is no obstacle to a new
+        # container (each is named by its own id), and the cleanup is safe beside a start.
+        if not self.cleaned:
+            cleanup_stale_objects()
+            self.cleaned = True
         return True
 
     def _shim(self, conn, req, c) -> None:

@@ -1,0 +1,56 @@
+"""The thin `edu run` (edu_cli/fastrun.py) and the supervisor's side of it (life/supervisor.py).
+
+The supervisor makes a thin run's container and forks a shim to start it; the cleanup after
+killed `edu` processes is split around that fork (issue 18): the records before it (a killed
+run's name must be free again), the kernel objects after it, beside the start.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+
+import hoststate
+
+from edu_runtime import paths
+from edu_runtime.life import client
+
+KILLED_RUN = """
+import os
+from edu_runtime.container import Container
+c = Container("busybox", ["sleep", "60"], name={name!r}, remove=True, network="none",
+              fork_here=True)
+c.start()
+print(c.id, flush=True)
+os.kill(os.getpid(), 9)
+"""
+
+
+def thin_run(python: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([python, "-m", "edu_cli.main", "run", *argv], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_thin_run_takes_the_name_of_a_killed_runs_container_and_cleans_up_after_it(
+        busybox, python):
+    """A SIGKILLed `edu run --rm --name N` leaves a record that says running: the next thin
+    `edu run --name N` finds N free (the supervisor reads the records before it makes the
+    container), and its cleanup leaves the host as it was, with no other command."""
+    assert thin_run(python, "--rm", "--network", "none", "busybox", "true").returncode == 0
+    supervisor = client.running_pid()
+    assert supervisor
+    before = hoststate.snapshot()
+    name = "thin-" + secrets.token_hex(4)
+    killed = subprocess.run([python, "-c", KILLED_RUN.format(name=name)], capture_output=True,
+                            text=True, timeout=60)
+    assert killed.returncode == -9, killed.stderr
+    cid = killed.stdout.strip()
+    record = json.loads((paths.state_dir() / "containers" / cid / "state.json").read_text())
+    assert (record["status"], record["name"]) == ("running", name)
+
+    out = thin_run(python, "--rm", "--network", "none", "--name", name, "busybox", "echo",
+                   "named")
+    assert (out.returncode, out.stdout, out.stderr) == (0, "named\n", "")
+    assert client.running_pid() == supervisor  # the thin path: the same warm supervisor
+    assert hoststate.wait_clean(before, mine={cid}) == {}
