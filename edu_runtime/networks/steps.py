@@ -387,7 +387,8 @@ class Nat(Step):
         """Delete the rules tagged with this container's id (rootless: stop relaying)."""
         conn = _holder(ctx)
         if conn is None:
-            nat.unpublish(ctx.container_id)
+            if getattr(ctx, "ports", None):  # no port published, no rule carries its id
+                nat.unpublish(ctx.container_id)
             return
 
         try:
