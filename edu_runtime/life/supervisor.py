@@ -423,6 +423,7 @@ class Supervisor:
                 "trace": c.trace.timeline() if req.get("trace") else ""})
         except OSError:
             pass
+        conn.close()  # the client's end of file now, not once this process has exited
 
     def _start_again(self, conn, container_id: str) -> None:
         """``docker start``: a created or exited container is made again from its record's
