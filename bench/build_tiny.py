@@ -18,7 +18,8 @@ medians, ratio to docker.
 
 ``--tree NAME=DIR`` adds the CLI of another checkout (a git worktree of an older commit,
 say) as a further contender, run as ``python -c 'from edu_cli.main import main; ...'``
-with DIR first on the path: before and after in one run. The main checkout is then timed
+with DIR first on the path (and as its working directory, which ``-c`` puts first):
+before and after in one run. The main checkout is then timed
 the same way too (``edu (this tree)``), so the comparison between trees is like for like.
 
     .venv/bin/python bench/build_tiny.py [--runs 30] [--tree old=/tmp/wt-old]
@@ -49,12 +50,12 @@ CMD ["cat", "/copy.txt"]
 CLI = "import sys; from edu_cli.main import main; sys.exit(main())"
 
 
-def contender(cmd: list[str], env: dict[str, str]):
+def contender(cmd: list[str], env: dict[str, str], cwd: Path | None = None):
     """Run ``cmd`` (must succeed), output thrown away; its wall time in seconds."""
     def run() -> float:
         t = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       env=env)
+                       env=env, cwd=cwd)
         return time.perf_counter() - t
     return run
 
@@ -87,12 +88,12 @@ def main() -> None:
         contenders = {"edu build (warm)": contender([edu, *build], env)}
         if args.tree:
             contenders["edu (this tree)"] = contender(
-                [sys.executable, "-c", CLI, *build], {**env, "PYTHONPATH": str(HERE)})
+                [sys.executable, "-c", CLI, *build], {**env, "PYTHONPATH": str(HERE)}, HERE)
         for spec in args.tree:
             name, _, where = spec.partition("=")
             contenders[f"edu ({name})"] = contender(
                 [sys.executable, "-c", CLI, *build],
-                {**env, "PYTHONPATH": str(Path(where).resolve())})
+                {**env, "PYTHONPATH": str(Path(where).resolve())}, Path(where).resolve())
         contenders["docker build (warm)"] = contender(["docker", *build], docker_env)
         for run in contenders.values():  # fill the caches (and the .pyc files)
             run()

@@ -1,16 +1,24 @@
-"""``edu build`` and ``edu commit``: Docker's flags over edu_runtime.images.build."""
+"""``edu build`` and ``edu commit``: Docker's flags over edu_runtime.images.build.
+
+A warm rebuild (nothing changed since the last build of the same inputs) is answered from
+that build's record (edu_runtime.images.warm) before the builder is imported: ``warm``
+reads the command line itself, so that it can run before argparse is even imported.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
 
 from .errors import UserError
 
+#: The flags ``warm`` reads (any other, or a bundle such as -qt, leaves it to argparse).
+_VALUE_FLAGS = {"-t": "tag", "--tag": "tag", "-f": "file", "--file": "file",
+                "--build-arg": "build_arg", "--target": "target", "--network": "network"}
+_BARE_FLAGS = {"-q": "quiet", "--quiet": "quiet", "--no-cache": "no_cache"}
+
 
 def _build_args(items: list[str]) -> dict[str, str]:
-    import os
-
     out = {}
     for item in items or []:
         key, eq, value = item.partition("=")
@@ -23,8 +31,90 @@ def _build_args(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _dockerfile(context: str, file: str | None) -> str | None:
+    """The -f FILE as the builder is given it: relative to the current directory, else to
+    the context (None: the context's own Dockerfile)."""
+    if not file or file == "-":
+        return None
+    if not os.path.isabs(file) and not os.path.exists(file) and \
+            os.path.exists(os.path.join(context, file)):
+        return os.path.join(context, file)
+    return file
+
+
+def _parse_warm(argv: list[str]) -> dict | None:
+    """``edu build``'s flags, read without argparse; None for anything but the plain forms."""
+    opts: dict = {"tag": [], "build_arg": [], "file": None, "target": None, "network": None,
+                  "quiet": False, "no_cache": False, "context": None}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        flag, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if flag in _VALUE_FLAGS:
+            if not eq:
+                if i + 1 >= len(argv):
+                    return None
+                i += 1
+                value = argv[i]
+            field = _VALUE_FLAGS[flag]
+            if isinstance(opts[field], list):
+                opts[field].append(value)
+            else:
+                opts[field] = value
+        elif arg in _BARE_FLAGS:
+            opts[_BARE_FLAGS[arg]] = True
+        elif arg.startswith("-") or opts["context"] is not None:
+            return None  # (--help, a bundle, a second path: argparse says what it means)
+        else:
+            opts["context"] = arg
+        i += 1
+    return opts if opts["context"] is not None else None
+
+
+def warm(argv: list[str]) -> int | None:
+    """``edu build ARGV...`` answered from the last build's record, if it still holds
+    (printed as the builder prints it); None if the builder must run."""
+    return _replay(_parse_warm(argv))
+
+
+_tried = False  # (a replay that declined is not tried twice in one process)
+
+
+def _replay(opts: dict | None) -> int | None:
+    global _tried
+    if opts is None or opts["no_cache"] or opts["file"] == "-" or _tried:
+        return None
+    _tried = True
+    from edu_runtime.images import warm as record
+
+    root = record.store_root()
+    context = opts["context"]
+    path = _dockerfile(context, opts["file"]) or os.path.join(context, "Dockerfile")
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+        build_args = _build_args(opts["build_arg"])
+    except (OSError, UserError):
+        return None
+    if not root:
+        return None
+    key = record.name(context, path, text, opts["tag"], build_args, opts["target"])
+    found = record.replay(root, key, context)
+    if found is None:
+        return None
+    image, lines = found
+    sys.stdout.write(image + "\n" if opts["quiet"] else "".join(ln + "\n" for ln in lines))
+    sys.stdout.flush()
+    return 0
+
+
 def build_cmd(args) -> int:
     """``edu build [-t NAME[:TAG]] [-f FILE] [--no-cache] [--build-arg K=V] [--target S] DIR``."""
+    code = _replay(vars(args))
+    if code is not None:
+        return code
+    from pathlib import Path
+
     from edu_runtime.images import build
     from edu_runtime.images.reference import ReferenceError, parse
     from edu_runtime.images.store import DiskFull, Store, StoreError
@@ -35,12 +125,8 @@ def build_cmd(args) -> int:
         except ReferenceError as exc:
             raise UserError(f"invalid argument {tag!r} for \"-t, --tag\" flag: {exc}") from None
     context = Path(args.context)
-    dockerfile = None
-    if args.file:
-        dockerfile = Path(args.file) if args.file != "-" else None
-        if dockerfile is not None and not dockerfile.is_absolute() and \
-                not dockerfile.exists() and (context / dockerfile).exists():
-            dockerfile = context / dockerfile
+    dockerfile = _dockerfile(args.context, args.file)
+    dockerfile = Path(dockerfile) if dockerfile else None
     options = build.Options(context=context, dockerfile=dockerfile, tags=list(args.tag),
                             build_args=_build_args(args.build_arg), target=args.target,
                             no_cache=args.no_cache, network=args.network, quiet=args.quiet)

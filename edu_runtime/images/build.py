@@ -41,6 +41,7 @@ import contextlib
 import copy as _copy
 import errno
 import hashlib
+import io
 import json
 import os
 import stat
@@ -52,6 +53,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import dockerfile as df
+from . import warm
 from .store import Image, Store, StoreError, canonical_json, no_space_is, write_atomic
 
 LAYER_MEDIA = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -139,9 +141,14 @@ class Builder:
         #: The cache keys this build wrote (not those it found): ``forget`` takes them back.
         self.remembered: list[str] = []
         self._hit = False
+        #: What the next build with the same inputs would find and print (see warm.py).
+        self.record = warm.Record()
+        self._making = False  # (a step being made: its lines are not a warm build's)
 
     def say(self, text: str) -> None:
         """One line of the build's output (Docker's wording)."""
+        if not self._making:
+            self.record.lines.append(text)
         if not self.opts.quiet:
             self.out.write(text + "\n")
             self.out.flush()
@@ -151,7 +158,20 @@ class Builder:
     def build(self) -> Image:
         """Build every stage up to the target; tag and return the last one."""
         with self.store.lease(), no_space_is("the build", self.store.root):
-            return self._build()
+            image = self._build()
+        self._save_record(image)
+        return image
+
+    def _save_record(self, image: Image) -> None:
+        """Write down what a warm rebuild with the same inputs would do (warm.py)."""
+        from .reference import parse
+
+        path = self.opts.dockerfile or self.opts.context / "Dockerfile"
+        key = warm.name(str(self.opts.context), str(path), self.dockerfile_bytes,
+                        self.opts.tags, self.opts.build_args, self.opts.target)
+        with contextlib.suppress(OSError):  # (a build that cannot note this is still built)
+            self.record.save(str(self.store.root), key, image.id,
+                             [str(parse(t)) for t in self.opts.tags])
 
     def _build(self) -> Image:
         text = self._read_dockerfile()
@@ -191,7 +211,9 @@ class Builder:
             raise BuildError(f"unable to prepare context: path {str(self.opts.context)!r} not "
                              "found: give the directory to build, e.g. edu build -t app .")
         try:
-            return path.read_text()
+            self.dockerfile_bytes = path.read_bytes()
+            # (decoded as read_text() decodes: the locale's encoding, universal newlines)
+            return io.TextIOWrapper(io.BytesIO(self.dockerfile_bytes)).read()
         except FileNotFoundError:
             raise BuildError(f"Cannot locate specified Dockerfile: {path}: put a Dockerfile "
                              "in the context directory, or name one with -f") from None
@@ -269,10 +291,24 @@ class Builder:
         if ref.lower() in self.stages:
             return _copy.deepcopy(self.stages[ref.lower()])
         try:
-            return state_of(self.store.use(ref))
+            image = self.store.use(ref)
         except StoreError:
             pass
+        else:
+            from .reference import ReferenceError, parse
+
+            try:
+                tag = str(parse(ref))
+            except ReferenceError:
+                tag = ""
+            if tag in image.tags:  # a replay checks that the tag still names this image
+                self.record.bases.append([tag, image.id])
+            else:  # (an ID or a digest: not replayed)
+                self.record.usable = False
+            return state_of(image)
         from . import shared  # (a classroom's shared base images: copied in, said in a line)
+
+        self.record.usable = False  # (what a warm build says about a base differs)
 
         try:
             if shared.take(self.store, ref, say=self.say) is not None:
@@ -312,38 +348,42 @@ class Builder:
 
     # ---- the cache -----------------------------------------------------------------------
 
-    def _cached(self, key: str) -> State | None:
+    def _cached(self, key: str) -> tuple[State, str] | None:
+        """The step's cached result and the sha256 of its entry's bytes, or None."""
         if self.opts.no_cache:
             return None
         path = self.store.root / "build-cache" / f"{key}.json"
         with self.store.lock():  # found and held in one go: GC cannot come in between
             try:
-                entry = json.loads(path.read_text())
+                data = path.read_bytes()
+                entry = json.loads(data)
             except (OSError, ValueError):
                 return None
             state = State(entry["config"], [tuple(x) for x in entry["layers"]])
             if not self.store.hold([b for b, _, _ in state.layers],
                                    [d for _, _, d in state.layers]):
                 return None  # pruned since: build it again
-        return state
+        return state, hashlib.sha256(data).hexdigest()
 
-    def _remember(self, key: str, state: State) -> None:
+    def _remember(self, key: str, state: State) -> str:
         """Keep a step's result in the cache, and its layers (and their blobs) through
         ``rmi`` with a pin, as a container holds its image's layers. ``edu image prune``
-        drops the cache and the pin, under the same lock."""
+        drops the cache and the pin, under the same lock. The sha256 of the entry's bytes."""
         where = self.store.root / "build-cache"
         layers = {d for _, _, d in state.layers}
         self.remembered.append(key)
+        data = json.dumps({"config": state.config,
+                           "layers": [list(x) for x in state.layers]}).encode()
         with self.store.lock():
             where.mkdir(exist_ok=True)
-            write_atomic(where / f"{key}.json", json.dumps(
-                {"config": state.config, "layers": [list(x) for x in state.layers]}).encode())
+            write_atomic(where / f"{key}.json", data)
             try:
                 held = set(json.loads((self.store.pins / "build-cache.json").read_text()))
             except (OSError, ValueError):
                 held = set()
             if not layers <= held:
                 self.store.pin("build-cache", sorted(held | layers))
+        return hashlib.sha256(data).hexdigest()
 
     def _key(self, state: State, *parts: Any) -> str:
         return hashlib.sha256(json.dumps([CACHE_VERSION, state.id, *parts], sort_keys=True)
@@ -352,17 +392,30 @@ class Builder:
     def _step(self, state: State, key_parts: list[Any], make) -> State:
         """One step through the cache: reuse a result, or ``make()`` it and remember it."""
         key = self._key(state, *key_parts)
-        hit = self._cached(key)
-        if hit is not None:
+        cached = self._cached(key)
+        if cached is not None:
+            hit, entry_hash = cached
             self._hit = True
+            self._note_step(key, entry_hash, hit)
             self.say(" ---> Using cache")
             self.say(f" ---> {_short(hit.id)}")
             return hit
-        new = make()
-        _docker_defaults(new.run)  # as in the image it may end: the last ---> is its ID
-        self._remember(key, new)
-        self.say(f" ---> {_short(new.id)}")
+        self._making = True  # (what it prints is not what the next, warm, build prints)
+        try:
+            new = make()
+            _docker_defaults(new.run)  # as in the image it may end: the last ---> is its ID
+            entry_hash = self._remember(key, new)
+            self.say(f" ---> {_short(new.id)}")
+        finally:
+            self._making = False
+        self._note_step(key, entry_hash, new)
+        self.record.lines += [" ---> Using cache", f" ---> {_short(new.id)}"]
         return new
+
+    def _note_step(self, key: str, entry_hash: str, state: State) -> None:
+        """Put a step's cache entry in the record: a replay checks it is still there."""
+        self.record.steps.append([key, entry_hash, [b for b, _, _ in state.layers],
+                                  [d for _, _, d in state.layers]])
 
     # ---- config-only instructions --------------------------------------------------------
 
@@ -527,7 +580,8 @@ class Builder:
                                             entries=entries)
         except ctx_mod.ContextError as exc:
             raise BuildError(f"Dockerfile:{inst.line}: {exc}") from None
-        digest = _sources_digest(found, entries, add)
+        digest = ctx_mod.sources_digest(found, entries, add)
+        self.record.sources.append([srcs, inst.cmd, self.dockerfile_rel, add, digest])
         many = len(found) > 1 or any(ctx_mod.has_wildcards(s) for s in srcs)
 
         def make() -> State:
@@ -1006,35 +1060,6 @@ def _copy_context_dir(root: int, context: Path, rel: str, entries, dest: str, ow
         os.close(made)
 
 
-def _sources_digest(found, entries, add: bool) -> str:
-    """The cache key's part for COPY/ADD sources: names, kinds, modes and contents of what
-    would be copied (after .dockerignore), never modification times."""
-    h = hashlib.sha256(b"add" if add else b"copy")
-    for src in found:
-        h.update(f"\0source {src.rel}\0{src.is_dir}\0".encode())
-        if not src.is_dir:
-            _hash_file(h, src.path)
-            continue
-        prefix = f"{src.rel}/" if src.rel else ""
-        for rel, entry in entries.items():
-            if rel.startswith(prefix):
-                h.update(f"{rel}\0{entry.kind}\0{entry.mode:o}\0{entry.target}\0".encode())
-                if entry.kind == "file":
-                    _hash_file(h, src.path / rel[len(prefix):])
-    return "sha256:" + h.hexdigest()
-
-
-def _hash_file(h, path: Path) -> None:
-    st = os.lstat(path)
-    h.update(f"{stat.S_IMODE(st.st_mode):o}\0{st.st_size}\0".encode())
-    if stat.S_ISLNK(st.st_mode):
-        h.update(os.readlink(path).encode())
-        return
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-
-
 def _is_archive(path: str) -> bool:
     import tarfile
 
@@ -1176,8 +1201,8 @@ def forget(store: Store, keys: list[str]) -> int:
     """Drop these build-cache entries (a ``Builder.remembered``): builds made only to be
     measured give their cache back, as ``docker builder prune`` would, without dropping
     anyone else's. Their layers stay held only while another entry or an image uses them;
-    the store's next collection (``rmi``, ``image prune``) frees the rest. How many entries
-    were dropped."""
+    the store's next collection (``rmi``, ``image prune``) frees the rest. The warm-build
+    records (warm.py) that name a dropped entry go too. How many entries were dropped."""
     where = store.root / "build-cache"
     dropped = 0
     with store.lock():
@@ -1187,6 +1212,10 @@ def forget(store: Store, keys: list[str]) -> int:
                 dropped += 1
             except FileNotFoundError:
                 pass
+        for record in (where / "warm").glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, TypeError, KeyError, IndexError):
+                if set(keys) & {step[0] for step in json.loads(record.read_text())["steps"]}:
+                    record.unlink()
         held: set[str] = set()
         for entry in where.glob("*.json") if where.is_dir() else []:
             try:

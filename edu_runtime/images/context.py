@@ -31,9 +31,12 @@ import os
 import posixpath
 import re
 import stat
-from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
+from collections import namedtuple
+
+TYPE_CHECKING = False  # (typing's own costs an import: the names below are for annotations)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
 
 DOCKERIGNORE = ".dockerignore"
 #: Symlinks followed while resolving one path, as Docker's FollowSymlinkInScope allows.
@@ -54,9 +57,9 @@ def read_dockerignore(context_dir: Path) -> list[str]:
 
     Introduced in notebooks/05-dockerfile.
     """
-    path = Path(context_dir) / DOCKERIGNORE
     try:
-        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+        with open(os.path.join(context_dir, DOCKERIGNORE), "rb") as f:
+            text = f.read().decode("utf-8", errors="surrogateescape")
     except FileNotFoundError:
         return []
     return parse_dockerignore(text)
@@ -256,9 +259,13 @@ def _check_go_pattern(pattern: str) -> None:
 
 # ---- what is sent ------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Entry:
-    """One path of the context as the builder unpacks it.
+# (Named tuples, not dataclasses: a warm rebuild imports this module, and dataclasses'
+# import alone costs more than its cache look-ups; see warm.py.)
+class Entry(namedtuple("Entry", "rel kind mode size target implicit",
+                       defaults=(0, None, False))):
+    """One path of the context as the builder unpacks it: ``rel``, ``kind`` ("file", "dir"
+    or "symlink"), ``mode`` (the permission bits, setuid/setgid/sticky included), ``size``,
+    a symlink's ``target``.
 
     ``implicit`` marks a directory that was not sent itself (it is ignored) but holds a sent
     file: the builder makes it, root-owned with mode 0755.
@@ -266,12 +273,7 @@ class Entry:
     Introduced in notebooks/05-dockerfile.
     """
 
-    rel: str
-    kind: str  # "file", "dir" or "symlink"
-    mode: int  # the permission bits, setuid/setgid/sticky included
-    size: int = 0
-    target: str | None = None
-    implicit: bool = False
+    __slots__ = ()
 
 
 def list_context(context_dir: Path, dockerfile: str = "Dockerfile") -> dict[str, Entry]:
@@ -279,8 +281,8 @@ def list_context(context_dir: Path, dockerfile: str = "Dockerfile") -> dict[str,
 
     Introduced in notebooks/05-dockerfile.
     """
-    root = Path(context_dir)
-    if not root.is_dir():
+    root = os.fspath(context_dir)
+    if not os.path.isdir(root):
         raise ContextError(f"the build context {root} is not a directory: give the directory "
                            "that holds the files to COPY")
     patterns = read_dockerignore(root)
@@ -301,11 +303,11 @@ def list_context(context_dir: Path, dockerfile: str = "Dockerfile") -> dict[str,
     return dict(sorted(entries.items()))
 
 
-def _walk(root: Path, matcher: IgnoreMatcher) -> dict[str, Entry]:
+def _walk(root: str, matcher: IgnoreMatcher) -> dict[str, Entry]:
     """Docker's TarWithOptions walk: what the client packs, with implicit parent dirs."""
     entries: dict[str, Entry] = {}
 
-    def visit(directory: Path, rel_dir: str, parent: list[bool] | None) -> None:
+    def visit(directory: str, rel_dir: str, parent: list[bool] | None) -> None:
         try:
             names = sorted(os.listdir(directory))
         except OSError as exc:
@@ -313,7 +315,7 @@ def _walk(root: Path, matcher: IgnoreMatcher) -> dict[str, Entry]:
                                f"{exc.strerror}; fix its permissions or .dockerignore it"
                                ) from None
         for name in names:
-            path = directory / name
+            path = os.path.join(directory, name)
             rel = f"{rel_dir}/{name}" if rel_dir else name
             st = os.lstat(path)
             ignored, results = matcher.matches(rel, parent)
@@ -334,7 +336,7 @@ def _walk(root: Path, matcher: IgnoreMatcher) -> dict[str, Entry]:
     return entries
 
 
-def _entry(path: Path, rel: str, st: os.stat_result) -> Entry | None:
+def _entry(path: str, rel: str, st: os.stat_result) -> Entry | None:
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISDIR(st.st_mode):
         return Entry(rel, "dir", mode)
@@ -354,20 +356,23 @@ def _add_parents(entries: dict[str, Entry], rel: str) -> None:
 
 # ---- COPY and ADD sources ------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Source:
-    """One resolved COPY/ADD source: ``rel`` in the context ("" for all of it), ``path`` on disk
-    (symlinks followed inside the context), and whether it is a directory (its contents are
-    copied). ``name`` is the last component of the source as written, which Docker uses when
-    the destination is a directory.
+class Source(namedtuple("Source", "rel where is_dir name")):
+    """One resolved COPY/ADD source: ``rel`` in the context ("" for all of it), ``where`` on
+    disk (symlinks followed inside the context; ``path`` as a Path), and whether it is a
+    directory (its contents are copied). ``name`` is the last component of the source as
+    written, which Docker uses when the destination is a directory.
 
     Introduced in notebooks/05-dockerfile.
     """
 
-    rel: str
-    path: Path
-    is_dir: bool
-    name: str
+    __slots__ = ()
+
+    @property
+    def path(self) -> Path:
+        """``where``, as a Path."""
+        from pathlib import Path
+
+        return Path(self.where)
 
 
 def has_wildcards(source: str) -> bool:
@@ -395,7 +400,7 @@ def resolve_sources(context_dir: Path, srcs: Iterable[str], *, instruction: str 
 
     Introduced in notebooks/05-dockerfile.
     """
-    root = Path(context_dir)
+    root = os.fspath(context_dir)
     if entries is None:
         entries = list_context(root)
     out: list[Source] = []
@@ -424,7 +429,7 @@ def _clean_source(src: str) -> str:
     return src.removeprefix("./")
 
 
-def _resolve(root: Path, entries: dict[str, Entry], path: str, written: str,
+def _resolve(root: str, entries: dict[str, Entry], path: str, written: str,
              instruction: str) -> Source:
     """Follow ``path`` inside the context, symlinks too, as Docker's FollowSymlinkInScope."""
     cleaned = go_clean(path)
@@ -464,7 +469,8 @@ def _resolve(root: Path, entries: dict[str, Entry], path: str, written: str,
     entry = entries.get(rel)
     is_dir = rel == "" or (entry is not None and entry.kind == "dir")
     name = posixpath.basename(go_clean(written).rstrip("/")) or posixpath.basename(rel)
-    return Source(rel=rel, path=root / rel if rel else root, is_dir=is_dir, name=name)
+    return Source(rel=rel, where=os.path.join(root, rel) if rel else root, is_dir=is_dir,
+                  name=name)
 
 
 def _leaves(resolved: list[str], target: str) -> bool:
@@ -562,6 +568,8 @@ def checksum(*items: Source | str | os.PathLike) -> str:
 
     Introduced in notebooks/05-dockerfile.
     """
+    from pathlib import Path
+
     h = hashlib.sha256()
     for item in items:
         if isinstance(item, Source):
@@ -597,3 +605,35 @@ def _hash_entry(h, rel: str, path: Path, st: os.stat_result) -> None:
                 h.update(chunk)
     else:
         h.update(f"other {rel} {stat.S_IFMT(st.st_mode):o} {mode:o}\0".encode())
+
+
+def sources_digest(found: list[Source], entries: dict[str, Entry], add: bool) -> str:
+    """The build cache key's part for COPY/ADD sources: names, kinds, modes and contents of
+    what would be copied (after .dockerignore), never modification times.
+
+    Introduced in notebooks/05-dockerfile.
+    """
+    h = hashlib.sha256(b"add" if add else b"copy")
+    for src in found:
+        h.update(f"\0source {src.rel}\0{src.is_dir}\0".encode())
+        if not src.is_dir:
+            _hash_file(h, src.where)
+            continue
+        prefix = f"{src.rel}/" if src.rel else ""
+        for rel, entry in entries.items():
+            if rel.startswith(prefix):
+                h.update(f"{rel}\0{entry.kind}\0{entry.mode:o}\0{entry.target}\0".encode())
+                if entry.kind == "file":
+                    _hash_file(h, os.path.join(src.where, rel[len(prefix):]))
+    return "sha256:" + h.hexdigest()
+
+
+def _hash_file(h, path: str) -> None:
+    st = os.lstat(path)
+    h.update(f"{stat.S_IMODE(st.st_mode):o}\0{st.st_size}\0".encode())
+    if stat.S_ISLNK(st.st_mode):
+        h.update(os.readlink(path).encode())
+        return
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
