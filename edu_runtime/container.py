@@ -267,6 +267,9 @@ def _child_main(ctx: Context) -> None:
             msg = recv(ctx.sock)
             if msg is None:  # the host went away
                 break
+            if "adopted" in msg:  # between two steps (namespaces.await_adopted)
+                namespaces.adopted(ctx, msg)
+                continue
             for index in range(msg["go"], msg.get("to", msg["go"] + 1)):
                 kernel.record_syscalls(True)
                 start = now()

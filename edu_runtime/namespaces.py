@@ -70,18 +70,20 @@ class Namespaces(Step):
             kernel.setns(ctx.userns_fd, kernel.CLONE_NEWUSER)
             flags &= ~kernel.CLONE_NEWUSER
         kernel.unshare(flags)
+        handed, told = os.pipe()
         pid = os.fork()
         if pid:
             send(ctx.sock, handoff=pid)
+            os.write(told, b".")  # the handoff is on its way, ahead of anything PID 1 says
             os._exit(0)
-        # PID 1 of the new namespace. Inside it getppid() says 0 (our parent lives outside),
-        # so wait for the host's word that it has reaped the middle process and adopted us;
-        # only then ask to be SIGKILLed when the host dies: a foreground container must not
-        # outlive `edu run`, even a SIGKILLed one. (Had we asked earlier, the middle
-        # process's exit would have killed us.) A host that died in between is seen at the
-        # next message as a closed socket.
-        recv(ctx.sock)
-        kernel.set_pdeathsig(signal.SIGKILL)
+        # PID 1 of the new namespace carries on as soon as its pid is with the host, while
+        # the middle process exits and the host reaps it (a millisecond: the exit of a copy
+        # of the host's memory); the host's word that it adopted us comes later (``adopted``).
+        os.close(told)
+        if not os.read(handed, 1):  # the middle process died first: the host undoes it all
+            os._exit(125)
+        os.close(handed)
+        ctx.adopted = False
 
     def observe(self, ctx) -> dict[str, Any]:
         """The container's namespace inodes beside the host's."""
@@ -90,6 +92,27 @@ class Namespaces(Step):
         mine, host = inodes(ctx.pid), inodes("self")
         return {name: {"container": mine[name], "host": host[name],
                        "new": mine[name] != host[name]} for name in mine}
+
+
+def adopted(ctx, msg: dict | None) -> None:
+    """PID 1, told ``msg``: "adopted" (the host reaped the middle process, so we are its
+    child now), or None (the host is gone, so nothing may run)."""
+    if msg is None:
+        os._exit(125)
+    if not msg.get("adopted"):
+        raise RuntimeError(f"expected the host's 'adopted', got {sorted(msg)}")
+    ctx.adopted = True
+
+
+def die_with_host(ctx) -> None:
+    """PID 1, before it execs: once adopted by the host (its word may still be on its way:
+    in a fast run it waits in the socket while the child's steps run), ask to be SIGKILLed
+    when the host dies, as a foreground container must not outlive `edu run`, even a
+    SIGKILLed one. (Asked before, the middle process's exit would have killed us; inside
+    the namespace getppid() says 0, our parent living outside, hence the host's word.)"""
+    while not getattr(ctx, "adopted", True):
+        adopted(ctx, recv(ctx.sock))
+    kernel.set_pdeathsig(signal.SIGKILL)
 
 
 class IdMaps(Step):

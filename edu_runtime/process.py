@@ -131,6 +131,9 @@ class Exec(Step):
 
     def apply(self, ctx) -> None:
         """Never returns: execve, or report the failure to the host and exit 126/127."""
+        from .namespaces import die_with_host
+
+        die_with_host(ctx)  # from here on (before a setuid, which would clear it)
         cfg = ctx.config
         try:
             uid, gid, groups, home = resolve_user(cfg.user)

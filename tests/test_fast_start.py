@@ -104,7 +104,7 @@ def test_a_step_failing_in_the_middle_of_a_batch_fails_as_when_stepped(busybox, 
         made.append(c)
         with pytest.raises(StepError) as err:
             if stepping:
-                quietly(lambda: list(c.steps()))
+                quietly(lambda c=c: list(c.steps()))
             else:
                 quietly(c.run)
         errors.append((err.value.step, str(err.value), err.value.exit_code))
