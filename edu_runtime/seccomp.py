@@ -378,14 +378,20 @@ def default_filter(caps: set[str] | frozenset[str] = DOCKER_DEFAULT_CAPS,
     """The compiled program for Docker's default profile (or ``profile_path``) and ``caps``.
 
     Read from ``paths.cache_dir()/seccomp/`` when cached; compiled (importing pyseccomp) and
-    cached otherwise. A cache directory that cannot be written only costs speed.
+    cached otherwise. A cache directory that cannot be written only costs speed. A process
+    that starts many containers (the supervisor) keeps what it read, for as long as the
+    profile file and the cached file are the ones it read (``_remembered``).
     """
+    key = (str(profile_path), _stamp(profile_path), normalize_caps(caps), str(paths.cache_dir()))
+    known = _remembered.get(key)
+    if known is not None and _stamp(known[0]) == known[1]:
+        return known[2]
     profile_bytes = Path(profile_path).read_bytes()
     path = cache_path(profile_bytes, caps)
     try:
         bpf = path.read_bytes()
         if bpf and len(bpf) % 8 == 0:
-            return bpf
+            return _remember(key, path, bpf)
     except OSError:
         pass
     import json
@@ -395,6 +401,28 @@ def default_filter(caps: set[str] | frozenset[str] = DOCKER_DEFAULT_CAPS,
         _write_atomic(path, bpf)
     except OSError:
         pass
+    return _remember(key, path, bpf)
+
+
+#: default_filter's answers in this process: (profile, its stamp, caps, cache directory) ->
+#: (the cached file, its stamp when read, the program). A profile edited, or a cached file
+#: rewritten or damaged, changes its stamp, and the program is read (or compiled) again.
+_remembered: dict[tuple, tuple[Path, tuple | None, bytes]] = {}
+
+
+def _stamp(path: str | Path) -> tuple | None:
+    """What changes when a file is replaced or written: device, inode, size, mtime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _remember(key: tuple, path: Path, bpf: bytes) -> bytes:
+    if len(_remembered) >= 16:  # a few cap sets in practice; never grows without bound
+        _remembered.clear()
+    _remembered[key] = (path, _stamp(path), bpf)
     return bpf
 
 

@@ -340,3 +340,34 @@ def test_cache_is_keyed_by_caps_and_survives_damage(tmp_path):
     path = seccomp.cache_path(seccomp.DEFAULT_PROFILE.read_bytes(), seccomp.DOCKER_DEFAULT_CAPS)
     path.write_bytes(b"torn")  # not a whole number of instructions: recompiled
     assert seccomp.default_filter() == docker
+    assert path.read_bytes() == docker  # and the torn file replaced by a whole one
+
+
+def test_a_process_remembers_the_program_until_the_profile_or_cached_file_changes(
+        tmp_path, monkeypatch, docker_bpf, profile):
+    """The supervisor starts many containers: the second start reads and hashes nothing, and
+    an edited profile or a rewritten cached file is read again (issue 18)."""
+    mine = tmp_path / "profile.json"
+    mine.write_text(json.dumps(profile))
+    assert seccomp.default_filter(profile_path=mine) == docker_bpf
+
+    def no_reading(*_a, **_k):
+        raise AssertionError("read and hashed again")
+
+    with monkeypatch.context() as m:
+        m.setattr(seccomp, "cache_path", no_reading)
+        assert seccomp.default_filter(profile_path=mine) == docker_bpf
+
+    # The profile edited (ENOSYS for what it refuses): its stamp changed, so it is read again.
+    edited = {**profile, "defaultErrnoRet": errno.ENOSYS}
+    mine.write_text(json.dumps(edited))
+    assert seccomp.default_filter(profile_path=mine) == seccomp.compile_profile(
+        edited, seccomp.DOCKER_DEFAULT_CAPS) != docker_bpf
+
+    # The cached file damaged behind the process's back: read again, found torn, recompiled.
+    mine.write_text(json.dumps(profile))
+    assert seccomp.default_filter(profile_path=mine) == docker_bpf
+    cached = seccomp.cache_path(mine.read_bytes(), seccomp.DOCKER_DEFAULT_CAPS)
+    cached.write_bytes(b"torn")
+    assert seccomp.default_filter(profile_path=mine) == docker_bpf
+    assert cached.read_bytes() == docker_bpf
