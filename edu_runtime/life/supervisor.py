@@ -347,9 +347,9 @@ class Supervisor:
         if health.command(getattr(c.config, "healthcheck", None), shell) is not None:
             return False
         if c.config.network not in ("none", "host"):
-            from ..networks import bridge
+            from .. import networks
 
-            bridge.preload()  # here, not in each shim (imported once: then it costs nothing)
+            networks.warm_up(c.config.network)  # here, once, not in each shim
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:

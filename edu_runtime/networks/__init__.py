@@ -26,7 +26,7 @@ from typing import Any
 #: The public names, and the module of the room each comes from. Imported when first used
 #: (PEP 562), so ``edu run --network none`` pays for none of them.
 _FROM = {**dict.fromkeys(("cleanup_stale", "hold_warm", "release_warm", "retire_if_unused",
-                          "rm", "teardown_all", "warm_holder"), "manage"),
+                          "rm", "teardown_all", "warm_holder", "warm_up"), "manage"),
          **dict.fromkeys(("DEFAULT", "DEFAULT_BRIDGE", "PREDEFINED", "NetworkError",
                           "alive_ids", "create", "endpoints", "get", "inspect", "lease", "ls",
                           "release", "release_stale", "uses_bridge"), "registry")}

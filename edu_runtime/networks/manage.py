@@ -95,6 +95,31 @@ def bridges_in_use() -> list[str]:
                 f"/sys/class/net/{n}/brif")]
 
 
+# ---- what a forking process learns once ---------------------------------------------------
+
+def warm_up(name: str) -> None:
+    """Before a process that forks the runs (the supervisor) forks one on network ``name``:
+    import what the bridge's steps import, and learn what the bridge and nat steps check on
+    every start (the bridge is up; edu's accepts are in dockerd's DOCKER-USER chain), so
+    that every fork starts knowing it. A fork that knew nothing asked pyroute2, loaded
+    libnftables and started iptables three times: about 40 ms per run (issue 18).
+
+    Checks only: while the bridge is not there, nothing is done, and the first container's
+    steps make it (and its trace shows them). Rootless, the network holder does all this."""
+    from . import bridge, nat
+
+    bridge.preload()
+    if not paths.is_root():
+        return
+    try:
+        network = registry.get(name)
+    except registry.NetworkError:
+        return  # the container's own steps say so
+    if network.get("driver") == "bridge" and os.path.exists(f"/sys/class/net/{network['bridge']}"):
+        bridge.ensure_bridge(network)  # once warm: a sysfs read
+        nat.docker_user_ensure(network["bridge"])  # once warm: one nft listing, no iptables
+
+
 # ---- keeping bridges warm --------------------------------------------------------------------
 #
 # Making a bridge and its rules, and removing them again, costs more than the rest of a
