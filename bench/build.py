@@ -17,7 +17,10 @@ alternating: the warm rebuild (every step cached, the case a student meets over 
 and the cold build (`--no-cache`). Docker has to send the whole context to its daemon on
 every build, even a fully cached one; edu reads the files where they are.
 
-    .venv/bin/python bench/build.py [--runs 10] [--files 1000] [--mb 30]
+``--tree NAME=DIR`` adds the CLI of another checkout (a git worktree of an older commit)
+as a further contender, as in bench/build_tiny.py: before and after in one run.
+
+    .venv/bin/python bench/build.py [--runs 10] [--files 1000] [--mb 30] [--tree old=DIR]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_tiny import CLI, contender  # noqa: E402
 from common import alternate, report, save, timed  # noqa: E402
 
 from edu_runtime.images import archive, bootstrap  # noqa: E402
@@ -77,6 +81,8 @@ def main() -> None:
     ap.add_argument("--cold-runs", type=int, default=3)
     ap.add_argument("--files", type=int, default=1000)
     ap.add_argument("--mb", type=int, default=30)
+    ap.add_argument("--tree", action="append", default=[], metavar="NAME=DIR",
+                    help="also time the edu CLI of the checkout DIR (e.g. an old commit)")
     args = ap.parse_args()
     store = Store()
     bootstrap.bootstrap(store, "node", progress=True)
@@ -107,13 +113,30 @@ def main() -> None:
                                stderr=subprocess.DEVNULL, env=env)
                 return time.perf_counter() - t
             return run
-        warm = alternate({"edu build (warm cache)": timed(edu_build),
-                          "docker build (warm cache)": docker_timed(docker_build)},
-                         args.runs, desc="warm rebuild")
+        trees = {"this tree": str(Path(__file__).resolve().parent.parent),
+                 **dict(spec.partition("=")[::2] for spec in args.tree)} if args.tree else {}
+        py_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+        def of_trees(flags: list[str], label: str) -> dict:
+            """A contender for each --tree: its CLI, run from its own directory."""
+            out = {}
+            for name, where in trees.items():
+                where = str(Path(where).resolve())
+                out[f"edu ({name}{label})"] = contender(
+                    [sys.executable, "-c", CLI, "build", *flags, *edu_build[2:]],
+                    {**py_env, "PYTHONPATH": where}, Path(where))
+            return out
+        contenders = {"edu build (warm cache)": timed(edu_build),
+                      **of_trees([], ", warm cache")}
+        for run in contenders.values():
+            run()  # (the trees' .pyc files)
+        contenders["docker build (warm cache)"] = docker_timed(docker_build)
+        warm = alternate(contenders, args.runs, desc="warm rebuild")
         warm_result = report("warm-cache rebuild of the Node.js app", warm,
                              baseline="docker build (warm cache)")
         cold = alternate({"edu build --no-cache": timed(edu_build[:2] + ["--no-cache"]
                                                         + edu_build[2:]),
+                          **of_trees(["--no-cache"], " --no-cache"),
                           "docker build --no-cache": docker_timed(
                               docker_build[:2] + ["--no-cache"] + docker_build[2:])},
                          args.cold_runs, warmup=0, desc="cold build")
