@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             os._exit(code)
         if code is not None:
             return code
+    if sys.flags.no_site:  # started by the launcher (python -S): now the packages are needed
+        import site
+
+        site.main()
     from edu_runtime.paths import NotYours
 
     from .errors import UserError

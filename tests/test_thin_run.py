@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+from pathlib import Path
 
 import hoststate
 
@@ -83,3 +84,26 @@ def test_thin_bridge_runs_find_the_bridge_and_dockers_chain_checked_once_by_the_
         assert calls_of(later.stderr, "bridge") == []
         assert not [c for c in calls_of(later.stderr, "nat") if c.startswith("iptables")]
         assert calls_of(later.stderr, "veth")[0].startswith("netlink(RTM_NEWLINK, create up")
+
+
+def test_the_installed_edu_starts_python_without_site_and_sets_it_up_when_needed(
+        busybox, python, tmp_path):
+    """scripts/setup.sh writes .venv/bin/edu as a launcher (edu_cli/launcher.py): python -S,
+    so a thin `edu run` never pays for `site` and the venv's .pth files; a command that
+    needs a package from site-packages (compose reads YAML) still finds it."""
+    edu = Path(python).parent / "edu"
+    assert edu.read_text().splitlines()[0].endswith(" -S")
+    assert thin_run(python, "--rm", "--network", "none", "busybox", "true").returncode == 0
+    thin = subprocess.run([python, "-S", "-X", "importtime", str(edu), "run", "--rm",
+                           "--network", "none", "busybox", "echo", "thin"],
+                          capture_output=True, text=True, timeout=60)
+    assert (thin.returncode, thin.stdout) == (0, "thin\n"), thin.stderr
+    imported = {line.split("|")[-1].strip() for line in thin.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "edu_cli.fastrun" in imported
+    assert not imported & {"site", "yaml", "edu_runtime.container"}
+    (tmp_path / "compose.yaml").write_text("services:\n  web:\n    image: busybox\n")
+    ps = subprocess.run([str(edu), "compose", "-f", str(tmp_path / "compose.yaml"), "ps"],
+                        capture_output=True, text=True, timeout=60)
+    assert ps.returncode == 0, ps.stderr
+    assert ps.stdout.split()[:2] == ["NAME", "IMAGE"]

@@ -29,6 +29,8 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 from classroom import COURSE  # noqa: E402
 
+from edu_cli import launcher  # noqa: E402
+
 #: What students' copy of the course holds (the rest of a clone is tests, docs, benches).
 ENTRIES = ("edu_runtime", "edu_cli", "vm_compare", "lessons", "notebooks", "scripts",
            "pyproject.toml", "README.md")
@@ -91,12 +93,8 @@ def venv() -> None:
     site = subprocess.run([str(where / "bin/python"), "-c",
                            "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    # The course's code, importable as an editable install would make it, and `edu`.
+    # The course's code, importable as an editable install would make it.
     Path(site, "edu-course.pth").write_text(f"{COURSE / 'course'}\n")
-    edu = where / "bin/edu"
-    edu.write_text(f"#!{where / 'bin/python'}\nimport sys\nfrom edu_cli.main import main\n"
-                   "sys.exit(main())\n")
-    edu.chmod(0o755)
     stamp.write_text(want)
     say(f"{where} built")
 
@@ -168,6 +166,10 @@ def main() -> int:
     proxy()
     venv()
     course()
+    # `edu` for students: the launcher (python -S, the course's code on its path). Written
+    # each time: cheap, and the venv's stamp does not cover it.
+    where = COURSE / "venv"
+    launcher.write(where / "bin/edu", str(where / "bin/python"), str(COURSE / "course"))
     shared_images()
     return 0
 
