@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +67,21 @@ class Propagation(Step):
         return {"/": (root["optional"] or "private") if root else "?"}
 
 
-def _bind(src: str, dst: Path, flags: int = 0) -> None:
+def _bind(src: str, dst: str | Path, flags: int = 0) -> None:
     kernel.mount(src, str(dst), None, kernel.MS_BIND | flags)
 
 
-def _remount_ro(path: Path) -> None:
+def _remount_ro(path: str | Path) -> None:
     kernel.remount_readonly(path)
+
+
+def _kind(path: str) -> str:
+    """"dir", "file" (anything else that exists) or "" (nothing there), in one stat."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return ""
+    return "dir" if stat.S_ISDIR(mode) else "file"
 
 
 class SpecialFilesystems(Step):
@@ -93,7 +103,10 @@ class SpecialFilesystems(Step):
         root = ctx.paths.merged
         proc, sys_, dev = root / "proc", root / "sys", root / "dev"
         for d in (proc, sys_, dev):
-            d.mkdir(exist_ok=True)
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                pass
         kernel.mount("proc", str(proc), "proc", NOSUID_NODEV_NOEXEC)
         try:
             kernel.mount("sysfs", str(sys_), "sysfs", NOSUID_NODEV_NOEXEC | kernel.MS_RDONLY)
@@ -105,16 +118,18 @@ class SpecialFilesystems(Step):
             _bind("/sys", sys_, kernel.MS_REC)
             _remount_ro(sys_)
         self._dev(dev)
+        # One stat per path (what is it, if anything): a container start is many syscalls.
         for path in MASKED_PATHS:
-            target = root / path.lstrip("/")
-            if target.is_dir():
-                kernel.mount("tmpfs", str(target), "tmpfs", kernel.MS_RDONLY)
-            elif target.exists():
+            target = f"{root}{path}"
+            kind = _kind(target)
+            if kind == "dir":
+                kernel.mount("tmpfs", target, "tmpfs", kernel.MS_RDONLY)
+            elif kind:
                 _bind("/dev/null", target)
         for path in READONLY_PATHS:
-            target = root / path.lstrip("/")
-            if target.exists():
-                _bind(str(target), target, kernel.MS_REC)
+            target = f"{root}{path}"
+            if _kind(target):
+                _bind(target, target, kernel.MS_REC)
                 _remount_ro(target)
 
     @staticmethod
@@ -124,8 +139,8 @@ class SpecialFilesystems(Step):
         kernel.mount("tmpfs", str(dev), "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
                      "mode=755,size=65536k")
         for name in DEVICES:
-            node = dev / name
-            node.touch()
+            node = f"{dev}/{name}"  # an empty file to bind onto, on the new tmpfs
+            os.close(os.open(node, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
             _bind(f"/dev/{name}", node)
         (dev / "pts").mkdir()
         kernel.mount("devpts", str(dev / "pts"), "devpts", kernel.MS_NOSUID | kernel.MS_NOEXEC,

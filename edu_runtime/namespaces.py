@@ -110,9 +110,14 @@ def die_with_host(ctx) -> None:
     when the host dies, as a foreground container must not outlive `edu run`, even a
     SIGKILLed one. (Asked before, the middle process's exit would have killed us; inside
     the namespace getppid() says 0, our parent living outside, hence the host's word.)"""
+    await_adopted(ctx)
+    kernel.set_pdeathsig(signal.SIGKILL)
+
+
+def await_adopted(ctx) -> None:
+    """PID 1: wait for the host's "adopted", unless it came already."""
     while not getattr(ctx, "adopted", True):
         adopted(ctx, recv(ctx.sock))
-    kernel.set_pdeathsig(signal.SIGKILL)
 
 
 class IdMaps(Step):

@@ -154,6 +154,11 @@ class PivotRoot(Step):
 
     def apply(self, ctx) -> None:
         """pivot_root(".", "."), the trick runc uses: no directory for the old root needed."""
+        from .namespaces import await_adopted
+
+        # The middle process is gone by now (its exit, under way while the steps before ran,
+        # would otherwise slow the detach of the old root below).
+        await_adopted(ctx)
         os.chdir(ctx.paths.merged)
         kernel.pivot_root(".", ".")
         kernel.umount(".", kernel.MNT_DETACH)
