@@ -405,7 +405,8 @@ class Supervisor:
             return
         finally:
             _close_quietly(req["_fds"])
-        states.update(c.id, owner=os.getpid(), restart="no", tty=False, restart_count=0)
+        # Its record names this shim as its owner already (the start ran here), and a
+        # record without restart, tty or restart_count reads as "no", False and 0.
         if stopping:
             c.kill(signal.SIGKILL)
         _tell(conn, f"started {c.id}\n")  # (a client gone meanwhile: it runs to its end)
