@@ -391,6 +391,57 @@ def test_unsupported_or_damaged_streams_are_refused(tmp_path):
         layers.extract(io.BytesIO(make_tar()), tmp_path / "full")
 
 
+
+def test_gzip_members_and_padding_read_as_gzip_reads_them(tmp_path):
+    """The blob is gunzipped in a thread of its own, by zlib: a gzip of several members (as
+    pigz and concatenation make), zero padding after it, and a big member (more than one
+    chunk) unpack as gzip.GzipFile reads them; garbage after the end is refused."""
+    big = os.urandom(3 << 20)
+    tar = make_tar(d("srv"), entry("srv/big", data=big), entry("srv/small", data=b"s\n"),
+                   sym("srv/link", "small"))
+    blob = gzip.compress(tar[:5000], mtime=0) + gzip.compress(tar[5000:], mtime=0) + bytes(700)
+    assert gzip.decompress(blob) == tar
+    stats = unpack(blob, tmp_path / "members")
+    assert stats.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
+    assert stats.digest == "sha256:" + hashlib.sha256(blob).hexdigest()
+    assert (tmp_path / "members/srv/big").read_bytes() == big
+    assert os.readlink(tmp_path / "members/srv/link") == "small"
+    with pytest.raises(LayerError, match="not a valid tar"):
+        unpack(gzip.compress(tar, mtime=0) + b"PK\3\4 not gzip", tmp_path / "garbage")
+
+
+def test_a_refused_layer_stops_its_gunzip_thread(tmp_path):
+    """A member refused half-way through a blob many chunks long: extract raises at once,
+    and the thread that was gunzipping ahead is gone, with nothing left to read it."""
+    import threading
+
+    before = threading.active_count()
+    tar = make_tar(*(entry(f"f{i}", data=os.urandom(1 << 20)) for i in range(12)),
+                   entry("../evil", data=b"x"), *(entry(f"g{i}", data=os.urandom(1 << 20))
+                                                   for i in range(12)))
+    with pytest.raises(LayerError, match="escapes the layer root"):
+        unpack(gzip.compress(tar, 1), tmp_path / "refused")
+    assert threading.active_count() == before
+    assert (tmp_path / "refused/f11").stat().st_size == 1 << 20
+
+
+def test_a_directory_replaced_between_members_is_resolved_again(tmp_path, outside):
+    """Files of one directory in a row reuse its resolved fd; a member that replaces that
+    directory (made implicitly for them) with a symlink, here one leaving the layer, is
+    followed inside the layer, as if every member were resolved anew."""
+    inside = str(outside).lstrip("/")  # where the symlink lands, resolved in the layer
+    tar = make_tar(entry(f"{inside}/kept", data=b"k"), entry("a/one", data=b"1"),
+                   entry("a/two", data=b"2"), sym("a", str(outside)),
+                   entry("a/three", data=b"3"), d("c"), entry("b/x", data=b"x"),
+                   sym("b", "c"), entry("b/y", data=b"y"))
+    unpack(tar, tmp_path / "layer")
+    root = tmp_path / "layer"
+    assert os.readlink(root / "a") == str(outside)
+    assert sorted(p.name for p in (root / inside).iterdir()) == ["kept", "three"]
+    assert os.readlink(root / "b") == "c"
+    assert sorted(p.name for p in (root / "c").iterdir()) == ["y"]
+
+
 # ---- hostile layers -----------------------------------------------------------------------
 
 HOSTILE = {

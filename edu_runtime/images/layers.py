@@ -44,7 +44,9 @@ container's root. Three things make that more than ``tar -x``:
 
 Both directions hash as they stream, so nobody reads a layer twice: ``digest`` is the sha256
 of the blob as stored (usually gzip) and ``diff_id`` that of the tar inside, which is what an
-image config lists.
+image config lists. When unpacking, reading, hashing and gunzipping the blob run in a thread
+of their own while the caller's thread writes the files (zlib and hashlib let go of the GIL):
+on two cores a pull's unpacking takes about a quarter less (bench/pull.py).
 
 Introduced in notebooks/04-images.
 """
@@ -55,11 +57,14 @@ import errno
 import gzip
 import hashlib
 import os
+import queue
 import re
 import shutil
 import stat
 import tarfile
+import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -187,9 +192,12 @@ def extract(src: str | Path | BinaryIO, dest: Path, *, limits: Limits | None = N
     if isinstance(src, (str, Path)):
         with open(src, "rb") as f:
             return extract(f, dest, limits=limits, rootless=rootless)
-    raw = _HashingReader(src)
-    tar_stream = _decompressor(raw, limits.max_stream_bytes)
     unpacker = _Unpacker(Path(dest), limits, rootless)
+    try:
+        tar_stream = _TarFeed(src, limits.max_stream_bytes)
+    except BaseException:
+        unpacker.close()
+        raise
     name = None
     try:
         with tarfile.open(fileobj=tar_stream, mode="r|", tarinfo=_Header,
@@ -208,56 +216,158 @@ def extract(src: str | Path | BinaryIO, dest: Path, *, limits: Limits | None = N
         raise LayerError(f"the layer is not a valid tar stream{where}: {exc}. The download is "
                          "damaged or this is not a layer; pull the image again.") from None
     finally:
+        tar_stream.close()
         unpacker.close()
+    diff_id, digest = tar_stream.digests()
     return ExtractStats(unpacker.members, unpacker.bytes, unpacker.whiteouts,
-                        unpacker.opaque_dirs, diff_id=tar_stream.digest(), digest=raw.digest(),
+                        unpacker.opaque_dirs, diff_id=diff_id, digest=digest,
                         skipped=unpacker.skipped, stripped=unpacker.stripped)
 
 
-class _HashingReader:
-    """A binary reader that hashes what passes through it, with a small look-ahead."""
+class _TarFeed:
+    """The layer's tar as a binary reader, made in a thread of its own from the blob ``src``.
 
-    def __init__(self, f: BinaryIO, limit: int | None = None) -> None:
-        self._f = f
-        self._sha = hashlib.sha256()
-        self._ahead = b""
-        self._limit, self._count = limit, 0
+    The thread reads the blob, hashes it (the blob's digest), gunzips it and hashes the tar
+    (the diff_id), while the caller's thread parses headers and writes files: zlib and
+    hashlib let go of the GIL while they work, so on two cores the two halves overlap. The
+    thread never runs more than ``_AHEAD`` chunks ahead, and hands over no byte past
+    ``limit``: a read that reaches past it raises the refusal, so a bomb is refused before
+    anything past the limit was written.
+    """
 
-    def _pull(self, n: int) -> bytes:
-        if self._limit is not None:  # never read (so never write) more than one byte past
-            n = min(n if n >= 0 else _CHUNK, self._limit + 1 - self._count) or 1
-        data = self._f.read(n)
-        self._count += len(data)
-        if self._limit is not None and self._count > self._limit:
-            raise LayerError(f"the layer unpacks to more than {_human(self._limit)}: refused "
-                             "before anything past the limit was written (a small compressed "
-                             f"layer that expands this much is a decompression bomb); "
-                             f"{limit_hint(self._limit)}.")
-        self._sha.update(data)
-        return data
+    _AHEAD = 8
 
-    def peek(self, n: int) -> bytes:
-        """The next ``n`` bytes (fewer at the end), without consuming them."""
-        while len(self._ahead) < n:
-            data = self._pull(n - len(self._ahead))
-            if not data:
-                break
-            self._ahead += data
-        return self._ahead[:n]
+    def __init__(self, src: BinaryIO, limit: int | None) -> None:
+        head = src.read(6)
+        for magic, kind in _MAGIC.items():
+            if head.startswith(magic):
+                raise LayerError(f"this layer is {kind}-compressed, which edu cannot unpack "
+                                 "yet (only plain and gzip tars). Pull an image with gzip "
+                                 f"layers, or decompress the blob first ({kind} -d).")
+        self._src, self._head, self._limit = src, head, limit
+        self._raw_sha, self._tar_sha = hashlib.sha256(), hashlib.sha256()
+        self._queue: queue.Queue = queue.Queue(self._AHEAD)
+        self._stop = threading.Event()
+        self._chunk, self._pos = b"", 0
+        self._ended = False  # the thread's last word (end or error) has been taken
+        self._thread = threading.Thread(target=self._run, name="layer-gunzip", daemon=True)
+        self._thread.start()
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            for data in self._tar_chunks():
+                if self._stop.is_set():
+                    break
+                self._queue.put(data)
+            self._queue.put(None)
+        except BaseException as exc:  # handed to the reader, which raises it in its thread
+            self._queue.put(exc)
+
+    def _blob_chunks(self) -> Iterator[bytes]:
+        data = self._head
+        while data:
+            self._raw_sha.update(data)
+            yield data
+            data = self._src.read(_CHUNK)
+
+    def _tar_chunks(self) -> Iterator[bytes]:
+        """The tar, hashed and counted, in chunks: gunzipped if the blob is gzip."""
+        count, limit = 0, self._limit
+        chunks = self._gunzip() if self._head.startswith(b"\x1f\x8b") else self._blob_chunks()
+        for data in chunks:
+            if limit is not None and count + len(data) > limit:
+                data = data[:limit - count]
+                self._tar_sha.update(data)
+                yield data
+                raise LayerError(f"the layer unpacks to more than {_human(limit)}: refused "
+                                 "before anything past the limit was written (a small "
+                                 "compressed layer that expands this much is a decompression "
+                                 f"bomb); {limit_hint(limit)}.")
+            count += len(data)
+            self._tar_sha.update(data)
+            yield data
+
+    def _gunzip(self) -> Iterator[bytes]:
+        """Every member of a gzip stream, decompressed (as ``gzip.GzipFile`` reads it: more
+        members may follow, and zero padding may end it; each member's CRC is checked)."""
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        member = True  # inside a gzip member
+        for data in self._blob_chunks():
+            while data:
+                if not member:
+                    data = data.lstrip(b"\0")
+                    if not data:
+                        break
+                    if not data.startswith(b"\x1f\x8b"[:len(data)]):
+                        raise gzip.BadGzipFile(f"Not a gzipped file ({data[:2]!r})")
+                    d, member = zlib.decompressobj(16 + zlib.MAX_WBITS), True
+                out = d.decompress(data, _CHUNK)  # bounded: a bomb never fills memory
+                while True:
+                    if out:
+                        yield out
+                    if d.eof or not d.unconsumed_tail:
+                        break
+                    out = d.decompress(d.unconsumed_tail, _CHUNK)
+                if d.eof:
+                    data, member = d.unused_data, False
+                else:
+                    data = b""
+        if member:
+            tail = d.flush()
+            if tail:
+                yield tail
+            if not d.eof:
+                raise EOFError("Compressed file ended before the end-of-stream marker was "
+                               "reached")
+
+    # -- the reader ------------------------------------------------------------------------
+
+    def _next(self) -> bool:
+        """Take the next chunk; False at the end. Raises what the thread raised."""
+        if self._ended:
+            return False
+        item = self._queue.get()
+        if item is None or isinstance(item, BaseException):
+            self._ended = True
+            if item is not None:
+                raise item
+            return False
+        self._chunk, self._pos = item, 0
+        return True
 
     def read(self, n: int = -1) -> bytes:
-        """Up to ``n`` bytes (all that is left if ``n`` < 0)."""
-        if self._ahead:
-            cut = len(self._ahead) if n < 0 else n
-            data, self._ahead = self._ahead[:cut], self._ahead[cut:]
-            return data
-        if n < 0:
-            return b"".join(iter(lambda: self._pull(_CHUNK), b""))
-        return self._pull(n)
+        """``n`` bytes of the tar (all that is left if ``n`` < 0), fewer only at its end.
 
-    def digest(self) -> str:
-        """``sha256:<hex>`` of every byte read so far."""
-        return "sha256:" + self._sha.hexdigest()
+        As a buffered reader over ``gzip`` does, a read that reaches a damaged or truncated
+        part of the blob raises, even if some bytes before it could have been returned."""
+        if n < 0:
+            return b"".join(iter(lambda: self.read(_CHUNK), b""))
+        end = self._pos + n
+        if end <= len(self._chunk):
+            self._pos = end
+            return self._chunk[end - n:end]
+        parts = [self._chunk[self._pos:]]
+        need = n - len(parts[0])
+        self._pos = len(self._chunk)
+        while need > 0 and self._next():
+            parts.append(self._chunk[:need])
+            self._pos = len(parts[-1])
+            need -= self._pos
+        return b"".join(parts)
+
+    def close(self) -> None:
+        """Stop the thread (it may be blocked handing over a chunk) and wait for it."""
+        self._stop.set()
+        while not self._ended:
+            item = self._queue.get()
+            self._ended = item is None or isinstance(item, BaseException)
+        self._thread.join()
+
+    def digests(self) -> tuple[str, str]:
+        """(diff_id, digest): the tar's sha256 and the blob's, once all was read."""
+        return "sha256:" + self._tar_sha.hexdigest(), "sha256:" + self._raw_sha.hexdigest()
 
 
 _MAGIC = {
@@ -265,22 +375,6 @@ _MAGIC = {
     b"\xfd7zXZ": "xz",
     b"BZh": "bzip2",
 }
-
-
-def _decompressor(raw: _HashingReader, limit: int | None = None) -> _HashingReader:
-    # Decide by magic bytes, not by media type: registries and `docker save` disagree about
-    # names, never about bytes.
-    head = raw.peek(6)
-    if head.startswith(b"\x1f\x8b"):
-        return _HashingReader(gzip.GzipFile(fileobj=raw, mode="rb"),  # type: ignore[arg-type]
-                              limit)
-    for magic, kind in _MAGIC.items():
-        if head.startswith(magic):
-            raise LayerError(f"this layer is {kind}-compressed, which edu cannot unpack yet "
-                             "(only plain and gzip tars). Pull an image with gzip layers, or "
-                             f"decompress the blob first ({kind} -d).")
-    raw._limit = limit  # a plain tar: the stream read is the tar itself
-    return raw
 
 
 class _Header(tarfile.TarInfo):
@@ -339,6 +433,11 @@ class _Unpacker:
         self.files: set[str] = set()  # non-directories this layer made: hardlink targets
         self.names: set[str] = set()  # every path an entry has named, normalised
         self.dirs: dict[str, tuple[tarfile.TarInfo, int, int]] = {}  # name -> info, dev, ino
+        # The last parent directory resolved, kept open for the members that follow it in
+        # the same directory (most of a tar). It stays right: a member only ever creates or
+        # removes a name inside its own parent, never a component of that parent's path,
+        # and a member in another directory replaces it.
+        self._parent: tuple[str, int] | None = None
         try:
             self.root = os.open(dest, _DIR_PATH | os.O_CLOEXEC)
         except OSError as exc:
@@ -361,7 +460,8 @@ class _Unpacker:
             raise
 
     def close(self) -> None:
-        """Close the root fd (idempotent)."""
+        """Close the root fd and the kept parent fd (idempotent)."""
+        self._forget_parent()
         if self.root >= 0:
             os.close(self.root)
             self.root = -1
@@ -408,11 +508,7 @@ class _Unpacker:
                 self._add_whiteout(info, parent, base)
                 return
             self._check_type(info)
-            pfd = self._make_dirs(parent)
-            try:
-                self._add_at(tar, info, name, pfd, base)
-            finally:
-                os.close(pfd)
+            self._add_at(tar, info, name, self._parent_fd(parent), base)
         except OSError as exc:
             if isinstance(exc, gzip.BadGzipFile):
                 raise  # the stream is damaged, not the disk: extract() says so
@@ -443,7 +539,9 @@ class _Unpacker:
         if info.islnk():
             self._add_hardlink(info, name, pfd, base)
             return
-        kept_dir = self._clear(pfd, base, name, keep_dir=info.isdir())
+        # Most names are new: _clear (tar's "last one wins") runs only if the name exists.
+        kept_dir = False if info.isreg() else self._clear(pfd, base, name,
+                                                           keep_dir=info.isdir())
         if info.isdir():
             self.files.discard(name)  # no longer a hardlink target
             if not kept_dir:
@@ -451,7 +549,11 @@ class _Unpacker:
             self._defer_dir(name, info, os.stat(base, dir_fd=pfd, follow_symlinks=False))
             return
         if info.isreg():
-            self._add_file(tar, info, pfd, base)
+            try:
+                self._add_file(tar, info, pfd, base)
+            except FileExistsError:
+                self._clear(pfd, base, name, keep_dir=False)
+                self._add_file(tar, info, pfd, base)
         elif info.issym():
             os.symlink(info.linkname, base, dir_fd=pfd)  # kept as written, never followed
             self._set_meta_at(info, pfd, base, chmod=False)
@@ -468,8 +570,18 @@ class _Unpacker:
         fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600, dir_fd=pfd)
         try:
-            with open(fd, "wb", closefd=False) as out:
-                shutil.copyfileobj(tar.extractfile(info), out, _CHUNK)
+            # The content follows the header as it is (unless sparse: tarfile fills holes),
+            # so it is read from the stream itself; tarfile skips the padding after it.
+            data = tar.extractfile(info) if info.sparse is not None else tar.fileobj
+            left = info.size
+            while left:
+                chunk = data.read(min(left, _CHUNK))
+                if not chunk:
+                    raise tarfile.ReadError("unexpected end of data")
+                left -= len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
             self.bytes += info.size
             self._set_meta_fd(info, fd)
         finally:
@@ -493,6 +605,20 @@ class _Unpacker:
         finally:
             os.close(tfd)
         self.files.add(name)
+
+    def _parent_fd(self, rel: str) -> int:
+        """``_make_dirs(rel)``, kept open for the next member in the same directory."""
+        if self._parent is not None and self._parent[0] == rel:
+            return self._parent[1]
+        self._forget_parent()
+        pfd = self._make_dirs(rel)
+        self._parent = (rel, pfd)
+        return pfd
+
+    def _forget_parent(self) -> None:
+        if self._parent is not None:
+            os.close(self._parent[1])
+            self._parent = None
 
     def _make_dirs(self, rel: str) -> int:
         """An O_PATH fd of directory ``rel`` (resolved inside the root), made if missing."""
