@@ -103,8 +103,12 @@ def _replay(opts: dict | None) -> int | None:
     if found is None:
         return None
     image, lines = found
-    sys.stdout.write(image + "\n" if opts["quiet"] else "".join(ln + "\n" for ln in lines))
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(image + "\n" if opts["quiet"] else "".join(ln + "\n" for ln in lines))
+        sys.stdout.flush()
+    except BrokenPipeError:  # (`edu build . | head -1`: as main says it, before argparse)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 
