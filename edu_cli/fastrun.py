@@ -24,8 +24,6 @@ The wire format (one request per connection)::
 Introduced in notebooks/07-run-it.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 

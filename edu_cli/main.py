@@ -6,12 +6,10 @@ Commands import what they need inside their handler, so ``edu run`` never loads 
 pyroute2's or libvirt's modules. Errors a student can meet are printed as sentences.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`, and edu_runtime only where its version is asked
+# for: the thin `edu run` imports this module, and each import is paid on every start.
 import os
 import sys
-
-from edu_runtime import __version__
 
 
 def _doctor(args) -> int:
@@ -70,6 +68,8 @@ def build_parser(command: str | None = None):
         error = _flag_error
 
     p = Parser(prog="edu", description="A container runtime you can watch.")
+    from edu_runtime import __version__
+
     p.add_argument("--version", action="version", version=f"edu {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     wanted = {COMMANDS[command]} if command in COMMANDS else sorted(set(COMMANDS.values()))
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``edu``; returns the exit code."""
     program, argv = argv is None, sys.argv[1:] if argv is None else argv
     if argv == ["--version"]:  # answered before any parser is built: the cheapest path
+        from edu_runtime import __version__
+
         print(f"edu {__version__}")
         return 0
     if argv[:1] == ["run"]:  # the warm supervisor may take it whole: see fastrun
