@@ -740,6 +740,33 @@ def test_a_hand_packed_request_the_kernel_refuses_is_its_errno_and_nothing_is_ma
     assert "vethdeadbeef" not in bridge.host_links()
 
 
+def test_rules_seen_at_a_ruleset_generation_are_not_listed_again_until_nftables_changes(
+        host, monkeypatch):
+    """The nat step checks its network's rules on every start. Once seen in place, they are
+    not listed again while nftables' ruleset generation (the kernel's count of changes) is
+    the same; a change anywhere, such as someone deleting them, is listed and put right."""
+    network = registry.get("bridge")
+    nat.ensure_network(network)  # made: not remembered until seen
+    assert nat.network_ready(network)  # seen in place: remembered at this generation
+    listings = []
+    listed = nat._listed
+    monkeypatch.setattr(nat, "_listed", lambda: listings.append(1) or listed())
+    gen = nat.generation()
+    nat.ensure_network(network)
+    assert (listings, nat.generation()) == ([], gen)
+    assert nat.network_ready(network) and listings == []
+    doomed = [r for r in nat.rules() if r["comment"] == f"edu-net:{network['bridge']}"]
+    assert doomed
+    for rule in doomed:
+        nat.nft("delete", "rule", "ip", "edu", rule["chain"], "handle", str(rule["handle"]))
+    assert nat.generation() > gen
+    before = len(listings)  # (nat.rules() above listed too)
+    assert not nat.network_ready(network) and len(listings) == before + 1
+    nat.ensure_network(network)
+    assert {r["comment"] for r in nat.rules()} >= {f"edu-net:{network['bridge']}"}
+    assert len([r for r in nat.rules() if r["chain"] == "guard"]) == 1
+
+
 def test_observe_shows_both_sides(host):
     c = Fake("web")
     host.append(c)

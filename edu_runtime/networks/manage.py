@@ -117,7 +117,8 @@ def warm_up(name: str) -> None:
         return  # the container's own steps say so
     if network.get("driver") == "bridge" and os.path.exists(f"/sys/class/net/{network['bridge']}"):
         bridge.ensure_bridge(network)  # once warm: a sysfs read
-        nat.docker_user_ensure(network["bridge"])  # once warm: one nft listing, no iptables
+        if nat.network_ready(network):  # once warm: the ruleset's generation, no listing
+            nat.docker_user_ensure(network["bridge"], check_only=True)  # warm: one listing
 
 
 # ---- keeping bridges warm --------------------------------------------------------------------
