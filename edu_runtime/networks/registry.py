@@ -262,16 +262,21 @@ def create(name: str, subnet: str | None = None, labels: dict[str, str] | None =
 
 
 def get(name: str) -> dict[str, Any]:
-    """A network's record by name or id prefix; the default network is made on first use."""
-    with locked():
-        if name in (DEFAULT, "default"):
-            return _default()
-        record = _read(name) if _NAME.fullmatch(name) else None
+    """A network's record by name or id prefix; the default network is made on first use.
+    Read without the lock (a record is replaced whole, by rename): a start reads its
+    network's record several times, and only making the default one needs the lock."""
+    if name in (DEFAULT, "default"):
+        record = _read(DEFAULT)
         if record is not None:
             return record
-        hits = [n for n in records() if len(name) >= 3 and n["id"].startswith(name)]
-        if len(hits) == 1:
-            return hits[0]
+        with locked():
+            return _default()
+    record = _read(name) if _NAME.fullmatch(name) else None
+    if record is not None:
+        return record
+    hits = [n for n in records() if len(name) >= 3 and n["id"].startswith(name)]
+    if len(hits) == 1:
+        return hits[0]
     if not _NAME.fullmatch(name):
         raise NetworkError(f"network {name!r} not found: a network's name has only letters, "
                            "digits and _.- (see edu network ls)")
