@@ -833,14 +833,43 @@ def limits_here(found: list[Hierarchy] | None = None, root: Path = Path("/"),
 # ---- the steps of a container's start --------------------------------------------------------
 
 def driver_for(limits_asked: bool):
-    """This host's cgroup driver and a note for the user when limits cannot apply."""
-    try:
-        found = driver()
-    except CgroupUnavailable as exc:
-        return None, f"running without a cgroup, so no limits apply: {exc}"
+    """This host's cgroup driver and a note for the user when limits cannot apply.
+
+    A process that starts many containers (the supervisor) finds it once for as long as
+    what it is found from stays the same (``host_key``): root's from the mount table and
+    each v2 tree's controllers."""
+    key = host_key()
+    found = _found.get(key) if key is not None else None
+    if found is None:
+        try:
+            found = driver()
+        except CgroupUnavailable as exc:
+            found = exc
+        _found.clear()
+        if key is not None:
+            _found[key] = found
+    if isinstance(found, CgroupUnavailable):
+        return None, f"running without a cgroup, so no limits apply: {found}"
     missing = "; ".join(f"{k}: {v}" for k, v in sorted(found.missing.items()))
     return found, (f"some limits cannot apply here ({missing})" if missing and limits_asked
                     else "")
+
+
+#: driver_for's driver (or why there is none), under the host_key it was found with.
+_found: dict[tuple, Driver | CgroupUnavailable] = {}
+
+
+def host_key(mountinfo: str | None = None, root: Path = Path("/")) -> tuple | None:
+    """What root's driver is found from, as text: the mount table (which hierarchies are
+    mounted where) and each cgroup2 tree's ``cgroup.controllers``. A user's driver depends
+    on more that changes by itself (its delegated cgroup's processes): None, never kept."""
+    if os.geteuid() != 0:
+        return None
+    text = kernel.read("/proc/self/mountinfo", "") if mountinfo is None else mountinfo
+    trees = kernel.parse_mountinfo("\n".join(line for line in text.splitlines()
+                                             if " - cgroup2 " in line))
+    return (text, *(kernel.read(root / m["mount_point"].lstrip("/") / "cgroup.controllers", "")
+                     for m in trees))
 
 
 class CgroupStep(Step):

@@ -313,6 +313,28 @@ def test_driver_for_this_host():
         assert isinstance(drv, V2Driver)
 
 
+def test_the_driver_is_kept_while_what_it_was_found_from_stays_the_same(tmp_path,
+                                                                          monkeypatch):
+    """The supervisor finds its driver once (issue 18), not at every start; a new mount table
+    or a v2 tree's new controllers find it again. On the temp-dir cgroupfs for v2."""
+    need(os.geteuid() == 0, "root's driver is the one kept")
+    tree = tmp_path / "sys/fs/cgroup"
+    tree.mkdir(parents=True)
+    (tree / "cgroup.controllers").write_text("cpu memory pids\n")
+    v2 = cgroups.host_key(PURE_V2_MOUNTINFO, root=tmp_path)
+    assert cgroups.host_key(PURE_V2_MOUNTINFO, root=tmp_path) == v2
+    (tree / "cgroup.controllers").write_text("memory pids\n")  # cpu went to a v1 mount
+    assert cgroups.host_key(PURE_V2_MOUNTINFO, root=tmp_path) != v2
+    assert cgroups.host_key(HYBRID_MOUNTINFO, root=tmp_path) != v2
+
+    first = cgroups.driver_for(False)[0]
+    assert cgroups.driver_for(True)[0] is first  # kept: nothing read or parsed again
+    assert type(first) is type(cgroups.driver())
+    monkeypatch.setattr(cgroups, "host_key", lambda: ("the mount table changed",))
+    again = cgroups.driver_for(False)[0]
+    assert again is not first and type(again) is type(first)
+
+
 # ---- real cgroups on this host ------------------------------------------------------------
 
 @pytest.fixture
