@@ -98,8 +98,8 @@ def _replay(opts: dict | None) -> int | None:
         return None
     if not root:
         return None
-    key = record.name(context, path, text, opts["tag"], build_args, opts["target"])
-    found = record.replay(root, key, context)
+    found = record.replay(root, record.where(root, context, path),
+                          record.inputs(text, opts["tag"], build_args, opts["target"]), context)
     if found is None:
         return None
     image, lines = found

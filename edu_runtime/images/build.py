@@ -166,12 +166,12 @@ class Builder:
         """Write down what a warm rebuild with the same inputs would do (warm.py)."""
         from .reference import parse
 
-        path = self.opts.dockerfile or self.opts.context / "Dockerfile"
-        key = warm.name(str(self.opts.context), str(path), self.dockerfile_bytes,
-                        self.opts.tags, self.opts.build_args, self.opts.target)
+        path = warm.where(str(self.store.root), str(self.opts.context),
+                          str(self.opts.dockerfile or self.opts.context / "Dockerfile"))
+        given = warm.inputs(self.dockerfile_bytes, self.opts.tags, self.opts.build_args,
+                            self.opts.target)
         with contextlib.suppress(OSError):  # (a build that cannot note this is still built)
-            self.record.save(str(self.store.root), key, image.id,
-                             [str(parse(t)) for t in self.opts.tags])
+            self.record.save(path, given, image.id, [str(parse(t)) for t in self.opts.tags])
 
     def _build(self) -> Image:
         text = self._read_dockerfile()
@@ -1212,7 +1212,7 @@ def forget(store: Store, keys: list[str]) -> int:
                 dropped += 1
             except FileNotFoundError:
                 pass
-        for record in (where / "warm").glob("*.json"):
+        for record in where.glob("warm-*.json"):
             with contextlib.suppress(OSError, ValueError, TypeError, KeyError, IndexError):
                 if set(keys) & {step[0] for step in json.loads(record.read_text())["steps"]}:
                     record.unlink()

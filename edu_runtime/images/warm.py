@@ -6,9 +6,8 @@ of what COPY reads), finds the entry, and moves the tag. Each of those answers d
 on a few inputs, so after every successful build the builder writes down (``Record``) what a
 build with the *same inputs* would find, and what it would print:
 
-- the Dockerfile's bytes, the context directory, the build args, the target and the tags
-  (together the record's name: another Dockerfile or another ``--build-arg`` is another
-  record);
+- the Dockerfile's bytes, the build args, the target and the tags (another Dockerfile or
+  another ``--build-arg`` is not this build: the builder runs, and writes its own record);
 - the base images, by tag, and the image ID each tag named;
 - for each COPY and ADD from the context: its sources and the checksum of their contents
   (names, modes and bytes, after .dockerignore: ``context.sources_digest``, the cache key's
@@ -16,14 +15,20 @@ build with the *same inputs* would find, and what it would print:
 - for each step: its cache entry (and a hash of the entry's bytes) and the layers it holds;
 - the image it ended with, and the lines it printed, as a warm build prints them.
 
-The next ``edu build`` with those inputs (``replay``) checks every one of them again: each
-base tag still names the same image, each COPY's files still hash the same (every file is
-read again, as Docker hashes the whole context it is sent; a changed byte, mode or name is
-a miss), each cache entry and its layers are still in the store, and each tag still names
-the image. Only then does it print the record's lines, which are exactly the builder's:
-``Step 2/4 : COPY ...``, ``---> Using cache``, ``Successfully tagged ...``. If anything
-differs, it prints nothing and the builder runs, as before. A replay writes nothing, so it
-needs no lease (the image it names is tagged: garbage collection keeps it).
+There is one record per context directory and Dockerfile (the last build of it), kept
+beside the build cache as ``build-cache/warm-<hash>.json``, so ``edu image prune`` drops it
+with the cache, and a class day of builds leaves one file per directory built, not one per
+build.
+
+The next ``edu build`` with the same inputs (``replay``) checks every one of them again:
+each base tag still names the same image, each COPY's files still hash the same (every file
+is read again, as Docker hashes the whole context it is sent; a changed byte, mode or name
+is a miss), each cache entry and its layers are still in the store, and each tag still
+names the image (an untagged image is still in the store). Only then does it print the
+record's lines, which are exactly the builder's: ``Step 2/4 : COPY ...``, ``---> Using
+cache``, ``Successfully tagged ...``. If anything differs, it prints nothing and the builder
+runs, as before. A replay writes nothing, so it needs no lease: it only reads, under the
+store's lock, what the store holds at that moment.
 
 What it saves is the builder's start: the Python modules of the builder, the store, the
 Dockerfile parser and argparse take longer to import than the cache look-ups take to do
@@ -39,7 +44,7 @@ import hashlib
 import json
 import os
 
-#: Part of every record's name: raise it when a record would now mean something else.
+#: Written in every record: raise it when a record would now mean something else.
 VERSION = 1
 
 
@@ -66,35 +71,38 @@ def store_root() -> str:
     return os.path.join(state, "store") if state else ""
 
 
-def name(context: str, dockerfile: str, text: bytes, tags: list[str],
-         build_args: dict[str, str], target: str | None) -> str:
-    """The record's name: a hash of every input a warm build's answers depend on, but the
-    store's contents and the context's files (those ``replay`` checks)."""
+def where(root: str, context: str, dockerfile: str) -> str:
+    """The record of the last build of this context with this Dockerfile."""
+    key = hashlib.sha256(json.dumps(
+        [VERSION, os.path.realpath(context), os.path.realpath(dockerfile)]).encode())
+    return os.path.join(root, "build-cache", f"warm-{key.hexdigest()}.json")
+
+
+def inputs(text: bytes, tags: list[str], build_args: dict[str, str],
+           target: str | None) -> str:
+    """A hash of the other inputs a warm build's answers depend on: the Dockerfile's bytes,
+    the tags, the build args and the target (the store and the context files ``replay``
+    checks itself)."""
     return hashlib.sha256(json.dumps(
-        [VERSION, os.path.realpath(context), os.path.realpath(dockerfile),
-         hashlib.sha256(text).hexdigest(), list(tags), sorted(build_args.items()), target]
+        [hashlib.sha256(text).hexdigest(), list(tags), sorted(build_args.items()), target]
     ).encode()).hexdigest()
-
-
-def where(root: str, key: str) -> str:
-    """The record's file, beside the build cache (inside it: ``image prune`` drops both)."""
-    return os.path.join(root, "build-cache", "warm", f"{key}.json")
 
 
 def _hex(digest: str) -> str:
     return digest.partition(":")[2]
 
 
-def replay(root: str, key: str, context: str) -> tuple[str, list[str]] | None:
-    """If the record ``key`` still holds, (the image ID, the lines to print); else None.
+def replay(root: str, path: str, given: str, context: str) -> tuple[str, list[str]] | None:
+    """If the record at ``path`` was made with the ``inputs`` ``given`` and still holds,
+    (the image ID, the lines to print); else None.
 
     Nothing is printed here: the caller prints the lines (or, quiet, only the ID)."""
     import fcntl
 
     try:
-        with open(where(root, key), "rb") as f:
+        with open(path, "rb") as f:
             record = json.loads(f.read())
-        if record.get("version") != VERSION:
+        if record.get("version") != VERSION or record.get("inputs") != given:
             return None
         with open(os.path.join(root, "lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # (as the store's readers: one moment's state)
@@ -163,15 +171,19 @@ class Record:
         self.steps: list[list] = []
         self.usable = True  # False once something happened that a replay could not redo
 
-    def save(self, root: str, key: str, image: str, tags: list[str]) -> None:
-        """Write the record (atomically: a reader sees the old one or this one)."""
+    def save(self, path: str, given: str, image: str, tags: list[str]) -> None:
+        """Write the record (atomically: a reader sees the old one or this one); a build
+        that cannot be replayed removes the one before it."""
         if not self.usable:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
             return
-        path = where(root, key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        data = json.dumps({"version": VERSION, "image": image, "tags": tags,
+        data = json.dumps({"version": VERSION, "inputs": given, "image": image, "tags": tags,
                            "bases": self.bases, "sources": self.sources, "steps": self.steps,
                            "lines": self.lines}).encode()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         with open(tmp, "wb") as f:
             f.write(data)
