@@ -131,3 +131,23 @@ def test_a_moved_tag_or_base_or_a_dropped_entry_runs_the_builder(edu, tmp_path):
     assert not record.exists()
     out, how = edu.build("-t", tag, str(ctx))
     assert how == "builder" and out.count("Using cache") == 2
+
+
+def test_a_multi_stage_build_with_args_and_a_target_is_replayed_as_built(edu, tmp_path):
+    tag = edu.tag()
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "ARG BASE=busybox\nFROM $BASE AS first\nARG WHO\nCOPY a.txt /a.txt\n"
+        "LABEL who=$WHO\nFROM busybox AS second\nCOPY --from=first /a.txt /b.txt\n"
+        "FROM busybox\nCMD true\n")
+    (ctx / "a.txt").write_text(uuid.uuid4().hex)
+    argv = ("-t", tag, "--build-arg", "WHO=me", "--build-arg", "UNUSED=1", "--target",
+            "second", str(ctx))
+    edu.build(*argv)
+    record_of(ctx).unlink()
+    by_builder, how = edu.build(*argv)
+    assert how == "builder" and "[Warning] One or more build-args ['UNUSED']" in by_builder
+    replayed, how = edu.build(*argv)
+    assert how == "replayed" and replayed == by_builder
+    assert edu.build(*argv[:-3], str(ctx))[1] == "builder"  # no --target: another build

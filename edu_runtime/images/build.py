@@ -171,7 +171,7 @@ class Builder:
         given = warm.inputs(self.dockerfile_bytes, self.opts.tags, self.opts.build_args,
                             self.opts.target)
         with contextlib.suppress(OSError):  # (a build that cannot note this is still built)
-            self.record.save(path, given, image.id, [str(parse(t)) for t in self.opts.tags])
+            self.record.save(path, given, image, [str(parse(t)) for t in self.opts.tags])
 
     def _build(self) -> Image:
         text = self._read_dockerfile()

@@ -12,7 +12,9 @@ build with the *same inputs* would find, and what it would print:
 - for each COPY and ADD from the context: its sources and the checksum of their contents
   (names, modes and bytes, after .dockerignore: ``context.sources_digest``, the cache key's
   own part);
-- for each step: its cache entry (and a hash of the entry's bytes) and the layers it holds;
+- for each step: its cache entry (and a hash of the entry's bytes) and the layers it holds
+  (a step of another stage, whose layers the image does not have, also its layers' blobs,
+  as the builder's ``Store.hold`` checks them);
 - the image it ended with, and the lines it printed, as a warm build prints them.
 
 There is one record per context directory and Dockerfile (the last build of it), kept
@@ -128,17 +130,20 @@ def _holds(root: str, record: dict, context: str) -> bool:
 
     if any(image_of(tag) != image for tag, image in record["bases"]):
         return False
-    if any(image_of(tag) != record["image"] for tag in record["tags"]):
+    manifest = record["manifest"]  # (the image as built: its config and these blobs)
+    if manifest not in index["images"] or index["images"][manifest]["config"] != record["image"]:
+        return False  # (removed since: the builder adds it again)
+    if any(index["tags"].get(tag) != manifest for tag in record["tags"]):
         return False
-    if not any(rec["config"] == record["image"] for rec in index["images"].values()):
-        return False  # (untagged, and removed since: the builder adds it again)
     blobs = os.path.join(root, "blobs", "sha256")
     layers = os.path.join(root, "layers", "sha256")
+    whole = set(record["image_blobs"])  # (the image is in the store, so these are too)
     for key, entry_hash, blob_digests, diff_ids in record["steps"]:
         with open(os.path.join(root, "build-cache", f"{key}.json"), "rb") as f:
             if hashlib.sha256(f.read()).hexdigest() != entry_hash:
                 return False
-        if not all(os.path.exists(os.path.join(blobs, _hex(b))) for b in blob_digests):
+        if not all(b in whole or os.path.exists(os.path.join(blobs, _hex(b)))
+                   for b in blob_digests):
             return False
         if not all(os.path.exists(os.path.join(layers, _hex(d) + ".json"))
                    and os.path.isdir(os.path.join(layers, _hex(d))) for d in diff_ids):
@@ -171,16 +176,20 @@ class Record:
         self.steps: list[list] = []
         self.usable = True  # False once something happened that a replay could not redo
 
-    def save(self, path: str, given: str, image: str, tags: list[str]) -> None:
-        """Write the record (atomically: a reader sees the old one or this one); a build
-        that cannot be replayed removes the one before it."""
+    def save(self, path: str, given: str, image, tags: list[str]) -> None:
+        """Write the record of the build that made ``image`` (a store.Image), atomically (a
+        reader sees the old one or this one); a build that cannot be replayed removes the
+        one before it."""
         if not self.usable:
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
             return
-        data = json.dumps({"version": VERSION, "inputs": given, "image": image, "tags": tags,
+        data = json.dumps({"version": VERSION, "inputs": given, "image": image.id,
+                           "manifest": image.manifest_digest,
+                           "image_blobs": [d["digest"] for d in image.manifest["layers"]],
+                           "tags": tags,
                            "bases": self.bases, "sources": self.sources, "steps": self.steps,
                            "lines": self.lines}).encode()
         os.makedirs(os.path.dirname(path), exist_ok=True)
