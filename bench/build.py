@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_tiny import CLI, contender  # noqa: E402
+from build_tiny import contender, tree_cli  # noqa: E402
 from common import alternate, report, save, timed  # noqa: E402
 
 from edu_runtime.images import archive, bootstrap  # noqa: E402
@@ -121,10 +121,10 @@ def main() -> None:
             """A contender for each --tree: its CLI, run from its own directory."""
             out = {}
             for name, where in trees.items():
-                where = str(Path(where).resolve())
+                cmd, extra = tree_cli(Path(where).resolve())
                 out[f"edu ({name}{label})"] = contender(
-                    [sys.executable, "-c", CLI, "build", *flags, *edu_build[2:]],
-                    {**py_env, "PYTHONPATH": where}, Path(where))
+                    [*cmd, "build", *flags, *edu_build[2:]], {**py_env, **extra},
+                    Path(where).resolve())
             return out
         contenders = {"edu build (warm cache)": timed(edu_build),
                       **of_trees([], ", warm cache")}

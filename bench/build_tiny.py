@@ -17,10 +17,9 @@ small Go client that sends the context to the already running dockerd). Alternat
 medians, ratio to docker.
 
 ``--tree NAME=DIR`` adds the CLI of another checkout (a git worktree of an older commit,
-say) as a further contender, run as ``python -c 'from edu_cli.main import main; ...'``
-with DIR first on the path (and as its working directory, which ``-c`` puts first):
-before and after in one run. The main checkout is then timed
-the same way too (``edu (this tree)``), so the comparison between trees is like for like.
+say) as a further contender, started as that checkout's own ``edu`` command starts it
+(``tree_cli``): before and after in one run. The main checkout is then timed the same way
+too (``edu (this tree)``), so the comparison between trees is like for like.
 
     .venv/bin/python bench/build_tiny.py [--runs 30] [--tree old=/tmp/wt-old]
 """
@@ -48,6 +47,16 @@ RUN cat /hello.txt > /copy.txt
 CMD ["cat", "/copy.txt"]
 """
 CLI = "import sys; from edu_cli.main import main; sys.exit(main())"
+
+
+def tree_cli(where: Path) -> tuple[list[str], dict[str, str]]:
+    """The command line (and environment) that starts checkout ``where``'s ``edu``: ``python
+    -S`` with ``where`` put on the path by hand where it has edu_cli/launcher.py (what its
+    installer writes), else pip's script, i.e. ``site`` and ``where`` on PYTHONPATH."""
+    if (where / "edu_cli" / "launcher.py").exists():
+        return [sys.executable, "-S", "-c",
+                f"import sys; sys.path.insert(0, {str(where)!r}); " + CLI], {}
+    return [sys.executable, "-c", CLI], {"PYTHONPATH": str(where)}
 
 
 def contender(cmd: list[str], env: dict[str, str], cwd: Path | None = None):
@@ -89,14 +98,12 @@ def main() -> None:
                        stdout=subprocess.DEVNULL)
         build = ["build", "-t", TAG, str(ctx)]
         contenders = {"edu build (warm)": contender([edu, *build], env)}
-        if args.tree:
-            contenders["edu (this tree)"] = contender(
-                [sys.executable, "-c", CLI, *build], {**env, "PYTHONPATH": str(HERE)}, HERE)
-        for spec in args.tree:
-            name, _, where = spec.partition("=")
-            contenders[f"edu ({name})"] = contender(
-                [sys.executable, "-c", CLI, *build],
-                {**env, "PYTHONPATH": str(Path(where).resolve())}, Path(where).resolve())
+        trees = {"this tree": str(HERE), **dict(s.partition("=")[::2] for s in args.tree)} \
+            if args.tree else {}
+        for name, where in trees.items():
+            cmd, extra = tree_cli(Path(where).resolve())
+            contenders[f"edu ({name})"] = contender([*cmd, *build], {**env, **extra},
+                                                    Path(where).resolve())
         contenders["docker build (warm)"] = contender(["docker", "build", "--force-rm",
                                                        *build[1:]], docker_env)
         for run in contenders.values():  # fill the caches (and the .pyc files)
