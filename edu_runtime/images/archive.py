@@ -252,6 +252,14 @@ def _write_docker(store: Store, chosen: list[tuple[Image, list[Reference]]],
 def _add_layer_tar(store: Store, sink: _TarSink, name: str, blob: str, diff_id: str,
                    progress: bool | None) -> None:
     """Put a layer into the archive as a plain tar, checked against its diff_id first."""
+    tar_size = store.layer_tar_size(blob)
+    if tar_size is not None:  # kept as its layer: the tar is rebuilt from it, and hashed
+        with _open_layer(store, blob) as f, _bar(progress, tar_size,
+                                                 f"layer {diff_id[7:19]}") as bar:
+            reader = _HashingReader(f, bar)
+            sink.file(name, tar_size, reader)
+        _check_layer(store, diff_id, reader.digest())
+        return
     path = store.blob_path(blob)
     with open(path, "rb") as f:
         compressed = f.read(2) == b"\x1f\x8b"
@@ -339,7 +347,7 @@ def _write_oci(store: Store, chosen: list[tuple[Image, list[Reference]]],
                 _add_bytes(sink, f"blobs/sha256/{digest[7:]}", _verified_blob(store, digest))
                 written.add(digest)
         descriptor = {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest,
-                      "size": store.blob_path(image.manifest_digest).stat().st_size,
+                      "size": store.blob_size(image.manifest_digest),
                       "platform": {"architecture": image.config.get("architecture", "amd64"),
                                    "os": image.config.get("os", "linux")}}
         if not tags:
@@ -353,9 +361,8 @@ def _write_oci(store: Store, chosen: list[tuple[Image, list[Reference]]],
 
 def _copy_blob(store: Store, sink: _TarSink | _DirSink, digest: str,
                progress: bool | None) -> None:
-    path = store.blob_path(digest)
-    size = path.stat().st_size
-    with open(path, "rb") as f, _bar(progress, size, f"blob {digest[7:19]}") as bar:
+    size = store.blob_size(digest)
+    with store.open_blob(digest) as f, _bar(progress, size, f"blob {digest[7:19]}") as bar:
         reader = _HashingReader(f, bar)
         sink.file(f"blobs/sha256/{digest[7:]}", size, reader)
     if reader.digest() != digest:
@@ -456,7 +463,7 @@ def _import_layer(store: Store, src: _Source, stage: Path, layer: _Layer, diff_i
     src.size(layer.name)  # it must be in the archive, even when the store has it already
     known = store.layer_info(diff_id)
     if known and store.has_blob(known["blob"]) and store.layer_dir(diff_id).is_dir():
-        return known["blob"], _sniff_media(store.blob_path(known["blob"]))
+        return known["blob"], OCI_LAYER_GZIP if store.is_gzip(known["blob"]) else OCI_LAYER
     tmp = stage / diff_id[7:]
     with src.open(layer.name) as f, _bar(progress, src.size(layer.name),
                                          f"layer {diff_id[7:19]}") as bar:

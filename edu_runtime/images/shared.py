@@ -115,7 +115,13 @@ def share(store: Store, refs: list[str], where: Path | None = None) -> list[Imag
                         continue
                     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
                     try:
-                        shutil.copyfile(store.blob_path(digest), tmp)
+                        # (a blob the store keeps as its layer only is rebuilt on the way)
+                        with store.open_blob(digest) as src, open(tmp, "wb") as out:
+                            shutil.copyfileobj(src, out, 1 << 20)
+                        if sha256_file(tmp) != digest:
+                            raise StoreError(f"blob {digest[:19]}... of {image.tags or image.id}"
+                                             " does not hash to its name: the store is "
+                                             "damaged ('edu image verify' says more).")
                         os.chmod(tmp, 0o444)
                         os.replace(tmp, target)
                     finally:

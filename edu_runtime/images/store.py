@@ -10,7 +10,9 @@ On disk (``/var/lib/edu/store`` for root, ``~/.local/share/edu/store`` otherwise
 
     blobs/sha256/<hex>          manifests, configs and layer tars (as pulled: usually gzip)
     layers/sha256/<hex>/        each layer unpacked once, named by its diff_id: an overlay lowerdir
-    layers/sha256/<hex>.json    the layer's size and member count
+    layers/sha256/<hex>.json    the layer's size and member count (and how its blob is rebuilt)
+    rebuild/sha256/<hex>.split  a layer tar's headers and padding (tarsplit), by diff_id, gzipped
+    rebuild/sha256/<hex>.blob   a layer blob kept as its unpacked layer only: names the diff_id
     index.json                  tags -> manifest digests, and the images' configs
     pins/<owner>.json           layers that containers are using (kept by garbage collection)
     pins/lease-<pid>-<r>.json   what a running build or pull is using (kept while it lives)
@@ -20,6 +22,15 @@ On disk (``/var/lib/edu/store`` for root, ``~/.local/share/edu/store`` otherwise
 Concurrent ``edu`` processes are safe: writers hold ``lock``; everything becomes visible by
 ``rename(2)``, which is atomic, so a reader sees the old state or the new one, never half.
 A process killed mid-write leaves only a staging dir, which the next writer deletes.
+
+A layer's blob is stored once, not twice: where the tar can be rebuilt byte for byte from
+the unpacked layer (a plain tar, or a tar that this machine's gzip compressed at level 1, as
+``edu build`` does), the store keeps the tar's headers (``.split``, see ``tarsplit``) instead
+of the blob, and ``blob_path``, ``open_blob`` and ``open_layer_tar`` rebuild it when asked
+(push, save, share). The blob goes only after its rebuild was checked against the blob
+itself. ``compact`` does the same for the blobs kept so far (gzip at other levels, which costs
+a whole recompression to check). A rebuilt blob file is dropped again by the next collection
+once no lease holds it.
 
 Garbage collection (``rmi``, ``image prune``) deletes what no image, pin or lease names, and
 runs under ``lock``. A build uses blobs and layers that no image names yet (its base may be
@@ -45,6 +56,7 @@ import os
 import secrets
 import shutil
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +75,7 @@ DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 INDEX_VERSION = 1
+_CHUNK = 1 << 20
 
 
 class StoreError(Exception):
@@ -189,9 +202,10 @@ class Store:
         self.root = Path(root) if root else paths.state_dir() / "store"
         self.blobs = self.root / "blobs" / "sha256"
         self.layers = self.root / "layers" / "sha256"
+        self.rebuild = self.root / "rebuild" / "sha256"
         self.pins = self.root / "pins"
         self.tmp = self.root / "tmp"
-        for d in (self.blobs, self.layers, self.pins, self.tmp):
+        for d in (self.blobs, self.layers, self.rebuild, self.pins, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
         self.index_path = self.root / "index.json"
         self._lock_depth = 0
@@ -350,26 +364,127 @@ class Store:
     # ---- blobs ----------------------------------------------------------------------------
 
     def blob_path(self, digest: str) -> Path:
-        """Where the blob named ``digest`` lives (it may not exist)."""
+        """Where the blob named ``digest`` lives as a file (it may not exist). A layer blob
+        the store keeps only as its layer is rebuilt into that file first (and held in this
+        process's lease, if it has one); ``open_blob`` reads without making the file."""
+        path = self._blob_file(digest)
+        if not path.exists() and self._rebuilds(digest) is not None:
+            self._materialize(digest)
+        return path
+
+    def _blob_file(self, digest: str) -> Path:
         return self.blobs / _hex(digest)
 
+    def _stub(self, digest: str) -> Path:
+        return self.rebuild / f"{_hex(digest)}.blob"
+
     def has_blob(self, digest: str) -> bool:
-        """True if the blob is in the store."""
-        return self.blob_path(digest).exists()
+        """True if the blob is in the store (as a file, or as a layer that rebuilds it)."""
+        return self._blob_file(digest).exists() or self._rebuilds(digest) is not None
 
     def read_blob(self, digest: str) -> bytes:
         """A blob's bytes; raises StoreError if missing."""
         try:
-            return self.blob_path(digest).read_bytes()
+            return self._blob_file(digest).read_bytes()
         except FileNotFoundError:
+            if self._rebuilds(digest) is not None:
+                with self.open_blob(digest) as f:
+                    return f.read()
             raise StoreError(f"blob {digest} is missing from the store at {self.root}; "
                              "pull or load the image again") from None
+
+    def blob_size(self, digest: str) -> int:
+        """The blob's length in bytes (what a manifest's descriptor records)."""
+        try:
+            return self._blob_file(digest).stat().st_size
+        except FileNotFoundError:
+            info = self._rebuilds(digest)
+            if info is None:
+                raise StoreError(f"blob {digest} is missing from the store at {self.root}; "
+                                 "pull or load the image again") from None
+            return info["blob_size"]
+
+    def is_gzip(self, digest: str) -> bool:
+        """Whether the blob is gzip (else a plain tar, or JSON)."""
+        info = self._rebuilds(digest)
+        if info is not None and not self._blob_file(digest).exists():
+            return info["rebuild"] != "tar"
+        with open(self.blob_path(digest), "rb") as f:
+            return f.read(2) == b"\x1f\x8b"
+
+    @contextlib.contextmanager
+    def open_blob(self, digest: str) -> Iterator[BinaryIO]:
+        """The blob's bytes as a stream: its file, or rebuilt from its layer (not checked
+        here: a reader that needs the digest hashes what it reads, as it would a file)."""
+        try:
+            f = open(self._blob_file(digest), "rb")
+        except FileNotFoundError:
+            info = self._rebuilds(digest)
+            if info is None:
+                raise StoreError(f"blob {digest} is missing from the store at {self.root}; "
+                                 "pull or load the image again") from None
+            f = _ChunkReader(self._rebuilt(info, info["rebuild"]))  # type: ignore[assignment]
+        with f:
+            yield f
+
+    def _rebuilds(self, digest: str) -> dict[str, Any] | None:
+        """The info of the layer that rebuilds this blob, or None."""
+        try:
+            diff_id = self._stub(digest).read_text().strip()
+            info = self.layer_info(diff_id)
+        except (OSError, StoreError):
+            return None
+        if not info or info.get("blob") != digest or not info.get("rebuild") or \
+                not self._split(info["diff_id"]).exists():
+            return None
+        return info
+
+    def _split(self, diff_id: str) -> Path:
+        return self.rebuild / f"{_hex(diff_id)}.split"
+
+    def _rebuilt(self, info: dict[str, Any], how: str) -> Iterator[bytes]:
+        """The layer's blob (``how``: its rebuild, e.g. gzip-1) or tar ("tar"), rebuilt."""
+        from . import tarsplit
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                tar = tarsplit.tar_chunks(self._split(info["diff_id"]),
+                                          self.layer_dir(info["diff_id"]))
+                if how == "tar":
+                    yield from tar
+                else:
+                    yield from tarsplit.gzip_chunks(tar, int(how.removeprefix("gzip-")),
+                                                    bytes.fromhex(info["gzip_header"]))
+            except tarsplit.SplitError as exc:
+                raise StoreError(f"layer {info['diff_id'][:19]}... cannot rebuild its blob "
+                                 f"({exc}): the store is damaged. Remove the image and pull, "
+                                 "load or build it again.") from None
+        return chunks()
+
+    def _materialize(self, digest: str) -> None:
+        """Rebuild a blob kept only as its layer into its file, checked against its digest.
+        GC drops the file again once no lease holds it."""
+        info = self._rebuilds(digest)
+        if info is None:
+            return
+        with self.staging() as stage:
+            tmp, h = stage / "blob", hashlib.sha256()
+            with no_space_is("rebuilding a layer blob", self.root), open(tmp, "wb") as f:
+                for chunk in self._rebuilt(info, info["rebuild"]):
+                    f.write(chunk)
+                    h.update(chunk)
+            self._verify("sha256:" + h.hexdigest(), digest, f"the rebuilt blob {digest[:19]}")
+            with self.lock():
+                target = self._blob_file(digest)
+                if not target.exists():
+                    os.replace(tmp, target)
+                self._held(blobs=[digest])
 
     def put_blob_bytes(self, data: bytes, expected: str | None = None) -> str:
         """Store ``data``; verify it against ``expected`` if given; return its digest."""
         digest = sha256_bytes(data)
         self._verify(digest, expected, "blob")
-        target = self.blob_path(digest)
+        target = self._blob_file(digest)
         with self.lock():
             if not target.exists():
                 write_atomic(target, data)
@@ -381,7 +496,7 @@ class Store:
         """Store a file's bytes (moved if it is in staging, else copied); return its digest."""
         digest = sha256_file(path)
         self._verify(digest, expected, f"blob {path.name}")
-        target = self.blob_path(digest)
+        target = self._blob_file(digest)
         with contextlib.ExitStack() as stack:
             if not Path(path).is_relative_to(self.tmp):  # copied first, outside the lock
                 copy = stack.enter_context(self.staging()) / "blob"
@@ -416,8 +531,10 @@ class Store:
     def ensure_layer(self, blob_digest: str, diff_id: str, limits=None) -> dict[str, Any]:
         """Unpack the blob into its layer dir, once; check it really has ``diff_id``.
 
-        The blob must be safe from GC while it is read: held in a lease, or inside a
-        transaction (which holds the lock throughout)."""
+        Where the blob can be rebuilt from the layer (a plain tar, or this machine's gzip at
+        level 1: see ``tarsplit``), its split is recorded as it streams by, checked, and the
+        blob file is dropped. The blob must be safe from GC while it is read: held in a
+        lease, or inside a transaction (which holds the lock throughout)."""
         from . import layers  # tarfile and friends: only loads and builds pay for them
 
         if self.hold(layers=[diff_id]):
@@ -425,9 +542,18 @@ class Store:
         with self.staging() as stage:
             dest = stage / "layer"
             dest.mkdir()
+            blob = self._blob_file(blob_digest)
+            split: _Splitter | None = None
             try:
-                with open(self.blob_path(blob_digest), "rb") as src:
-                    stats = layers.extract(src, dest, limits=limits or layers.Limits())
+                try:
+                    src = open(blob, "rb")
+                except FileNotFoundError:  # kept as its layer, whose dir GC took: rebuilt
+                    with self.open_blob(blob_digest) as rebuilt:
+                        stats = layers.extract(rebuilt, dest, limits=limits or layers.Limits())
+                else:
+                    with src, _Splitter(src, blob, stage / "split") as split:
+                        stats = layers.extract(split.stream, dest,
+                                               limits=limits or layers.Limits())
             except layers.LayerError as exc:  # (the staging dir goes, and nothing else was made)
                 raise StoreError(f"layer {blob_digest[:19]}... was not unpacked: {exc}") \
                     from None
@@ -437,22 +563,110 @@ class Store:
                     f"config says {diff_id}: the image is corrupt. Nothing was stored.")
             info = {"diff_id": diff_id, "blob": blob_digest, "size": stats.bytes,
                     "members": stats.members}
+            rebuild = split.rebuild(dest, diff_id) if split else None
+            if rebuild == "tar" and blob_digest != diff_id:
+                rebuild = None
+            if rebuild:
+                info |= split.info(rebuild)
             with self.lock():
                 # Another process may have unpacked the same layer meanwhile: keep theirs.
                 if self.layer_info(diff_id) is None or not self.layer_dir(diff_id).is_dir():
-                    self._install_layer(dest, info)
+                    self._install_layer(dest, info, stage / "split" if rebuild else None)
                 self._held(layers=[diff_id])
         return self.layer_info(diff_id)
 
-    def _install_layer(self, unpacked: Path, info: dict[str, Any]) -> None:
-        """Rename an unpacked layer into place, then its info file (lock held)."""
+    def _install_layer(self, unpacked: Path, info: dict[str, Any],
+                       split: Path | None = None) -> None:
+        """Rename an unpacked layer into place, then its split and info files; then, if the
+        blob rebuilds from them, drop the blob's file (lock held)."""
         target = self.layer_dir(info["diff_id"])
         if not target.is_dir():  # (a dir without info: its writer was killed in between)
             os.rename(unpacked, target)
             self._created(target)
+        if split is not None:
+            os.replace(split, self._split(info["diff_id"]))
+            self._created(self._split(info["diff_id"]))
         meta = self.layers / f"{_hex(info['diff_id'])}.json"
         write_atomic(meta, canonical_json(info))
         self._created(meta)
+        if split is not None:
+            stub = self._stub(info["blob"])
+            write_atomic(stub, info["diff_id"].encode())
+            self._created(stub)
+            self._dehydrate({_hex(info["blob"])}, self._leased_blobs(others_only=True))
+
+    def _leased_blobs(self, others_only: bool = False) -> set[str]:
+        """The blobs (hex) live leases hold: their readers may be about to open the file."""
+        held: set[str] = set()
+        for lease in self.pins.glob("lease-*.json"):
+            if others_only and lease == self._lease_path:
+                continue
+            try:
+                data = json.loads(lease.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and _lease_alive(data):
+                held |= {b.removeprefix("sha256:") for b in data.get("blobs", [])}
+        return held
+
+    def _dehydrate(self, blobs: set[str], leased: set[str]) -> int:
+        """Delete the files of these blobs (hex) that their layer rebuilds and no lease holds;
+        the bytes freed (lock held)."""
+        freed = 0
+        for hexpart in blobs - leased:
+            path = self.blobs / hexpart
+            if path.exists() and self._rebuilds(f"sha256:{hexpart}") is not None:
+                freed += path.stat().st_blocks * 512
+                path.unlink()
+        return freed
+
+    def compact(self) -> dict[str, int]:
+        """Keep as layers only the blobs still kept as files that a layer rebuilds byte for
+        byte: gzip of this machine's at any level (each one recompressed once, to check) and
+        plain tars. Returns how many blobs went and the bytes freed. Safe to interrupt."""
+        from . import tarsplit
+
+        done = {"blobs": 0, "bytes": 0}
+        for meta in sorted(self.layers.glob("*.json")):
+            info = self.layer_info(f"sha256:{meta.name.removesuffix('.json')}")
+            if not info or "rebuild" in info or not info.get("blob"):
+                continue  # (rebuilt already, or found not to be: False)
+            with self.lease():
+                if not self.hold([info["blob"]], [info["diff_id"]]):
+                    continue
+                blob = self._blob_file(info["blob"])
+                if not blob.exists():
+                    continue
+                with self.staging() as stage:
+                    try:
+                        with open(blob, "rb") as src, \
+                                _Splitter(src, blob, stage / "split", any_level=True) as split:
+                            while split.how and split.stream.read(_CHUNK):
+                                if split.check is not None and not split.check.ok:
+                                    break  # compressed elsewhere: seen in its first kB
+                        rebuild = split.rebuild(self.layer_dir(info["diff_id"]),
+                                                info["diff_id"])
+                    except (OSError, EOFError, zlib.error, tarsplit.SplitError):
+                        continue
+                    if not rebuild:  # noted, so that the next compact does not try again
+                        with self.lock():
+                            if self.layer_info(info["diff_id"]) is not None:
+                                write_atomic(self.layers / meta.name,
+                                             canonical_json(info | {"rebuild": False}))
+                        continue
+                    info |= split.info(rebuild)
+                    size = blob.stat().st_blocks * 512
+                    with self.lock():
+                        if self.layer_info(info["diff_id"]) is None:
+                            continue
+                        os.replace(stage / "split", self._split(info["diff_id"]))
+                        write_atomic(self.layers / meta.name, canonical_json(info))
+                        write_atomic(self._stub(info["blob"]), info["diff_id"].encode())
+                        if self._dehydrate({_hex(info["blob"])},
+                                           self._leased_blobs(others_only=True)):
+                            done["blobs"] += 1
+                            done["bytes"] += size
+        return done
 
     # ---- images and tags ------------------------------------------------------------------
 
@@ -503,7 +717,7 @@ class Store:
         for (blob, media), diff_id in zip(layer_blobs, diff_ids, strict=True):
             self.ensure_layer(blob, diff_id)
             descs.append({"mediaType": _oci_layer_type(media), "digest": blob,
-                          "size": self.blob_path(blob).stat().st_size})
+                          "size": self.blob_size(blob)})
         manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                     "config": {"mediaType": OCI_CONFIG, "digest": cfg_digest,
                                "size": len(config)},
@@ -693,6 +907,24 @@ class Store:
                 freed += blob.stat().st_size
                 blob.unlink()
                 blobs += 1
+        stubs = set()
+        for kept in self.rebuild.iterdir():  # kept while their layer is
+            name, _, kind = kept.name.partition(".")
+            if _temp_file(kept):
+                continue
+            if kind == "blob":
+                try:
+                    layer = kept.read_text().strip().removeprefix("sha256:")
+                except OSError:
+                    layer = ""
+                if layer in keep_layers:
+                    stubs.add(name)
+                    continue
+            elif name in keep_layers:
+                continue
+            kept.unlink()
+        freed += self._dehydrate(stubs & {b.name for b in self.blobs.iterdir()},
+                                 self._leased_blobs())
         for layer in self.layers.iterdir():
             name = layer.name.removesuffix(".json")
             if _temp_file(layer):
@@ -749,6 +981,11 @@ class Store:
             for m, rec in sorted(index["images"].items()):
                 problems += self._verify_image(m, rec)
             if blobs:
+                for stub in sorted(self.rebuild.glob("*.blob")):  # kept as layers: rebuilt
+                    name = stub.name.removesuffix(".blob")
+                    if (blobs is True or f"sha256:{name}" in blobs) and \
+                            not (self.blobs / name).exists():
+                        problems += self._verify_rebuild(f"sha256:{name}")
                 for blob in sorted(self.blobs.iterdir()):
                     if blob.name.startswith(".") or (
                             blobs is not True and f"sha256:{blob.name}" not in blobs):
@@ -758,6 +995,24 @@ class Store:
                         problems.append(f"blob sha256:{blob.name} is damaged: its content "
                                         f"hashes to {actual}")
         return problems
+
+    def _verify_rebuild(self, digest: str) -> list[str]:
+        """A blob kept as its layer: its tar, rebuilt from the layer, hashes to the diff_id
+        (the gzip over it was compared with the blob before the blob went). Lock held."""
+        from . import tarsplit
+
+        info = self._rebuilds(digest)
+        if info is None:
+            return [f"blob {digest} is kept as a layer that cannot rebuild it (its layer, "
+                    "info or split is missing)"]
+        try:
+            actual, _ = tarsplit.sha256_of(self._rebuilt(info, "tar"))
+        except StoreError as exc:
+            return [f"blob {digest}: {exc}"]
+        if actual != info["diff_id"]:
+            return [f"blob {digest} is damaged: its layer {info['diff_id']} rebuilds a tar "
+                    f"that hashes to {actual}"]
+        return []
 
     def _verify_image(self, m: str, rec: dict[str, Any]) -> list[str]:
         """What is missing of one image of the index (lock held)."""
@@ -798,15 +1053,172 @@ class Store:
         return [self.layer_dir(d) for d in reversed(image.diff_ids)]
 
     def open_layer_tar(self, blob_digest: str) -> BinaryIO:
-        """The layer blob as an *uncompressed* tar stream (gunzipped if needed)."""
-        path = self.blob_path(blob_digest)
-        with open(path, "rb") as f:
-            gzipped = f.read(2) == b"\x1f\x8b"
+        """The layer blob as an *uncompressed* tar stream (gunzipped if needed; rebuilt from
+        its layer, with no gzip, if the store keeps it as its layer only)."""
+        path = self._blob_file(blob_digest)
+        try:
+            with open(path, "rb") as f:
+                gzipped = f.read(2) == b"\x1f\x8b"
+        except FileNotFoundError:
+            info = self._rebuilds(blob_digest)
+            if info is None:
+                raise StoreError(f"blob {blob_digest} is missing from the store at "
+                                 f"{self.root}; pull or load the image again") from None
+            return _ChunkReader(self._rebuilt(info, "tar"))  # type: ignore[return-value]
         return gzip.open(path, "rb") if gzipped else open(path, "rb")  # type: ignore[return-value]
+
+    def layer_tar_size(self, blob_digest: str) -> int | None:
+        """The uncompressed tar's length, if the store knows it without reading the blob."""
+        info = self._rebuilds(blob_digest)
+        return info.get("tar_size") if info else None
 
     def disk_usage(self) -> int:
         """Bytes the store uses on disk (blocks actually allocated, hardlinks once)."""
         return _du(self.root)
+
+
+class _ChunkReader:
+    """A read-only binary stream over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks, self._chunk, self._at, self._pos = chunks, b"", 0, 0
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all that is left if ``n`` < 0); b"" at the end."""
+        parts, want = [], n
+        while want != 0:
+            if self._at == len(self._chunk):
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._chunk, self._at = chunk, 0
+                continue
+            take = len(self._chunk) - self._at if want < 0 else \
+                min(want, len(self._chunk) - self._at)
+            parts.append(self._chunk[self._at:self._at + take])
+            self._at += take
+            if want > 0:
+                want -= take
+        data = b"".join(parts)
+        self._pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        """How many bytes have been read."""
+        return self._pos
+
+    def readable(self) -> bool:
+        """Yes."""
+        return True
+
+    def close(self) -> None:
+        """Stop the rebuild (its files are closed)."""
+        close = getattr(self._chunks, "close", None)
+        if close:
+            close()
+
+    def __enter__(self) -> _ChunkReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Splitter:
+    """A layer blob opened for ``layers.extract``: where the blob may be rebuilt from the
+    layer (a plain tar; this machine's gzip at level 1, or at any level with ``any_level``),
+    the tar streams through a ``tarsplit.Recorder`` (and a recompression compared with the
+    blob) on its way; otherwise the blob goes to extract as it is, untouched."""
+
+    def __init__(self, src: BinaryIO, blob: Path, out: Path, any_level: bool = False):
+        from . import tarsplit
+
+        self.blob_size = os.fstat(src.fileno()).st_size
+        head = src.read(10)
+        src.seek(0)
+        self.how: str | None = None
+        self.stream: Any = src
+        self.recorder = self.check = None
+        self.header = None
+        self._out = out
+        self._file = None
+        self._ok = False
+        if head[:2] == b"\x1f\x8b":
+            level = tarsplit.gzip_level(head)
+            if level is None or not (any_level or level == 1):
+                return
+            self.how = f"gzip-{level}"
+            self.check = tarsplit.GzipCheck(blob, level)
+            self.header = self.check.header
+            inner: Any = gzip.GzipFile(fileobj=src, mode="rb")
+        elif head[:4] in (b"\x28\xb5\x2f\xfd", b"\xfd7zX") or head[:3] == b"BZh":
+            return  # compressed otherwise: extract says so
+        else:
+            self.how, inner = "tar", src
+        self._file = open(out, "wb")
+        self.recorder = tarsplit.Recorder(self._file)
+        self.stream = _Tee(inner, [self.recorder, *([self.check] if self.check else [])])
+
+    def info(self, rebuild: str) -> dict[str, Any]:
+        """What the layer's info records to rebuild the blob."""
+        out = {"rebuild": rebuild, "blob_size": self.blob_size, "tar_size": self.tar_size}
+        if self.header is not None:
+            out["gzip_header"] = self.header.hex()
+        return out
+
+    @property
+    def tar_size(self) -> int:
+        """Bytes of the uncompressed tar that streamed by."""
+        return self.recorder.tar_size if self.recorder else 0
+
+    def rebuild(self, layer_dir: Path, diff_id: str) -> str | None:
+        """How the blob is rebuilt from ``layer_dir`` and the split (``tar``, ``gzip-N``),
+        once checked: the split's tar hashes to ``diff_id`` and the recompression was the
+        blob, byte for byte; None if it cannot be (the blob stays)."""
+        from . import tarsplit
+
+        if not self._ok:
+            return None
+        try:
+            digest, size = tarsplit.sha256_of(tarsplit.tar_chunks(self._out, layer_dir))
+        except tarsplit.SplitError:
+            return None
+        return self.how if digest == diff_id and size == self.tar_size else None
+
+    def __enter__(self) -> _Splitter:
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        """Finish the split and the comparison (both read to the end of the blob)."""
+        self._ok = False
+        try:
+            if self.recorder is not None:
+                self._ok = self.recorder.close() and kind is None
+            if self.check is not None:
+                self._ok = self.check.close() and self._ok
+        finally:
+            if self._file is not None:
+                self._file.close()
+
+
+class _Tee:
+    """A reader that hands every byte it reads to ``sinks`` (their ``feed``) as well."""
+
+    def __init__(self, f: Any, sinks: list[Any]):
+        self._f, self._sinks = f, sinks
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes of the stream."""
+        from .layers import LayerError
+
+        try:
+            data = self._f.read(n)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise LayerError(f"the layer is not a valid gzip stream: {exc}. The download is "
+                             "damaged or this is not a layer; pull the image again.") from None
+        for sink in self._sinks:
+            sink.feed(data)
+        return data
 
 
 def _gone(pid: str) -> bool:
