@@ -149,7 +149,7 @@ def _store_tmp() -> set[str]:
     store = paths.state_dir() / "store"
     out = {f"store/tmp/{p.name}" for p in (store / "tmp").iterdir()} if (
         store / "tmp").is_dir() else set()
-    for sub in ("blobs/sha256", "layers/sha256", ""):
+    for sub in ("blobs/sha256", "layers/sha256", "rebuild/sha256", ""):
         d = store / sub if sub else store
         if d.is_dir():
             out |= {f"store/{sub}/{p.name}" for p in d.glob(".*.tmp")}
