@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import kernel
+from .namespaces import die_with_host
 from .steps import CHILD, Step, now, send
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -131,8 +132,6 @@ class Exec(Step):
 
     def apply(self, ctx) -> None:
         """Never returns: execve, or report the failure to the host and exit 126/127."""
-        from .namespaces import die_with_host
-
         die_with_host(ctx)  # from here on (before a setuid, which would clear it)
         cfg = ctx.config
         try:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import kernel, overlay, paths
+from .namespaces import await_adopted
 from .steps import CHILD, Step
 
 #: What the runtime mounts over, so must exist: made here, not in the container's upper dir.
@@ -154,8 +155,6 @@ class PivotRoot(Step):
 
     def apply(self, ctx) -> None:
         """pivot_root(".", "."), the trick runc uses: no directory for the old root needed."""
-        from .namespaces import await_adopted
-
         # The middle process is gone by now (its exit, under way while the steps before ran,
         # would otherwise slow the detach of the old root below).
         await_adopted(ctx)
