@@ -27,12 +27,14 @@ CLI = ("import sys; from edu_cli.main import main; code = main(); "
 
 @pytest.fixture
 def edu(python, busybox):
-    """Run the CLI; afterwards the test's tags, its cache entries and records are gone."""
+    """Run the CLI; afterwards the test's tags, and the cache entries and records of its
+    builds (only those: other sessions build beside it) are gone.
+    ``edu.base`` is busybox's image under a tag of the test's own (other sessions may move
+    ``busybox`` meanwhile, and a moved base is a miss)."""
     need(os.geteuid() == 0, "root")
     store = Store()
-    cache = store.root / "build-cache"
-    before = {p.name for p in cache.glob("*.json")}
     tags: list[str] = []
+    keys: set[str] = set()
 
     def run(*argv: str) -> subprocess.CompletedProcess:
         return subprocess.run([python, "-c", CLI, *argv], capture_output=True, text=True,
@@ -42,16 +44,20 @@ def edu(python, busybox):
         """(stdout, "builder" or "replayed") of a build that must succeed."""
         out = run("build", *argv)
         assert out.returncode == 0, out.stdout + out.stderr
+        ctx = Path(argv[-1])
+        keys.update(step[0] for step in json.loads(record_of(ctx).read_text())["steps"])
         return out.stdout, out.stderr.splitlines()[-1]
     run.build = build
     run.tag = lambda: tags.append(f"edu-test-warm-{uuid.uuid4().hex[:8]}") or tags[-1]
+    run.base = run.tag()
+    assert run("tag", busybox.id, run.base).returncode == 0
     yield run
     for tag in tags:
         run("rmi", tag)
-    build_mod.forget(store, [p.stem for p in cache.glob("*.json") if p.name not in before])
+    build_mod.forget(store, sorted(keys))
 
 
-def tiny(tmp_path: Path, base: str = "busybox", run: bool = False) -> Path:
+def tiny(tmp_path: Path, base: str, run: bool = False) -> Path:
     ctx = tmp_path / "ctx"
     ctx.mkdir(exist_ok=True)
     (ctx / "Dockerfile").write_text(
@@ -68,7 +74,7 @@ def record_of(ctx: Path) -> Path:
 
 def test_a_warm_rebuild_prints_what_the_builder_prints(edu, tmp_path):
     tag = edu.tag()
-    ctx = tiny(tmp_path, run=True)
+    ctx = tiny(tmp_path, edu.base, run=True)
     cold, how = edu.build("-t", tag, str(ctx))
     assert how == "builder" and "Running in" in cold
     record_of(ctx).unlink()  # the builder's own warm output, for comparison
@@ -89,7 +95,7 @@ def test_a_warm_rebuild_prints_what_the_builder_prints(edu, tmp_path):
 
 def test_a_changed_file_misses_even_with_its_size_and_mtime(edu, tmp_path):
     tag = edu.tag()
-    ctx = tiny(tmp_path)
+    ctx = tiny(tmp_path, edu.base)
     edu.build("-t", tag, str(ctx))
     assert edu.build("-t", tag, str(ctx))[1] == "replayed"
     hello = ctx / "hello.txt"
@@ -109,13 +115,13 @@ def test_a_changed_file_misses_even_with_its_size_and_mtime(edu, tmp_path):
 
 def test_a_moved_tag_or_base_or_a_dropped_entry_runs_the_builder(edu, tmp_path):
     tag, base = edu.tag(), edu.tag()
-    assert edu("tag", "busybox", base).returncode == 0
+    assert edu("tag", edu.base, base).returncode == 0
     ctx = tiny(tmp_path, base=base)
     first, _ = edu.build("-t", tag, str(ctx))
     image = Store().get(tag).id
     assert edu.build("-t", tag, str(ctx))[1] == "replayed"
     # The tag now names another image: the builder runs, and moves it back.
-    assert edu("tag", "busybox", tag).returncode == 0
+    assert edu("tag", edu.base, tag).returncode == 0
     out, how = edu.build("-t", tag, str(ctx))
     assert how == "builder" and out.count("Using cache") == 3 and Store().get(tag).id == image
     # The base's tag now names another image: every step is new.
@@ -123,7 +129,7 @@ def test_a_moved_tag_or_base_or_a_dropped_entry_runs_the_builder(edu, tmp_path):
     out, how = edu.build("-t", tag, str(ctx))
     assert how == "builder" and "Using cache" not in out and Store().get(tag).id != image
     # The last step's cache entry dropped: the record goes with it; that step is made anew.
-    assert edu("tag", "busybox", base).returncode == 0
+    assert edu("tag", edu.base, base).returncode == 0
     assert edu.build("-t", tag, str(ctx))[1] == "builder"
     assert edu.build("-t", tag, str(ctx))[1] == "replayed"
     record = record_of(ctx)
@@ -138,9 +144,9 @@ def test_a_multi_stage_build_with_args_and_a_target_is_replayed_as_built(edu, tm
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(
-        "ARG BASE=busybox\nFROM $BASE AS first\nARG WHO\nCOPY a.txt /a.txt\n"
-        "LABEL who=$WHO\nFROM busybox AS second\nCOPY --from=first /a.txt /b.txt\n"
-        "FROM busybox\nCMD true\n")
+        f"ARG BASE={edu.base}\nFROM $BASE AS first\nCOPY a.txt /a.txt\nARG WHO\n"
+        f"LABEL who=$WHO\nFROM {edu.base} AS second\nCOPY --from=first /a.txt /b.txt\n"
+        f"FROM {edu.base}\nCMD echo {uuid.uuid4().hex}\n")  # (every key the test's own)
     (ctx / "a.txt").write_text(uuid.uuid4().hex)
     argv = ("-t", tag, "--build-arg", "WHO=me", "--build-arg", "UNUSED=1", "--target",
             "second", str(ctx))
