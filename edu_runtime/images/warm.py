@@ -12,9 +12,8 @@ build with the *same inputs* would find, and what it would print:
 - for each COPY and ADD from the context: its sources and the checksum of their contents
   (names, modes and bytes, after .dockerignore: ``context.sources_digest``, the cache key's
   own part);
-- for each step: its cache entry (and a hash of the entry's bytes) and the layers it holds
-  (a step of another stage, whose layers the image does not have, also its layers' blobs,
-  as the builder's ``Store.hold`` checks them);
+- for each step: its cache entry (and a hash of the entry's bytes) and the layers it holds,
+  with their blobs (as the builder's ``Store.hold`` checks them);
 - the image it ended with, and the lines it printed, as a warm build prints them.
 
 There is one record per context directory and Dockerfile (the last build of it), kept
@@ -142,12 +141,16 @@ def _holds(root: str, record: dict, context: str) -> bool:
         with open(os.path.join(root, "build-cache", f"{key}.json"), "rb") as f:
             if hashlib.sha256(f.read()).hexdigest() != entry_hash:
                 return False
-        if not all(b in whole or os.path.exists(os.path.join(blobs, _hex(b)))
-                   for b in blob_digests):
-            return False
-        if not all(os.path.exists(os.path.join(layers, _hex(d) + ".json"))
-                   and os.path.isdir(os.path.join(layers, _hex(d))) for d in diff_ids):
-            return False
+        for blob, diff_id in zip(blob_digests, diff_ids, strict=True):
+            if not os.path.isdir(os.path.join(layers, _hex(diff_id))):
+                return False
+            with open(os.path.join(layers, _hex(diff_id) + ".json"), "rb") as f:
+                info = json.loads(f.read())
+            # The blob is there if the image has it, or as a file, or as the blob its layer
+            # was made from (which the store keeps, or rebuilds, as long as the layer).
+            if not (blob in whole or info.get("blob") == blob
+                    or os.path.exists(os.path.join(blobs, _hex(blob)))):
+                return False
     if record["sources"]:
         from . import context as ctx
 
