@@ -15,10 +15,13 @@ What makes it fair:
   suite's edu-test-python ("Already exists") and pulled 9 MB where edu pulled 75. The bench
   stops if docker says any layer already exists.
 - Nothing is deleted between the timed pulls; every copy goes at the end. This VM's ext4 has
-  no journal, and then creating a file skips each inode freed in the last minute or more
-  (the kernel's ``recently_deleted``, one inode-table lookup each): right after deleting the
-  previous copy (``docker rmi``, or the last store), a pull's 9,000 creates spend seconds of
-  system time on that alone, whoever pulls.
+  no journal, and then creating a file skips each inode freed in the same block group in the
+  last 1 to 6 minutes (the kernel's ``recently_deleted``, one inode-table lookup each): right
+  after deleting the previous copy (``docker rmi``, or the last store), a pull's 9,000
+  creates spend seconds of system time on that alone (perf: half the samples), whoever
+  pulls. So leave 6 minutes after anything deleted many files under $HOME (a previous run
+  of this bench deletes 150,000 at its end) before running it again: else the edu pulls,
+  whose stores are made under $HOME, pay for it and docker's do not.
 
     .venv/bin/python bench/pull.py [--image python:3] [--runs 5] [--old-tree DIR]
 
