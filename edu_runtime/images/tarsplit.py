@@ -16,7 +16,8 @@ known level) is rebuilt too: the same tar, compressed the same way, gives the sa
 One compressed by another program (Go's gzip in Docker, pigz) cannot be, in general: its
 blob stays in the store. Nothing is ever taken on trust: a layer's blob leaves the store only
 once its tar has been rebuilt from the directory and hashed to the ``diff_id``, and its
-recompression compared byte for byte with the blob (:func:`Recorder`, ``Store.ensure_layer``).
+recompression compared byte for byte with the blob's first MB (``GzipCheck``); every blob
+rebuilt later is hashed against its digest before anyone gets it.
 
 Split file (gzip)::
 
@@ -363,32 +364,42 @@ def gzip_level(head: bytes) -> int | None:
 
 class GzipCheck:
     """Recompresses the tar as it streams by and compares it, byte for byte, with the blob
-    being read; gives up (and stops compressing) at the first difference, which for a blob
-    another program compressed comes within its first few kB."""
+    being read: the first ``PREFIX`` bytes of it (all of a smaller blob). A blob another
+    program compressed (Go's gzip, pigz, GNU gzip) differs within its first kB; one this
+    zlib made at this level goes on the same to its end, since deflate is a function of its
+    input and settings. Every rebuilt blob is hashed against its digest all the same."""
+
+    PREFIX = 4 << 20
 
     def __init__(self, blob: Path, level: int):
         self._blob = open(blob, "rb")
         self.header = self._blob.read(10)
         self.ok = True
+        self._done = False  # the prefix matched: no need to compress further
+        self._compared = 0
         self._comp = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS,
                                       zlib.DEF_MEM_LEVEL, 0)
         self._crc = self._size = 0
 
     def _compare(self, data: bytes) -> None:
-        if self.ok and data and self._blob.read(len(data)) != data:
-            self.ok = False
+        if self.ok and data:
+            if self._blob.read(len(data)) != data:
+                self.ok = False
+            self._compared += len(data)
+            self._done = self._compared >= self.PREFIX
 
     def feed(self, data: bytes) -> None:
         """The next bytes of the tar."""
-        if self.ok:
+        if self.ok and not self._done:
             self._crc = zlib.crc32(data, self._crc)
             self._size += len(data)
             self._compare(self._comp.compress(data))
 
     def close(self) -> bool:
-        """True if the recompressed tar is the blob, to its last byte."""
+        """True if the recompressed tar is the blob (its prefix, or all of it, to its last
+        byte)."""
         try:
-            if self.ok:
+            if self.ok and not self._done:
                 self._compare(self._comp.flush()
                               + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
                 self.ok = self.ok and self._blob.read(1) == b""
