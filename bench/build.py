@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_tiny import contender, tree_cli  # noqa: E402
+from build_tiny import contender, forget_record, tree_cli  # noqa: E402
 from common import alternate, report, save, timed  # noqa: E402
 
 from edu_runtime.images import archive, bootstrap  # noqa: E402
@@ -149,6 +149,7 @@ def main() -> None:
         subprocess.run(["docker", "rmi", "-f", "edu-bench-app",
                         *([] if had_node else ["node:latest"])], capture_output=True)
         subprocess.run([edu, "rmi", "edu-bench-app"], capture_output=True)
+        forget_record(work / "app")
         shutil.rmtree(work, ignore_errors=True)
 
 

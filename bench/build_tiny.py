@@ -59,6 +59,16 @@ def tree_cli(where: Path) -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-c", CLI], {"PYTHONPATH": str(where)}
 
 
+def forget_record(ctx: Path) -> None:
+    """Remove the warm-build record of the bench's context (a temporary directory, gone
+    after the run: its record would only wait for ``edu image prune``)."""
+    from edu_runtime.images import warm
+
+    root = warm.store_root()
+    if root:
+        Path(warm.where(root, str(ctx), str(ctx / "Dockerfile"))).unlink(missing_ok=True)
+
+
 def contender(cmd: list[str], env: dict[str, str], cwd: Path | None = None):
     """Run ``cmd`` (must succeed), output thrown away; its wall time in seconds."""
     def run() -> float:
@@ -118,6 +128,7 @@ def main() -> None:
     finally:
         subprocess.run(["docker", "rmi", TAG, BASE], capture_output=True)
         subprocess.run([edu, "rmi", TAG, BASE], capture_output=True)
+        forget_record(work / "ctx")
         shutil.rmtree(work, ignore_errors=True)
 
 
