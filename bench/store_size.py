@@ -23,7 +23,8 @@ chain and image IDs name: ``overlay2/<cache-id>`` (the unpacked ``diff/`` and it
 bookkeeping), its ``l/`` link, ``image/overlay2/layerdb/sha256/<chain-id>`` (the
 tar-split and the layer's metadata) and ``imagedb`` (the configs). So layers dockerd
 already had before the bench count too, exactly once, as the fresh store counts them.
-Afterwards only the ``bench-size-*`` tags are removed from docker and edu.
+The bases are saved by their IDs (never retagged in the machine's store); in docker all ten
+are tagged ``bench-size-*``, and only those tags (and the apps' in edu) are removed after.
 
     .venv/bin/python bench/store_size.py [--archive oci|docker] [--keep-tags]
 """
@@ -63,25 +64,26 @@ def edu(*args: str) -> str:
     return out.stdout
 
 
-def make_images(work: Path) -> list[str]:
-    """The ten tags in the machine's store: the bases retagged, the apps built."""
+def make_images(work: Path) -> dict[str, str]:
+    """The ten images in the machine's store, name -> what ``edu save`` is given: the bases
+    by their IDs (tagging them, even for a moment, would show in others' ``edu images``),
+    the apps built and tagged ``bench-size-APP``."""
+    from edu_runtime.images.store import StoreError
     from edu_runtime.notebook import apps
 
     have = Store()
-    tags = []
+    refs = {}
     for base in BASES:
         try:
-            have.get(base)
-        except Exception:
+            refs[base] = have.get(base).id
+        except StoreError:
             sys.exit(f"the base {base} is not in the store: run 'edu bootstrap {base}' first")
-        edu("tag", base, PREFIX + base)
-        tags.append(PREFIX + base)
     for app in APPS:
         ctx = apps.copy(app, work / app)
         print(f"building {app} ...", flush=True)
         edu("build", "-q", "-t", PREFIX + app, str(ctx))
-        tags.append(PREFIX + app)
-    return tags
+        refs[app] = PREFIX + app
+    return refs
 
 
 def du(path: Path, seen: set[tuple[int, int]]) -> int:
@@ -183,19 +185,22 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("run as root: dockerd's files are root's")
     work = Path(tempfile.mkdtemp(prefix="edu-bench-size-", dir="/var/tmp"))
-    tags: list[str] = []
+    refs: dict[str, str] = {}
+    tags = [PREFIX + name for name in BASES + APPS]  # in docker: all ten, by these names
     try:
-        tags = make_images(work)
+        refs = make_images(work)
         oci_tar, docker_tar = work / "ten.oci.tar", work / "ten.docker.tar"
-        edu("save", "-o", str(docker_tar), *tags)
+        edu("save", "-o", str(docker_tar), *refs.values())
         if args.archive == "oci":
-            edu("save", "--format", "oci-archive", "-o", str(oci_tar), *tags)
+            edu("save", "--format", "oci-archive", "-o", str(oci_tar), *refs.values())
         print("loading into a fresh edu store ...", flush=True)
         fresh = work / "store"
         archive.load(Store(fresh), oci_tar if args.archive == "oci" else docker_tar)
         print("docker load ...", flush=True)
         subprocess.run(["docker", "load", "-i", str(docker_tar)], check=True,
                        stdout=subprocess.DEVNULL)
+        for base in BASES:  # loaded untagged (saved by ID): named for the measure and rmi
+            subprocess.run(["docker", "tag", refs[base], PREFIX + base], check=True)
         print()
         edu_parts = edu_breakdown(fresh)
         docker_parts = docker_breakdown(tags)
@@ -219,11 +224,11 @@ def main() -> None:
                   "compact_seconds": took, "edu_compacted": after_parts}
         print(f"saved {save('store_size' + ('' if args.archive == 'oci' else '_docker'), result)}")
     finally:
-        if tags and not args.keep_tags:
+        if refs and not args.keep_tags:
             subprocess.run(["docker", "rmi", *tags], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
-            for t in tags:
-                subprocess.run([str(ROOT / ".venv/bin/edu"), "rmi", t],
+            for app in APPS:
+                subprocess.run([str(ROOT / ".venv/bin/edu"), "rmi", PREFIX + app],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(work, ignore_errors=True)
 

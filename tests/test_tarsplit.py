@@ -106,6 +106,8 @@ def test_a_layer_edu_compressed_is_rebuilt_with_the_same_digest(tmp_path):
     src = tmp_path / "src"
     (src / "app").mkdir(parents=True)
     (src / "app" / "data.bin").write_bytes(os.urandom(200_000))
+    # past GzipCheck.PREFIX: compared up to it, rebuilt and hashed whole
+    (src / "app" / "big.bin").write_bytes(os.urandom(tarsplit.GzipCheck.PREFIX + 100_000))
     (src / "app" / "text").write_text("hello\n" * 5000)
     os.symlink("text", src / "app" / "link")
     out = io.BytesIO()
