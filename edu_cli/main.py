@@ -89,16 +89,26 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"edu {__version__}")
         return 0
-    if argv[:1] == ["run"]:  # the warm supervisor may take it whole: see fastrun
-        from . import fastrun
+    code = None
+    try:
+        if argv[:1] == ["run"]:  # the warm supervisor may take it whole: see fastrun
+            from . import fastrun
 
-        code = fastrun.try_run(argv[1:])
+            code = fastrun.try_run(argv[1:])
+        elif argv[:1] == ["build"]:  # a warm rebuild may be answered from its record
+            from . import build
+
+            code = build.warm(argv[1:])
         if code is not None and program:  # all done: skip the interpreter's own teardown,
             sys.stdout.flush()  # a few ms on every run (runc's Go binary has none)
             sys.stderr.flush()
             os._exit(code)
-        if code is not None:
-            return code
+    except BrokenPipeError:
+        code = _reader_left()
+        if program:
+            os._exit(code)
+    if code is not None:
+        return code
     if sys.flags.no_site:  # started by the launcher (python -S): now the packages are needed
         import site
 
@@ -124,10 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         print("edu: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # `edu images | head`: the reader left. Quietly, as other Unix tools do (Python's
-        # own advice): stdout goes to /dev/null so the exit flush cannot fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
+        return _reader_left()
+
+
+def _reader_left() -> int:
+    """`edu images | head`: the reader left. Quietly, as other Unix tools do (Python's own
+    advice): stdout goes to /dev/null so the exit flush cannot fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
 
 
 if __name__ == "__main__":
