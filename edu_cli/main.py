@@ -83,7 +83,10 @@ def build_parser(command: str | None = None):
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``edu``; returns the exit code."""
-    program, argv = argv is None, sys.argv[1:] if argv is None else argv
+    # Whether this process is the `edu` command itself (the launcher or pip's script), which
+    # may end with os._exit once answered; not a test or a notebook calling main().
+    program = argv is None and os.path.basename(sys.argv[0]) == "edu"
+    argv = sys.argv[1:] if argv is None else argv
     if argv == ["--version"]:  # answered before any parser is built: the cheapest path
         from edu_runtime import __version__
 
