@@ -211,8 +211,10 @@ def _write_tar_layer(stage: Path, entries: list[tuple[tarfile.TarInfo, bytes | N
         for info, data in entries:
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
     # gzip's header holds a time and a file name; mtime=0 and no name keep the blob stable.
+    # Level 1, as edu build's layers: the store can then keep it as its unpacked layer alone
+    # (tarsplit), and it compresses three times faster.
     with open(tar_path, "rb") as src, open(blob, "wb") as raw, \
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz:
         shutil.copyfileobj(src, gz, 1 << 20)
     return blob, sha256_file(tar_path)
 
@@ -425,10 +427,10 @@ def _tidy_debian(rootfs: Path) -> None:
 
 
 def _pack(stage: Path, src: Path, *, upper: bool) -> tuple[Path, layers.PackStats]:
-    """Pack ``src`` as a gzipped layer blob in ``stage``."""
+    """Pack ``src`` as a gzipped layer blob in ``stage`` (level 1: see _write_tar_layer)."""
     blob = stage / "layer.tar.gz"
     with open(blob, "wb") as out:
-        stats = layers.pack(src, out, upper=upper, compress=True)
+        stats = layers.pack(src, out, upper=upper, compress=True, level=1)
     return blob, stats
 
 
