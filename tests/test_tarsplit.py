@@ -213,3 +213,53 @@ def test_a_blob_another_process_holds_keeps_its_file(tmp_path):
     store.prune()  # nothing names the layer now: blob, stub, split and layer all go
     assert list(store.blobs.iterdir()) == [] and list(store.layers.iterdir()) == []
     assert list(store.rebuild.iterdir()) == []
+
+
+def test_a_blob_past_the_compared_prefix_that_ends_otherwise_stays(tmp_path):
+    """GzipCheck compares the first 4 MB, then the blob's trailer with the tar's own CRC-32
+    and length: zero padding after a level-1 gzip (or a second member) is not rebuilt, so
+    its blob stays, whatever its first 4 MB say."""
+    src = tmp_path / "src"
+    (src / "app").mkdir(parents=True)
+    (src / "app" / "big.bin").write_bytes(os.urandom(tarsplit.GzipCheck.PREFIX + 100_000))
+    out = io.BytesIO()
+    stats = layers.pack(src, out, compress=True, level=1)
+    for tail in (bytes(512), gzip.compress(b"", compresslevel=1, mtime=0)):
+        blob = out.getvalue() + tail
+        assert gzip.decompress(blob) == gzip.decompress(out.getvalue())
+        store = Store(tmp_path / f"store-{len(tail)}")
+        info = add_layer(store, blob, stats.diff_id)
+        assert "rebuild" not in info and (store.blobs / sha(blob)[7:]).read_bytes() == blob
+
+
+def test_a_lease_on_a_blob_kept_as_its_layer_keeps_the_layer_through_gc(tmp_path):
+    """A pull or build holds a blob the store keeps only as its layer (say, one it found
+    with the same content): another process's prune must leave layer, split and stub."""
+    data = odd_tar()
+    store = Store(tmp_path / "store")
+    add_layer(store, data, sha(data))  # nothing names it afterwards
+    assert not (store.blobs / sha(data)[7:]).exists() and store.has_blob(sha(data))
+    other = Store(tmp_path / "store")
+    with store.lease():
+        assert store.hold([sha(data)])  # the blob only, as registry._local_blob holds it
+        other.prune()
+        assert store.read_blob(sha(data)) == data
+    other.prune()
+    assert list(store.layers.iterdir()) == [] and list(store.rebuild.iterdir()) == []
+
+
+def test_a_refused_transaction_leaves_a_blob_that_was_there_before(tmp_path):
+    """A blob stored before an import whose transaction then fails is still a file after it
+    (a blob is dropped for its layer only once the layer is in for good)."""
+    data = odd_tar()
+    store = Store(tmp_path / "store")
+    with store.lease():
+        store.put_blob_bytes(data)
+        with pytest.raises(RuntimeError):
+            with store.transaction():
+                store.ensure_layer(sha(data), sha(data))
+                raise RuntimeError("the import fails after the layer")
+        assert (store.blobs / sha(data)[7:]).read_bytes() == data
+        assert store.layer_info(sha(data)) is None
+        store.ensure_layer(sha(data), sha(data))  # outside a transaction: dropped at once
+    assert not (store.blobs / sha(data)[7:]).exists() and store.read_blob(sha(data)) == data

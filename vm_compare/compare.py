@@ -446,7 +446,7 @@ def sizes(store, image: str, guest) -> dict[str, Any]:
     """Bytes on disk of both sides, and the stacks the size figure draws."""
     img = store.get(image)
     unpacked = sum((store.layer_info(d) or {}).get("size", 0) for d in img.diff_ids)
-    compressed = sum(store.blob_path(d["digest"]).stat().st_size
+    compressed = sum(store.blob_size(d["digest"])
                      for d in img.manifest["layers"])
     group = size_group(image, unpacked, guest.kind, guest.sizes)
     stacks = {f"container ({image})": group["container"],

@@ -972,8 +972,7 @@ def _local_blob(store: Store, layer: _Layer) -> str | None:
         return layer.desc["digest"]
     info = store.layer_info(layer.diff_id)
     if info and store.hold([info["blob"]], [layer.diff_id]):
-        with open(store.blob_path(info["blob"]), "rb") as f:
-            layer.media = OCI_LAYER_GZIP if f.read(2) == b"\x1f\x8b" else OCI_LAYER
+        layer.media = OCI_LAYER_GZIP if store.is_gzip(info["blob"]) else OCI_LAYER
         return info["blob"]
     return None
 

@@ -28,8 +28,9 @@ the unpacked layer (a plain tar, or a tar that this machine's gzip compressed at
 ``edu build`` does), the store keeps the tar's headers (``.split``, see ``tarsplit``) instead
 of the blob, and ``blob_path``, ``open_blob`` and ``open_layer_tar`` rebuild it when asked
 (push, save, share). The blob goes only after its rebuild was checked against the blob
-itself. ``compact`` does the same for the blobs kept so far (gzip at other levels, which costs
-a whole recompression to check). A rebuilt blob file is dropped again by the next collection
+(see ``tarsplit.GzipCheck`` for how far), and only once the layer is in the store for good
+(after its transaction). ``compact`` does the same for the blobs kept so far (gzip at other
+levels: a recompression each). A rebuilt blob file is dropped again by the next collection
 once no lease holds it.
 
 Garbage collection (``rmi``, ``image prune``) deletes what no image, pin or lease names, and
@@ -210,6 +211,7 @@ class Store:
         self.index_path = self.root / "index.json"
         self._lock_depth = 0
         self._added: list[Path] | None = None
+        self._dry_later: set[str] = set()  # blobs (hex) to drop once the transaction holds
         self._lease: dict[str, Any] | None = None  # this process's lease, while it has one
         self._lease_path: Path | None = None
         self.clean_staging()  # what a killed writer left: every edu command tidies it up
@@ -262,9 +264,13 @@ class Store:
                         else:
                             path.unlink(missing_ok=True)
                 raise
+            else:
+                if not outer and self._dry_later:  # committed: their layers hold them now
+                    self._dehydrate(self._dry_later, self._leased_blobs(others_only=True))
             finally:
                 if not outer:
                     self._added = None
+                    self._dry_later = set()
 
     def _created(self, path: Path) -> None:
         if self._added is not None:
@@ -547,13 +553,11 @@ class Store:
             try:
                 try:
                     src = open(blob, "rb")
-                except FileNotFoundError:  # kept as its layer, whose dir GC took: rebuilt
-                    with self.open_blob(blob_digest) as rebuilt:
-                        stats = layers.extract(rebuilt, dest, limits=limits or layers.Limits())
-                else:
-                    with src, _Splitter(src, blob, stage / "split") as split:
-                        stats = layers.extract(split.stream, dest,
-                                               limits=limits or layers.Limits())
+                except FileNotFoundError:  # kept as its layer, whose dir is gone: no bytes
+                    raise StoreError(f"blob {blob_digest} is missing from the store at "
+                                     f"{self.root}; pull or load the image again") from None
+                with src, _Splitter(src, blob, stage / "split") as split:
+                    stats = layers.extract(split.stream, dest, limits=limits or layers.Limits())
             except layers.LayerError as exc:  # (the staging dir goes, and nothing else was made)
                 raise StoreError(f"layer {blob_digest[:19]}... was not unpacked: {exc}") \
                     from None
@@ -580,7 +584,9 @@ class Store:
         """Rename an unpacked layer into place, then its split and info files; then, if the
         blob rebuilds from them, drop the blob's file (lock held)."""
         target = self.layer_dir(info["diff_id"])
-        if not target.is_dir():  # (a dir without info: its writer was killed in between)
+        if target.is_dir():  # a dir without info (its writer was killed in between): the
+            split = None  # split was checked against ours, not it, so the blob stays
+        else:
             os.rename(unpacked, target)
             self._created(target)
         if split is not None:
@@ -593,7 +599,10 @@ class Store:
             stub = self._stub(info["blob"])
             write_atomic(stub, info["diff_id"].encode())
             self._created(stub)
-            self._dehydrate({_hex(info["blob"])}, self._leased_blobs(others_only=True))
+            if self._added is None:
+                self._dehydrate({_hex(info["blob"])}, self._leased_blobs(others_only=True))
+            else:  # a rollback could not bring the file back: once the transaction holds
+                self._dry_later.add(_hex(info["blob"]))
 
     def _leased_blobs(self, others_only: bool = False) -> set[str]:
         """The blobs (hex) live leases hold: their readers may be about to open the file."""
@@ -895,6 +904,13 @@ class Store:
             pinned, leased = self._pinned(pin)
             keep_layers |= pinned
             keep_blobs |= leased
+            for blob in leased:  # a blob kept only as its layer is that layer, split and all
+                stub = self.rebuild / f"{blob}.blob"
+                if stub.exists():
+                    try:
+                        keep_layers.add(_hex(stub.read_text().strip()))
+                    except OSError:
+                        pass
             for layer in pinned:  # a pinned layer keeps its blob too (commit, build cache)
                 info = self.layer_info(f"sha256:{layer}")
                 if info and info.get("blob"):

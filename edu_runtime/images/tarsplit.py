@@ -14,10 +14,13 @@ is a function of its input and its settings, so a blob that this machine's gzip 
 own ``build``, ``bootstrap`` and ``commit``: Python's ``gzip`` with mtime 0, no file name, a
 known level) is rebuilt too: the same tar, compressed the same way, gives the same digest.
 One compressed by another program (Go's gzip in Docker, pigz) cannot be, in general: its
-blob stays in the store. Nothing is ever taken on trust: a layer's blob leaves the store only
-once its tar has been rebuilt from the directory and hashed to the ``diff_id``, and its
-recompression compared byte for byte with the blob's first MB (``GzipCheck``); every blob
-rebuilt later is hashed against its digest before anyone gets it.
+blob stays in the store. A layer's blob leaves the store only once its tar has been rebuilt
+from the directory and hashed to the ``diff_id``, and its recompression compared byte for
+byte with the blob's first 4 MB, and its trailer (the tar's CRC-32 and length) with the
+blob's last 8 bytes (``GzipCheck``). One thing is taken on trust: that a deflate stream this
+zlib made alike for 4 MB goes on alike (a program that flushed it mid-way would break that;
+its rebuilt blob would then be refused by its digest). Every blob rebuilt later is hashed
+against its digest before anyone gets it.
 
 Split file (gzip)::
 
@@ -309,7 +312,11 @@ def records(split: Path) -> Iterator[tuple[bytes, int, bytes]]:
 def tar_chunks(split: Path, layer_dir: Path) -> Iterator[bytes]:
     """The layer's tar, rebuilt: raw parts from the split, file contents from ``layer_dir``
     (each opened inside the layer as the unpack placed it, never following a link out)."""
-    root = os.open(layer_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        root = os.open(layer_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SplitError(f"layer {layer_dir.name[:12]} cannot be read ({exc.strerror})") \
+            from None
     try:
         for kind, size, data in records(split):
             if kind == b"R":
@@ -390,19 +397,24 @@ class GzipCheck:
 
     def feed(self, data: bytes) -> None:
         """The next bytes of the tar."""
-        if self.ok and not self._done:
-            self._crc = zlib.crc32(data, self._crc)
+        if self.ok:
+            self._crc = zlib.crc32(data, self._crc)  # of all of it: the blob's trailer
             self._size += len(data)
-            self._compare(self._comp.compress(data))
+            if not self._done:
+                self._compare(self._comp.compress(data))
 
     def close(self) -> bool:
-        """True if the recompressed tar is the blob (its prefix, or all of it, to its last
-        byte)."""
+        """True if the recompressed tar is the blob (all of it, to its last byte; or its
+        prefix, and then the blob must end with this tar's own gzip trailer, CRC-32 and
+        length, exactly at its end: a second gzip member or padding after it would not)."""
+        trailer = struct.pack("<II", self._crc, self._size & 0xFFFFFFFF)
         try:
             if self.ok and not self._done:
-                self._compare(self._comp.flush()
-                              + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
+                self._compare(self._comp.flush() + trailer)
                 self.ok = self.ok and self._blob.read(1) == b""
+            elif self.ok:
+                self._blob.seek(-8, os.SEEK_END)
+                self.ok = self._blob.read(8) == trailer
             return self.ok
         finally:
             self._blob.close()
