@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         code = _reader_left()
         if program:
             os._exit(code)
+    except KeyboardInterrupt:  # (a replayed build re-reads every COPY source: it may take)
+        print("edu: interrupted", file=sys.stderr)
+        return 130
     if code is not None:
         return code
     if sys.flags.no_site:  # started by the launcher (python -S): now the packages are needed

@@ -126,6 +126,9 @@ class Context:
         self.host_pid = os.getpid()
         self.pid = 0  # the container's PID 1, as the host sees it (0 before it exists)
         self.middle = 0  # the first child, before it hands over to PID 1
+        # PID 1: False from the handoff until the host says it reaped the middle process
+        # (namespaces.adopted); True while there is nothing to wait for.
+        self.adopted = True
         self.sock = None
         self.console = -1  # -t: the master end of the terminal the exec step made inside
         self.cgroup = None

@@ -116,7 +116,7 @@ def die_with_host(ctx) -> None:
 
 def await_adopted(ctx) -> None:
     """PID 1: wait for the host's "adopted", unless it came already."""
-    while not getattr(ctx, "adopted", True):
+    while not ctx.adopted:
         adopted(ctx, recv(ctx.sock))
 
 

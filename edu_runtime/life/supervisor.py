@@ -349,7 +349,7 @@ class Supervisor:
         if c.config.network not in ("none", "host"):
             from .. import networks
 
-            networks.warm_up(c.config.network)  # here, once, not in each shim
+            networks.warm_up(c.config.network)  # here, not in each shim: once warm, cheap
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:

@@ -203,6 +203,37 @@ def ensure_bridge(network: dict[str, Any]) -> None:
     sysctl(f"net/ipv4/conf/{network['bridge']}/route_localnet", "1")
 
 
+def bridge_ready(network: dict[str, Any]) -> bool:
+    """Whether the network's bridge is there, a bridge, up, with its gateway address: checks
+    only, through netlink reads; remembered as ``ensure_bridge`` remembers it, so that a
+    process forked from this one skips the netlink round trips (the supervisor's warm-up)."""
+    name = network["bridge"]
+    up = int(kernel.read(f"/sys/class/net/{name}/flags", "0x0"), 16) & 1  # IFF_UP
+    if up and _ensured.get(name) == _ifindex(name):
+        return True
+    if not up or not _run(_is_ready, network):
+        return False
+    _ensured[name] = _ifindex(name)
+    return True
+
+
+def _is_ready(network: dict[str, Any]) -> bool:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    prefixlen = int(network["subnet"].split("/")[1])
+    with _ipr() as ipr:
+        try:
+            found = ipr.link_lookup(ifname=network["bridge"])
+            if not found or ipr.get_links(found[0])[0].get_nested(
+                    "IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge":
+                return False
+            return (network["gateway"], prefixlen) in {
+                (a.get("IFA_ADDRESS"), a["prefixlen"])
+                for a in ipr.get_addr(index=found[0], family=socket.AF_INET)}
+        except NetlinkError:
+            return False
+
+
 def _ensure_bridge(network: dict[str, Any]) -> None:
     from pyroute2.netlink.exceptions import NetlinkError
 

@@ -104,8 +104,9 @@ def warm_up(name: str) -> None:
     that every fork starts knowing it. A fork that knew nothing asked pyroute2, loaded
     libnftables and started iptables three times: about 40 ms per run (issue 18).
 
-    Checks only: while the bridge is not there, nothing is done, and the first container's
-    steps make it (and its trace shows them). Rootless, the network holder does all this."""
+    Checks only: nothing is made or put right here (the container's steps do that, and its
+    trace shows it), and only what is in place is remembered. Rootless, the network holder
+    does all this."""
     from . import bridge, nat
 
     bridge.preload()
@@ -115,10 +116,9 @@ def warm_up(name: str) -> None:
         network = registry.get(name)
     except registry.NetworkError:
         return  # the container's own steps say so
-    if network.get("driver") == "bridge" and os.path.exists(f"/sys/class/net/{network['bridge']}"):
-        bridge.ensure_bridge(network)  # once warm: a sysfs read
-        if nat.network_ready(network):  # once warm: the ruleset's generation, no listing
-            nat.docker_user_ensure(network["bridge"], check_only=True)  # warm: one listing
+    if network.get("driver") == "bridge" and bridge.bridge_ready(network) and \
+            nat.network_ready(network):
+        nat.docker_user_ensure(network["bridge"], check_only=True)  # once warm: one listing
 
 
 # ---- keeping bridges warm --------------------------------------------------------------------

@@ -408,8 +408,10 @@ def _listed() -> list[dict[str, Any]] | None:
     """``rules()``, or None when edu's table is not there: one listing answers both."""
     try:
         data = json.loads(nft("-j", "list", "table", FAMILY, TABLE))
-    except registry.NetworkError:
-        return None
+    except registry.NetworkError as exc:
+        if "No such file or directory" in str(exc):  # (nft's words for a missing table)
+            return None
+        raise
     return [{"chain": r["chain"], "handle": r["handle"], "comment": r.get("comment", "")}
             for item in data["nftables"] if (r := item.get("rule"))]
 
@@ -469,14 +471,18 @@ def generation() -> int:
     """nftables' ruleset generation: the kernel counts every change to any table, so an
     unchanged number means an unchanged ruleset. One netlink request (NFT_MSG_GETGEN) of
     about 15 µs, against a listing's 0.3 to 2 ms (it grows with the ruleset)."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                         _NETLINK_NETFILTER)
-    try:  # nlmsghdr, then nfgenmsg (family, version, resource id)
-        sock.send(struct.pack("=IHHII", 20, _NFT_MSG_GETGEN, 1, 1, 0) + bytes(4))
-        data = sock.recv(4096)
-    finally:
-        sock.close()
-    length, offset = struct.unpack_from("=I", data)[0], 20
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                             _NETLINK_NETFILTER)
+        try:  # nlmsghdr, then nfgenmsg (family, version, resource id)
+            sock.send(struct.pack("=IHHII", 20, _NFT_MSG_GETGEN, 1, 1, 0) + bytes(4))
+            data = sock.recv(4096)
+        finally:
+            sock.close()
+    except OSError as exc:
+        raise registry.NetworkError(f"nftables' ruleset generation: {exc.strerror}") from None
+    length, kind = struct.unpack_from("=IH", data)
+    offset = 20 if kind != 2 else length  # NLMSG_ERROR: no attributes to read
     while offset + 4 <= length:  # its attributes: NFTA_GEN_ID (1) is the number
         size, kind = struct.unpack_from("=HH", data, offset)
         if kind & 0x7FFF == 1:
@@ -495,15 +501,20 @@ def network_ready(network: dict[str, Any]) -> bool:
 def _rules_in_place(network: dict[str, Any]) -> bool | None:
     """True: the network's rules are in place (seen now, or seen at this very ruleset
     generation); False: edu's table is there without them; None: there is no table."""
-    gen, bridge = generation(), network["bridge"]
-    if _rules_seen.get(bridge) == gen:
+    bridge = network["bridge"]
+    try:
+        gen: int | None = generation()
+    except registry.NetworkError:
+        gen = None  # not known: listed every time, and nothing remembered
+    if gen is not None and _rules_seen.get(bridge) == gen:
         return True
     found = _listed()
     if found is None:
         return None
     if not any(r["comment"] == f"edu-net:{bridge}" for r in found):
         return False
-    _rules_seen[bridge] = gen
+    if gen is not None:
+        _rules_seen[bridge] = gen
     return True
 
 
@@ -606,6 +617,8 @@ def docker_user_ensure(bridge: str, check_only: bool = False) -> None:
     checks it in-process: unchanged since edu's accepts went in means they are still there,
     and no ``iptables`` process is started (three per container otherwise)."""
     fast = _iptables_is_nft()
+    if check_only and not fast:  # iptables processes, and nothing to remember them by
+        return
     if fast:
         seen = _docker_user_nft()
         if seen is None or _docker_user_seen.get(bridge) == seen:
