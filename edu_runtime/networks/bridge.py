@@ -266,20 +266,17 @@ def remove_bridge(network: dict[str, Any]) -> None:
 
 
 def _delete_links(names: list[str]) -> None:
+    """``ip link del`` each of ``names`` that is there (packed by hand: every container's
+    undo sends one, and pyroute2's first request in a fresh process cost about 9 ms)."""
     present = [n for n in names if os.path.exists(f"/sys/class/net/{n}")]
-    if present:
-        _run(_delete, present)
-
-
-def _delete(names: list[str]) -> None:
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with _ipr() as ipr:
-        for name in names:
+    if not present:
+        return
+    with rtnetlink.Socket() as nl:
+        for name in present:
             try:
-                ipr.link("del", ifname=name)
-            except NetlinkError as exc:
-                if exc.code != errno.ENODEV:  # gone already (a veth goes with its peer)
+                nl.request(rtnetlink.del_link(name))
+            except OSError as exc:
+                if exc.errno != errno.ENODEV:  # gone already (a veth goes with its peer)
                     raise _netlink_error(exc, f"deleting {name}") from None
 
 

@@ -6,11 +6,11 @@ for an address, ``rtmsg`` for a route) and attributes, each a (length, type) pai
 value padded to 4 bytes, nested for a link's kind and a veth's peer. The kernel answers
 each with an acknowledgement carrying an errno (0: done).
 
-bridge.py sends most requests through pyroute2. The veth step's six are packed here with
-``struct``: pyroute2 spent about 9 ms of Python on them, on every container start, against
-well under 1 ms for the kernel (``strace -T``). A request is a plain dict in pyroute2's
-shape (``header``, the fixed fields, ``attrs``), so ``describe`` tells both kinds the same
-way in a step's trace.
+bridge.py sends most requests through pyroute2. The veth step's six, and the deletes of
+undos, are packed here with ``struct``: pyroute2 spent about 9 ms of Python on the six, on
+every container start, against well under 1 ms for the kernel (``strace -T``). A request
+is a plain dict in pyroute2's shape (``header``, the fixed fields, ``attrs``), so
+``describe`` tells both kinds the same way in a step's trace.
 
 Introduced in notebooks/08-web-app.
 """
@@ -27,7 +27,7 @@ from .. import kernel
 # From <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if.h>, <linux/if_link.h>, <linux/veth.h>.
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x200, 0x400, 0x300
-RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 18, 20, 24
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 18, 20, 24
 IFF_UP = 0x1
 MAIN_TABLE, RTPROT_BOOT, RTN_UNICAST = 254, 3, 1
 RTM_NAMES = {16: "RTM_NEWLINK", 17: "RTM_DELLINK", 18: "RTM_GETLINK", 19: "RTM_SETLINK",
@@ -56,6 +56,11 @@ def new_veth(name: str, master: int, peer: str, netns_fd: int, mac: str) -> dict
                            ("IFLA_INFO_KIND", "veth"),
                            ("IFLA_INFO_DATA", {"attrs": [
                                ("VETH_INFO_PEER", {"attrs": peer_attrs})]})]})])
+
+
+def del_link(name: str) -> dict[str, Any]:
+    """``ip link del NAME`` (a veth's other end goes with it)."""
+    return _msg(RTM_DELLINK, 0, attrs=[("IFLA_IFNAME", name)])
 
 
 def get_link(name: str) -> dict[str, Any]:
@@ -134,7 +139,7 @@ class Socket:
 def pack(msg: dict[str, Any]) -> bytes:
     """A request's fixed part and attributes, as the kernel reads them."""
     kind = msg["header"]["type"]
-    if kind in (RTM_NEWLINK, RTM_GETLINK):
+    if kind in (RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK):
         head = _link_head(msg)
     elif kind == RTM_NEWADDR:
         head = struct.pack(_IFADDRMSG, msg["family"], msg["prefixlen"], 0, 0, msg["index"])
