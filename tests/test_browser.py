@@ -462,8 +462,10 @@ def test_a_lesson_runs_live_in_a_real_browser(name, browser, tmp_path, clean_hos
         outputs, drawn, shots = lesson_in_browser(browser, tmp_path, name, env, timeout=900)
         assert BANNER not in outputs, "a live run replayed something on a host that can do it all"
         summaries = [line.strip() for line in outputs.splitlines() if " checks passed" in line]
+        failed = [line.strip() for line in outputs.splitlines()  # the failing checks' lines,
+                  if line.strip().startswith(("✘", "✗")) or "not yet" in line]  # and hints
         assert summaries and all(s.startswith(tuple(f"{n} of {n} " for n in range(1, 50)))
-                                 for s in summaries), summaries
+                                 for s in summaries), (summaries, failed)
         assert f"Reset {name}:" in outputs
         assert all(s.stat().st_size for s in shots)
         if store:  # it made its own base images, as `docker run` pulls them
