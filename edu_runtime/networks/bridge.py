@@ -189,8 +189,7 @@ def ensure_bridge(network: dict[str, Any]) -> None:
     and made again by someone else gets a new index, and is checked in full."""
     _need_root()
     name = network["bridge"]
-    up = int(kernel.read(f"/sys/class/net/{name}/flags", "0x0"), 16) & 1  # IFF_UP
-    if not (up and _ensured.get(name) == _ifindex(name)):
+    if not _known(name):
         with registry.locked():  # two `edu run`s at once must not both add it
             _run(_ensure_bridge, network)
         _ensured[name] = _ifindex(name)
@@ -208,28 +207,42 @@ def bridge_ready(network: dict[str, Any]) -> bool:
     only, through netlink reads; remembered as ``ensure_bridge`` remembers it, so that a
     process forked from this one skips the netlink round trips (the supervisor's warm-up)."""
     name = network["bridge"]
-    up = int(kernel.read(f"/sys/class/net/{name}/flags", "0x0"), 16) & 1  # IFF_UP
-    if up and _ensured.get(name) == _ifindex(name):
+    if _known(name):
         return True
-    if not up or not _run(_is_ready, network):
+    if not _is_up(name) or not _run(_is_ready, network):
         return False
     _ensured[name] = _ifindex(name)
     return True
 
 
+def _is_up(name: str) -> bool:
+    return bool(int(kernel.read(f"/sys/class/net/{name}/flags", "0x0"), 16) & 1)  # IFF_UP
+
+
+def _known(name: str) -> bool:
+    """This process made sure of the bridge, and it is the same device (index), still up."""
+    return _is_up(name) and _ensured.get(name) == _ifindex(name)
+
+
+def _is_bridge(ipr, index: int) -> bool:
+    return ipr.get_links(index)[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "bridge"
+
+
+def _has_gateway(ipr, index: int, network: dict[str, Any]) -> bool:
+    prefixlen = int(network["subnet"].split("/")[1])
+    return (network["gateway"], prefixlen) in {
+        (a.get("IFA_ADDRESS"), a["prefixlen"])
+        for a in ipr.get_addr(index=index, family=socket.AF_INET)}
+
+
 def _is_ready(network: dict[str, Any]) -> bool:
     from pyroute2.netlink.exceptions import NetlinkError
 
-    prefixlen = int(network["subnet"].split("/")[1])
     with _ipr() as ipr:
         try:
             found = ipr.link_lookup(ifname=network["bridge"])
-            if not found or ipr.get_links(found[0])[0].get_nested(
-                    "IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge":
-                return False
-            return (network["gateway"], prefixlen) in {
-                (a.get("IFA_ADDRESS"), a["prefixlen"])
-                for a in ipr.get_addr(index=found[0], family=socket.AF_INET)}
+            return bool(found) and _is_bridge(ipr, found[0]) and \
+                _has_gateway(ipr, found[0], network)
         except NetlinkError:
             return False
 
@@ -244,15 +257,12 @@ def _ensure_bridge(network: dict[str, Any]) -> None:
             if not found:
                 ipr.link("add", ifname=name, kind="bridge", address=_mac(name))
                 found = ipr.link_lookup(ifname=name)
-            link = ipr.get_links(found[0])[0]
-            if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge":
+            if not _is_bridge(ipr, found[0]):
                 raise registry.NetworkError(
                     f"a network device named {name} exists and is not a bridge: rename or "
                     f"remove it (ip link del {name}), edu needs that name for network "
                     f"{network['name']}")
-            have = {(a.get("IFA_ADDRESS"), a["prefixlen"])
-                    for a in ipr.get_addr(index=found[0], family=socket.AF_INET)}
-            if (network["gateway"], prefixlen) not in have:
+            if not _has_gateway(ipr, found[0], network):
                 ipr.addr("add", index=found[0], address=network["gateway"],
                          prefixlen=prefixlen)
             ipr.link("set", index=found[0], state="up")
