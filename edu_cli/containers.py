@@ -28,19 +28,20 @@ def _find(ref: str) -> dict:
         raise UserError(f"Error: {exc}", 1) from None
 
 
-def _each(refs: list[str], verb) -> int:
-    """``verb(ref)`` for each container; prints the ref, or the error's sentence."""
+def _each(refs: list[str], verb, say=None) -> int:
+    """``verb(ref)`` for each container; prints the ref (or ``say`` of what ``verb``
+    answered), or the error's sentence."""
     from edu_runtime.life import control, states
 
     code = 0
     for ref in refs:
         try:
-            verb(ref)
+            answer = verb(ref)
         except (states.NoSuchContainer, states.InvalidTransition, control.ControlError) as exc:
             print(f"Error: {exc}", file=sys.stderr)
             code = exc.exit_code
             continue
-        print(ref)
+        print(ref if say is None else say(answer), flush=True)
     return code
 
 
@@ -123,6 +124,13 @@ def stop_cmd(args) -> int:
     from edu_runtime.life import control
 
     return _each(args.containers, lambda ref: control.stop(ref, args.time))
+
+
+def wait_cmd(args) -> int:
+    """``edu wait``: block until each container stops, then print its exit code."""
+    from edu_runtime.life import control
+
+    return _each(args.containers, lambda ref: control.wait(ref), say=str)
 
 
 def kill_cmd(args) -> int:
@@ -301,6 +309,10 @@ def register(sub) -> None:
                    help="only this kind (default: a container by that name, else an image)")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.set_defaults(func=inspect_cmd)
+
+    p = sub.add_parser("wait", help="wait until containers stop; print their exit codes")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=wait_cmd)
 
     p = sub.add_parser("kill", help="send a signal to containers")
     p.add_argument("-s", "--signal", default="KILL")

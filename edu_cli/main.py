@@ -23,6 +23,7 @@ def _doctor(args) -> int:
 COMMANDS = {
     "doctor": "doctor",
     "ps": "containers", "logs": "containers", "stop": "containers", "kill": "containers",
+    "wait": "containers",
     "rm": "containers", "pause": "containers", "unpause": "containers",
     "attach": "containers", "exec": "containers", "cp": "containers",
     "create": "containers", "start": "containers", "restart": "containers",

@@ -440,3 +440,36 @@ def test_flags_checks_are_sentences():
                 lambda: flags.env({"": "x"}), lambda: flags.network("")):
         with pytest.raises(flags.BadValue):
             bad()
+
+
+#: ``exec`` values Docker refuses once the container runs (126, as runc cannot start the
+#: process), and a missing command (1, the CLI's). ``wait`` of no such container is 1 too.
+EXEC_CASES: list[list[str]] = [["-w", "relative", "C", "true"],
+                               ["-w", "/no/such/dir", "C", "true"],
+                               ["-u", "nosuch", "C", "true"],
+                               ["C"]]
+
+
+def test_exec_and_wait_are_refused_as_docker_refuses_them(python, busybox, cli):
+    need(ref.docker_up(), "dockerd is not running: scripts/services.sh start docker")
+    base = ref.load_base()
+    theirs_name, ours_name = f"{MARK}-d", cli.name()
+    ref.run("docker", "run", "-d", "--name", theirs_name, base, "sh", "-c", "sleep 60", MARK)
+    try:
+        cli("run", "-d", "--name", ours_name, "busybox", "sh", "-c", "sleep 60", MARK)
+        for argv in EXEC_CASES:
+            theirs = subprocess.run(["docker", "exec", *(theirs_name if a == "C" else a
+                                                         for a in argv)],
+                                    capture_output=True, text=True, timeout=60)
+            ours = edu(python, "exec", *(ours_name if a == "C" else a for a in argv))
+            assert theirs.returncode in (1, 126), (argv, theirs.stderr)
+            assert ours.returncode == theirs.returncode, (argv, ours.stderr, theirs.stderr)
+            assert "Traceback" not in ours.stderr and ours.stderr.count("\n") == 1, ours.stderr
+        theirs = subprocess.run(["docker", "wait", f"{MARK}-none"], capture_output=True,
+                                text=True, timeout=60)
+        ours = edu(python, "wait", f"{MARK}-none")
+        assert theirs.returncode == ours.returncode == 1, (ours.stderr, theirs.stderr)
+        assert "No such container" in theirs.stderr and "no such container" in \
+            ours.stderr.lower(), ours.stderr
+    finally:
+        subprocess.run(["docker", "rm", "-f", theirs_name], capture_output=True, timeout=60)

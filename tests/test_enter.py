@@ -113,7 +113,7 @@ def test_exec_exit_codes_are_dockers(busybox, no_leaks):
                  (["true"], {"user": "nosuch"}, 126, "unable to find user nosuch"),
                  (["true"], {"workdir": "/no/such/dir"}, 126,
                   "cannot change to working directory /no/such/dir"),
-                 (["true"], {"workdir": "tmp"}, 125, "must be an absolute path")]
+                 (["true"], {"workdir": "tmp"}, 126, "must be an absolute path")]
         for argv, kw, code, words in cases:
             with pytest.raises(enter.ExecError) as err:
                 enter.exec_in(rec, argv, **kw)

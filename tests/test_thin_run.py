@@ -107,3 +107,34 @@ def test_the_installed_edu_starts_python_without_site_and_sets_it_up_when_needed
                         capture_output=True, text=True, timeout=60)
     assert ps.returncode == 0, ps.stderr
     assert ps.stdout.split()[:2] == ["NAME", "IMAGE"]
+
+
+def test_edu_wait_gets_a_thin_runs_exit_code_even_with_rm(busybox, python):
+    """`edu wait` (``docker wait``) on a container a thin client's shim runs blocks until it
+    ends and prints its code, also for --rm, whose record is gone by then: the shim exits
+    with the code, and the supervisor keeps it (before, it answered at once, with no code)."""
+    from conftest import wait_for
+
+    from edu_runtime.life import states
+
+    name = "thin-" + secrets.token_hex(4)
+    run = subprocess.Popen(
+        [python, "-m", "edu_cli.main", "run", "--rm", "--network", "none", "--name", name,
+         "busybox", "sh", "-c", "until [ -e /tmp/go ]; do sleep 0.05; done; exit 3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: any(r.get("name") == name and r.get("status") == "running"
+                                    for r in states.records()), timeout=60), "never ran"
+        cid = states.find(name)["id"]
+        waiter = subprocess.Popen([python, "-m", "edu_cli.main", "wait", name],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out = subprocess.run([python, "-m", "edu_cli.main", "exec", name, "touch", "/tmp/go"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert run.wait(timeout=60) == 3
+        assert waiter.communicate(timeout=60) == ("3\n", "")
+        assert waiter.returncode == 0
+        assert client.ask({"op": "wait", "id": cid}).get("exit_code") == 3
+    finally:
+        run.kill()
+        run.wait()

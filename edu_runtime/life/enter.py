@@ -137,7 +137,7 @@ def _prepare(record: dict[str, Any], argv: list[str], user: str | None,
         raise ExecError("no command given: say what to run, as in edu exec NAME sh", 125)
     if workdir and not workdir.startswith("/"):
         raise ExecError(f"the working directory {workdir!r} is invalid: it must be an "
-                        "absolute path, such as /tmp", 125)
+                        "absolute path, such as /tmp", 126)  # docker exec's code (run's is 125)
     name = record.get("name") or record.get("id", "?")[:12]
     pid = running_pid(record)
     # Docker's daemon refuses these two, and docker exec exits 1 (not 125) for them.

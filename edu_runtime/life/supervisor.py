@@ -184,8 +184,8 @@ class Supervisor:
             elif op == "attach":
                 self._attach(conn, req["id"], early)
             elif op == "wait":
-                if req["id"] in self.exit_codes or not any(
-                        s.container.id == req["id"] for s in self.by_pid.values()):
+                if req["id"] in self.exit_codes or req["id"] not in self.apart.values() \
+                        and not any(s.container.id == req["id"] for s in self.by_pid.values()):
                     _reply(conn, **self._exit_reply(req["id"]))
                     conn.close()
                 else:  # answered when the container exits
@@ -358,10 +358,10 @@ class Supervisor:
                 # (the next `edu` command cleans up after them).
                 kernel.set_pdeathsig(signal.SIGKILL)
                 if os.getppid() != parent:  # we died before it could ask
-                    return
-                self._shim(conn, req, c)
+                    os._exit(0)
+                os._exit(self._shim(conn, req, c))  # its container's code, for `edu wait`
             finally:
-                os._exit(0)
+                os._exit(125)
         self.apart[pid] = c.id
         _close_quietly(passed)  # the shim has them now
         conn.close()
@@ -373,9 +373,10 @@ class Supervisor:
             self.cleaned = True
         return True
 
-    def _shim(self, conn, req, c) -> None:
+    def _shim(self, conn, req, c) -> int:
         """In the shim (a fork of ours): start ``c``, answer ``started``, wait, tear down,
-        answer ``exit CODE``, as ``_run`` and ``_exited`` do for a supervised one."""
+        answer ``exit CODE``, as ``_run`` and ``_exited`` do for a supervised one. The
+        code it answered is its own exit status, which ``_reap`` keeps for ``wait``."""
         from ..networks import nat
 
         signal.set_wakeup_fd(-1)
@@ -402,7 +403,7 @@ class Supervisor:
 
             code = getattr(exc, "exit_code", None) or getattr(exc, "code", 125)
             _tell(conn, f"error {code}\n{image_hint(str(exc), req['image'])}")
-            return
+            return int(code) & 0xFF
         finally:
             _close_quietly(req["_fds"])
         # Its record names this shim as its owner already (the start ran here), and a
@@ -425,6 +426,7 @@ class Supervisor:
         except OSError:
             pass
         conn.close()  # the client's end of file now, not once this process has exited
+        return code & 0xFF
 
     def _start_again(self, conn, container_id: str) -> None:
         """``docker start``: a created or exited container is made again from its record's
@@ -688,7 +690,11 @@ class Supervisor:
             sup = self.by_pid.pop(pid, None)
             if sup is not None:  # anything else was a shim or an orphan we adopted: done
                 self._exited(sup, status)
-            self.apart.pop(pid, None)
+            cid = self.apart.pop(pid, None)
+            if cid is not None:  # a shim: its status is its container's code
+                if os.WIFEXITED(status):
+                    self.exit_codes[cid] = os.WEXITSTATUS(status)
+                self._answer_waiters_of(cid)
 
     def _exited(self, sup: Supervised, status: int) -> None:
         for fd in list(sup.fds):  # drain what the container printed last
@@ -747,7 +753,11 @@ class Supervisor:
         """Tell whoever waits for this container its exit code, once it is torn down: as
         ``docker run`` returns, with the container exited (its record says so, its lease
         is back), or with --rm gone (``edu ps -a`` straight after no longer lists it)."""
-        cid = sup.container.id
+        self._answer_waiters_of(sup.container.id)
+        for conn in list(sup.clients):
+            self._drop_client(conn, sup)
+
+    def _answer_waiters_of(self, cid: str) -> None:
         for waiter, answer in self.waiters.pop(cid, []):
             with contextlib.suppress(KeyError, ValueError):  # a tied waiter: no longer watched
                 self.sel.unregister(waiter)
@@ -756,8 +766,6 @@ class Supervisor:
             except OSError:
                 pass
             waiter.close()
-        for conn in list(sup.clients):
-            self._drop_client(conn, sup)
 
     def _should_restart(self, sup: Supervised, code: int, again: bool = False) -> bool:
         try:
