@@ -657,10 +657,12 @@ def show(result: dict) -> None:
     print(f"state files naming what the soak made, after the clean-up: "
           f"{r['traces'] or 'none'}")
     first, last = r["rows"][0], r["rows"][-1]
-    print("leftovers, start -> after the clean-up, growth per 100 operations:")
+    day = r["ops_per_s"] * 8 * 3600  # a class day of operations back to back, checks included
+    print("leftovers, start -> after the clean-up, growth per 100 operations, and over an "
+          f"8-hour day at this pace ({day:,.0f} operations):")
     for k, v in r["growth_per_100"].items():
         if k != "containers":
-            print(f"  {k:<22} {first[k]:>6} -> {last[k]:>6}   {v:+.1f}")
+            print(f"  {k:<22} {first[k]:>6} -> {last[k]:>6}   {v:+.1f}   {v * day / 100:+,.0f}")
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import os
 import re
 import selectors
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -62,6 +63,23 @@ def test_logs_rotate_by_size_and_count_and_edu_logs_reads_across_them(cli):
         "line 2997", "line 2998", "line 2999"]
     config = control.inspect(name)["HostConfig"]["LogConfig"]
     assert config == {"Type": "json-file", "Config": {"max-size": "4k", "max-file": "3"}}
+
+
+def test_a_noisy_container_without_log_opts_keeps_at_most_three_files_of_10_mb(cli):
+    """Docker keeps a json-file log unbounded unless told; edu's default cap (logs.DEFAULTS)
+    holds a container that prints 40 MB of output to 3 files of at most 10 MB each."""
+    name = cli.name()
+    # 40 lines of 1 MB (dd's zeros, turned to x), each a json entry of about 1 MB.
+    cli(*DETACHED, "--name", name, "busybox", "sh", "-c",
+        "i=0; while [ $i -lt 40 ]; do dd if=/dev/zero bs=1M count=1 2>/dev/null "
+        "| tr '\\0' x; echo; i=$((i+1)); done")
+    assert control.wait(name, timeout=120) == 0
+    files = logs.files(_log(name))
+    assert [p.name for p in files] == ["container.log.2", "container.log.1", "container.log"]
+    assert all(p.stat().st_size <= 10_000_000 for p in files), "a file grew past 10m"
+    assert sum(p.stat().st_size for p in files) <= 30_000_000
+    assert control.inspect(name)["HostConfig"]["LogConfig"] == {"Type": "json-file",
+                                                                "Config": {}}
 
 
 def _read_until(proc: subprocess.Popen, buf: list[bytes], last: str, timeout: float = 20
@@ -340,3 +358,60 @@ def test_fifty_operations_leave_no_state_behind_and_rebuilds_add_no_cache(busybo
     assert not [x for x in networks.ls() if x["name"].startswith(token)]
     assert not [x for x in volumes.ls() if x["Name"].startswith(token)]
     assert cache_sizes == [cache_sizes[0]] * 10 and cache_sizes[0] >= 1
+
+
+def test_the_build_cache_is_bounded_and_keeps_what_was_used_last(tmp_path):
+    """A class day of edits to one app: each build adds a cache entry and a layer, which
+    only the cache holds once the student removes that image. The cache keeps at most
+    ``EDU_BUILD_CACHE_MAX`` of them (BuildKit's keep-storage), dropping the least recently
+    used first (a cache hit is a use), and the store frees their layers at once."""
+    from edu_runtime.images import build as b
+    from edu_runtime.images.store import Store
+
+    mib = 1 << 20
+    state = tmp_path / "state"
+    store = Store(state / "store")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY app.bin /\n")
+    apps, layers = [], []
+
+    def build(data: bytes, tag: str) -> b.Builder:
+        (ctx / "app.bin").write_bytes(data)
+        with open(os.devnull, "w") as quiet:
+            builder = b.Builder(store, b.Options(context=ctx, tags=[tag], quiet=True), quiet)
+            image = builder.build()
+        store.remove(tag)  # the student's old app goes: its layer is the cache's alone
+        return builder, image
+
+    for i in range(5):
+        apps.append(os.urandom(mib))
+        builder, image = build(apps[-1], f"day-cache:{i}")
+        assert len(builder.remembered) == 1  # the COPY step
+        layers.append(image.diff_ids[-1])
+    again, _ = build(apps[1], "day-cache:again")
+    assert again.remembered == []  # a hit: app 1 is now the most recently used but for 4
+    assert all(store.layer_dir(d).is_dir() for d in layers)
+
+    trimmed = b.trim_cache(store, int(2.5 * mib))
+    assert trimmed["entries"] == 3 and trimmed["kept"] <= 2.5 * mib, trimmed
+    assert [store.layer_dir(d).is_dir() for d in layers] == [False, True, False, False, True]
+    assert store.verify() == []
+    rebuilt, _ = build(apps[0], "day-cache:0-again")  # dropped: built again, not a hit
+    assert len(rebuilt.remembered) == 1
+
+    # `edu build` trims by itself (at most every ten minutes), to EDU_BUILD_CACHE_MAX.
+    (store.root / "build-cache" / ".trimmed").unlink()
+    (ctx / "app.bin").write_bytes(os.urandom(mib))
+    env = {**os.environ, "EDU_STATE_DIR": str(state), "EDU_RUN_DIR": str(tmp_path / "run")}
+    argv = [sys.executable, "-m", "edu_cli.main", "build", "-q", "-t", "day-cache:cli", str(ctx)]
+    out = subprocess.run(argv, env={**env, "EDU_BUILD_CACHE_MAX": "1m"}, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert b.trim_cache(store, int(1.01 * mib))["entries"] == 0  # already within 1 MiB
+    assert store.verify() == []
+    (ctx / "app.bin").write_bytes(b"an edit")  # (the same inputs would be a warm replay)
+    bad = subprocess.run(argv, env={**env, "EDU_BUILD_CACHE_MAX": "lots"}, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr, bad.stderr
+    assert "EDU_BUILD_CACHE_MAX='lots' is not a size" in bad.stderr, bad.stderr

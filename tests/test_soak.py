@@ -3,14 +3,14 @@ command, every invariant checked after each (bench/soak.py is the long form, 500
 what is checked); the soak's mistakes once each beside Docker (the same exit codes); and the
 supervisor's lock in ``/run/edu``, which no longer stays behind its supervisor.
 
-The seed is printed (pytest shows it when a check fails): ``bench/soak.py --ops 100 --seed N``
-replays the same operations.
+The seed is fixed here, so that every CI run tries the same operations and a failure is
+one command to replay: ``bench/soak.py --ops 100 --seed 16``. The bench draws a new seed
+each run (and prints it) to find what this one does not.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 
@@ -18,11 +18,13 @@ from conftest import REPO, need
 
 sys.path.insert(0, str(REPO / "bench"))
 
+SEED = 16
+
 
 def test_100_randomized_operations_keep_every_invariant_and_leave_nothing(busybox):
     import soak
 
-    seed = random.SystemRandom().randrange(2**32)
+    seed = SEED
     result = soak.soak(100, seed, every=50, progress=False)
     soak.show(result)
     assert result["findings"] == [], f"seed {seed}"

@@ -24,6 +24,12 @@ ADD a checksum of the files' contents. The next build with the same key prints
 ``---> Using cache`` and skips the work. ``edu commit`` is the same layer-making applied to
 a container a student made by hand: an image is a frozen container.
 
+The cache is bounded, as BuildKit's garbage collection bounds Docker's: after a build that
+wrote entries (at most every ten minutes), the least recently used entries go until the
+layers that only the cache holds take at most ``EDU_BUILD_CACHE_MAX`` (default: a tenth of the
+disk that holds the store, BuildKit's default), and the store collects what they held. A
+class day of edits to one app otherwise grows the store without end (``trim_cache``).
+
 Nothing half-built is tagged: the tag moves only after the last step succeeded, and a failed
 build leaves only its cached steps (and no container, mount or temporary directory).
 
@@ -157,9 +163,12 @@ class Builder:
 
     def build(self) -> Image:
         """Build every stage up to the target; tag and return the last one."""
+        keep = cache_limit(self.store)  # (a bad setting is refused before any work)
         with self.store.lease(), no_space_is("the build", self.store.root):
             image = self._build()
         self._save_record(image)
+        if self.remembered and _trim_due(self.store):
+            trim_cache(self.store, keep)
         return image
 
     def _save_record(self, image: Image) -> None:
@@ -357,6 +366,7 @@ class Builder:
             try:
                 data = path.read_bytes()
                 entry = json.loads(data)
+                os.utime(path)  # used now: the last the trim drops (trim_cache)
             except (OSError, ValueError):
                 return None
             state = State(entry["config"], [tuple(x) for x in entry["layers"]])
@@ -1228,6 +1238,80 @@ def forget(store: Store, keys: list[str]) -> int:
         else:
             store.unpin("build-cache")
     return dropped
+
+
+#: The setting that bounds the build cache, and how often a build checks it.
+CACHE_MAX_ENV = "EDU_BUILD_CACHE_MAX"
+TRIM_EVERY = 600.0  # seconds
+
+
+def cache_limit(store: Store) -> int:
+    """The most bytes of layers only the build cache may hold: ``$EDU_BUILD_CACHE_MAX``, else
+    a tenth of the filesystem that holds the store (BuildKit's default keep-storage)."""
+    from .layers import LayerError, env_size
+
+    disk = os.statvfs(store.root)
+    try:
+        return env_size(CACHE_MAX_ENV, disk.f_blocks * disk.f_frsize // 10)
+    except LayerError as exc:
+        raise BuildError(str(exc)) from None
+
+
+def _trim_due(store: Store) -> bool:
+    """True at most once per TRIM_EVERY seconds per store (a stamp in the cache's dir)."""
+    stamp = store.root / "build-cache" / ".trimmed"
+    try:
+        if time.time() - stamp.stat().st_mtime < TRIM_EVERY:
+            return False
+    except FileNotFoundError:
+        pass
+    with contextlib.suppress(OSError):
+        stamp.touch()
+    return True
+
+
+def trim_cache(store: Store, keep: int) -> dict[str, int]:
+    """Drop the least recently used build-cache entries (a hit uses one) until the entries
+    and the layers that only the cache holds, no image, take at most ``keep`` bytes; the
+    store then collects those layers. ``{"entries": dropped, "bytes": freed, "kept": left}``
+    (a layer a container or a running build also holds stays until it lets go)."""
+    where = store.root / "build-cache"
+    with store.lock():
+        index = store._read_index()
+        in_images = set()
+        for rec in index["images"].values():
+            config = json.loads(store.read_blob(rec["config"]))
+            in_images |= set(config.get("rootfs", {}).get("diff_ids", []))
+        entries, users, size = [], {}, {}
+        for path in where.glob("*.json") if where.is_dir() else []:
+            if path.name.startswith("warm-"):
+                continue
+            try:
+                layers = {x[2] for x in json.loads(path.read_bytes())["layers"]}
+                info = path.stat()
+            except (OSError, ValueError, KeyError, IndexError, TypeError):
+                continue
+            layers -= in_images
+            entries.append((info.st_mtime, path.stem, layers, info.st_size))
+            for d in layers:
+                users[d] = users.get(d, 0) + 1
+                if d not in size:
+                    size[d] = (store.layer_info(d) or {}).get("size", 0)
+        held = sum(size.values()) + sum(e[3] for e in entries)
+        before, drop = held, []
+        for _, key, layers, own in sorted(entries):
+            if held <= keep:
+                break
+            drop.append(key)
+            held -= own
+            for d in layers:
+                users[d] -= 1
+                if not users[d]:
+                    held -= size[d]
+        if drop:
+            forget(store, drop)
+            store.collect()
+    return {"entries": len(drop), "bytes": before - held, "kept": held}
 
 
 def build(store: Store, options: Options, out: TextIO | None = None) -> Image:

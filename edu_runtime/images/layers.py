@@ -100,12 +100,18 @@ class LayerError(Exception):
 
 def max_layer_bytes() -> int:
     """The most bytes one layer may unpack to: ``$EDU_MAX_LAYER_BYTES``, else 8 GiB."""
-    text = os.environ.get(LIMIT_ENV, "").strip()
+    return env_size(LIMIT_ENV, DEFAULT_MAX_LAYER_BYTES)
+
+
+def env_size(name: str, default: int) -> int:
+    """A size set in the environment: bytes, or a number with a unit k, m, g or t (16g is
+    16 GiB); ``default`` when it is not set. LayerError, a sentence, for anything else."""
+    text = os.environ.get(name, "").strip()
     if not text:
-        return DEFAULT_MAX_LAYER_BYTES
+        return default
     m = re.fullmatch(r"(\d+)\s*([kmgt]?)i?b?", text.lower())
     if not m or int(m[1]) == 0:
-        raise LayerError(f"{LIMIT_ENV}={text!r} is not a size: give bytes, or a number with "
+        raise LayerError(f"{name}={text!r} is not a size: give bytes, or a number with "
                          "a unit k, m, g or t (e.g. 16g).")
     return int(m[1]) * _UNITS[m[2]]
 

@@ -889,6 +889,11 @@ class Store:
             "Labels") or {}
         return all(k in have and (v is None or have[k] == v) for k, v in labels.items())
 
+    def collect(self) -> dict[str, int]:
+        """Delete what nothing references any more (after ``build.trim_cache``)."""
+        with self.lock():
+            return self._collect(self._read_index())
+
     def _collect(self, index: dict[str, Any]) -> dict[str, int]:
         """Delete blobs, layers and staging dirs that nothing references (lock held)."""
         keep_blobs, keep_layers = set(), set()
