@@ -366,9 +366,10 @@ class Builder:
             try:
                 data = path.read_bytes()
                 entry = json.loads(data)
-                os.utime(path)  # used now: the last the trim drops (trim_cache)
             except (OSError, ValueError):
                 return None
+            with contextlib.suppress(OSError):
+                os.utime(path)  # used now: the last the trim drops (trim_cache)
             state = State(entry["config"], [tuple(x) for x in entry["layers"]])
             if not self.store.hold([b for b, _, _ in state.layers],
                                    [d for _, _, d in state.layers]):
