@@ -473,3 +473,38 @@ def test_exec_and_wait_are_refused_as_docker_refuses_them(python, busybox, cli):
             ours.stderr.lower(), ours.stderr
     finally:
         subprocess.run(["docker", "rm", "-f", theirs_name], capture_output=True, timeout=60)
+
+
+#: The image verbs beside ``run``: each bad name (IMG) must be refused as Docker refuses it.
+IMAGE_VERBS = [["pull", "IMG"], ["tag", "BASE", "IMG"], ["rmi", "IMG"], ["history", "IMG"],
+               ["push", "IMG"], ["save", "-o", "OUT", "IMG"], ["build", "-q", "-t", "IMG", "CTX"]]
+
+
+def test_bad_image_names_are_refused_by_every_image_verb_as_docker_refuses_them(
+        python, busybox, tmp_path):
+    """Same exit codes as Docker's (1; 125 for build's -t flag), one sentence that says the
+    reference is invalid (rmi, history and save said "No such image" before), nothing made."""
+    need(ref.docker_up(), "dockerd is not running: scripts/services.sh start docker")
+    base = ref.load_base()
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    out = tmp_path / "out.tar"
+    before = made()
+    for verb in IMAGE_VERBS:
+        for image in BAD_IMAGES:
+            def argv(base_image: str, verb=verb, image=image) -> list[str]:
+                swap = {"IMG": image, "BASE": base_image, "OUT": str(out),
+                        "CTX": str(tmp_path)}
+                return [swap.get(a, a) for a in verb]
+            theirs = subprocess.run(["docker", *argv(base)], capture_output=True, text=True,
+                                    timeout=60)
+            ours = edu(python, *argv("busybox"))
+            assert theirs.returncode in (1, 125), (verb, image, theirs.stderr)
+            assert ours.returncode == theirs.returncode, (verb, image, ours.stderr,
+                                                          theirs.stderr)
+            assert "invalid reference format" in theirs.stderr, theirs.stderr
+            err = ours.stderr  # one line: "edu: ..." or, for rmi as Docker's, "Error: ..."
+            assert "Traceback" not in err and err.count("\n") == 1 and ours.stdout == "", err
+            assert err.startswith(("edu: ", "Error: ")), (verb, image, err)
+            assert "invalid reference format" in err, (verb, image, err)
+            assert not out.exists()
+    assert left(made() - before) == set()

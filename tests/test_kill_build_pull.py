@@ -9,7 +9,7 @@ succeed when done again.
 
 The kill points are real seams, waited for, never slept for:
 
-- a build's FROM, COPY, ADD, ENV and commit: the test holds the store's writer lock (the
+- a build's FROM, COPY, ADD, WORKDIR, a second stage's COPY --from, ENV and commit: the test holds the store's writer lock (the
   ``flock`` every store write takes) and lets the build take it one hold at a time; the kernel's
   lock table (/proc/locks) says when the build waits for it, its output and its staging dir
   say where it is (inside which step; the files copied or packed), and it is killed there.
@@ -128,8 +128,9 @@ def kill_at_lock(proc: subprocess.Popen, log: Path, lock, ready) -> str:
                 proc.wait()
                 return out
             fcntl.flock(lock, fcntl.LOCK_UN)  # its turn: one hold
-            state = ""
+            state, end = "", time.monotonic() + 60
             while state != "holds" and proc.poll() is None:
+                assert time.monotonic() < end, "the build never took the lock it waited for"
                 time.sleep(0.0001)  # (off the CPU, so that it can run and take the lock)
                 state = lock_state(proc.pid, path)
             fcntl.flock(lock, fcntl.LOCK_EX)  # ours again the moment it lets go
@@ -165,6 +166,15 @@ CASES = {
     "ADD": ("FROM busybox\nADD data.tar /kb/\nLABEL kb=add\n",
             lambda out, staged: in_step(out, 2) and staged("upper/kb/added/data.bin")
             and staged("layer.tar.gz")),
+    # WORKDIR made its directory in the step's upper dir and packed it (a layer).
+    "WORKDIR": ("FROM busybox\nWORKDIR /kb/work\nLABEL kb=workdir\n",
+                lambda out, staged: in_step(out, 2) and staged("upper/kb/work")
+                and staged("layer.tar.gz")),
+    # A second stage copies from the first (multi-stage): its layer's blob is being stored.
+    "COPY --from": ("FROM busybox AS src\nCOPY data.bin /src/\nFROM busybox\n"
+                    "COPY --from=src /src/data.bin /kb/\nLABEL kb=copy-from\n",
+                    lambda out, staged: in_step(out, 4) and staged("upper/kb/data.bin")
+                    and staged("layer.tar.gz")),
     # ENV made its config; it is being kept in the build cache.
     "ENV": ("FROM busybox\nENV KB=env\nLABEL kb=env\n", lambda out, staged: in_step(out, 2)),
     # The last step is done (its id printed): the image is being written and tagged.
@@ -202,7 +212,8 @@ def test_a_build_killed_during_an_instruction_leaves_nothing(private, tmp_path, 
     (ctx / "data.tar").write_bytes(data_tar("added/data.bin", os.urandom(1 << 16)))
     store = Store(private / "store")
     env = dict(os.environ, EDU_STATE_DIR=str(private))
-    tag = f"kb-{kind.lower()}:1"
+    label = kind.lower().replace(" --", "-")
+    tag = f"kb-{label}:1"
     before = hoststate.snapshot()
     log = tmp_path / "build.log"
     argv = [*EDU, "build", "--no-cache", "--network", "none", "-t", tag, str(ctx)]
@@ -218,7 +229,8 @@ def test_a_build_killed_during_an_instruction_leaves_nothing(private, tmp_path, 
             fcntl.flock(lock, fcntl.LOCK_UN)
     assert proc.returncode == -signal.SIGKILL, said
     assert any(store.pins.glob(f"lease-{proc.pid}-*")), "killed mid-build, holding a lease"
-    assert bool(any(store.tmp.glob(f"{proc.pid}-*"))) == (kind in ("COPY", "ADD")), said
+    assert bool(any(store.tmp.glob(f"{proc.pid}-*"))) == (
+        kind in ("COPY", "ADD", "WORKDIR", "COPY --from")), said
 
     images = edu("images", env=env)  # one ordinary command
     assert images.returncode == 0 and tag.split(":")[0] not in images.stdout, images.stderr
@@ -229,7 +241,7 @@ def test_a_build_killed_during_an_instruction_leaves_nothing(private, tmp_path, 
     assert again.returncode == 0, again.stdout + again.stderr
     assert store.verify() == []
     config = store.get(tag).config["config"]
-    assert config["Labels"].get("kb") == kind.lower() or f"KB={kind.lower()}" in config["Env"]
+    assert config["Labels"].get("kb") == label or f"KB={label}" in config["Env"]
 
 
 @pytest.fixture

@@ -782,8 +782,8 @@ class Store:
                 return hits.pop()
         try:
             parsed = parse(ref)
-        except ReferenceError:
-            return None
+        except ReferenceError as exc:  # as Docker: rmi, history, save say why, not "no such"
+            raise StoreError(str(exc)) from None
         if parsed.digest:
             if parsed.digest in index["images"]:
                 return parsed.digest
