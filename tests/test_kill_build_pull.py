@@ -9,8 +9,9 @@ succeed when done again.
 
 The kill points are real seams, waited for, never slept for:
 
-- a build's FROM, COPY, ADD, WORKDIR, a second stage's COPY --from, ENV and commit: the test holds the store's writer lock (the
-  ``flock`` every store write takes) and lets the build take it one hold at a time; the kernel's
+- a build's FROM, COPY, ADD, WORKDIR, a second stage's COPY --from, ENV and commit: the
+  test holds the store's writer lock (the ``flock`` every store write takes) and lets the
+  build take it one hold at a time; the kernel's
   lock table (/proc/locks) says when the build waits for it, its output and its staging dir
   say where it is (inside which step; the files copied or packed), and it is killed there.
   These builds use a store of their own (``private``): they run no container, and on the
