@@ -457,7 +457,7 @@ def test_slow_and_short_bodies_are_sentences(hostile, store):
     doc = hostile.image("arc/slow", "v1", [LAYER, LAYER2], mode="stall")
     ref = f"{hostile.host}/arc/slow:v1"
     message = refused(store, ref, "broke off after",
-                      client=registry.Client(hostile.host, timeout=0.5))
+                      client=registry.Client(hostile.host, timeout=2))
     assert f"layer 2 of {ref}" in message and "timed out" in message
 
     def misbehave(path: str, mode: str) -> None:
@@ -467,7 +467,7 @@ def test_slow_and_short_bodies_are_sentences(hostile, store):
     misbehave("/v2/arc/slow/manifests/v1", "stall")
     refused(store, ref, f"reading the manifest of {ref} broke off (timed out): the registry "
                         "stopped answering. Nothing was stored; pull again.",
-            client=registry.Client(hostile.host, timeout=0.5))
+            client=registry.Client(hostile.host, timeout=2))
     misbehave("/v2/arc/slow/manifests/v1", "")
     misbehave(f"/v2/arc/slow/blobs/{doc['config']['digest']}", "truncate")
     refused(store, ref, f"reading the config of {ref} broke off after")
