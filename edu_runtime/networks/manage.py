@@ -86,6 +86,46 @@ def running_on_host() -> set[str]:
     return {name for name in drv.names() if drv.open(name).pids()}
 
 
+def addresses_of_others(network: dict) -> set[str]:
+    """Addresses on ``network``'s bridge that another state directory's containers hold:
+    two root stores on one host share ``edu0``, each leasing from its own registry, so
+    each must see the other's. A port (veth) on the bridge that is not one of this
+    network's leases is another store's container: its address is read in its network
+    namespace (``/proc/PID/net/fib_trie``, by its cgroup's first process). One listdir,
+    and nothing more, when every port is ours."""
+    from .. import cgroups
+
+    try:
+        ports = os.listdir(f"/sys/class/net/{network['bridge']}/brif")
+    except OSError:
+        return set()
+    ours = {cid[:8] for cid in network.get("containers") or {}}
+    theirs = {p[4:] for p in ports if p.startswith("veth")} - ours
+    if not theirs:
+        return set()
+    try:
+        drv = cgroups.driver()
+    except cgroups.CgroupError:
+        return set()
+    out: set[str] = set()
+    for name in drv.names():
+        if name[:8] in theirs:
+            for pid in drv.open(name).pids()[:1]:
+                out |= _local_addresses(pid)
+    return out
+
+
+def _local_addresses(pid: int) -> set[str]:
+    """The IPv4 addresses of ``pid``'s network namespace (its fib_trie's ``host LOCAL``
+    entries), loopback left out."""
+    try:
+        lines = Path(f"/proc/{pid}/net/fib_trie").read_text().splitlines()
+    except OSError:
+        return set()
+    return {prev.split()[-1] for prev, line in zip(lines, lines[1:], strict=False)
+            if line.strip() == "/32 host LOCAL" and not prev.split()[-1].startswith("127.")}
+
+
 def bridges_in_use() -> list[str]:
     """edu bridges on this host with a port (a container's veth) on them, whoever made them."""
     from . import bridge

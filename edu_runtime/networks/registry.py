@@ -180,11 +180,16 @@ def is_edu_bridge(device: str) -> bool:
 
 
 def _clash(subnet: ipaddress.IPv4Network, skip: str = "") -> str:
-    """What ``subnet`` overlaps on this host (a route or another edu network), or ''."""
+    """What ``subnet`` overlaps on this host (a route, another edu network, or a network
+    of another state directory's on its own bridge), or ''. A route on one of our own
+    bridges, or on ``edu0``, which every root state directory shares, is no clash."""
+    nets = records()
+    ours = {n.get("bridge") for n in nets} | {DEFAULT_BRIDGE}
     for dev, net in host_routes():
-        if not is_edu_bridge(dev) and net.overlaps(subnet):
-            return f"the host's route to {net} on {dev}"
-    for n in records():
+        if dev not in ours and net.overlaps(subnet):
+            return (f"another edu state directory's network on {dev} ({net})"
+                    if is_edu_bridge(dev) else f"the host's route to {net} on {dev}")
+    for n in nets:
         if n["name"] != skip and ipaddress.IPv4Network(n["subnet"]).overlaps(subnet):
             return f"edu network {n['name']} ({n['subnet']})"
     return ""
@@ -319,17 +324,19 @@ def forget(name: str) -> dict[str, Any]:
 # ---- IPAM: leases ----------------------------------------------------------------------------
 
 def lease(network: str, container_id: str, name: str = "", hostname: str = "",
-          aliases: list[str] | None = None) -> str:
+          aliases: list[str] | None = None, avoid=()) -> str:
     """Give ``container_id`` the lowest free address of ``network`` (the same one again if it
     already has one) and write it down, with its names there: its own and its ``aliases``
-    (``--network-alias``, checked by ``life.states.valid_alias``)."""
+    (``--network-alias``, checked by ``life.states.valid_alias``). Addresses in ``avoid``
+    (another state directory's containers on the same bridge) are not free either."""
     with locked():
         record = get(network)
         mine = record["containers"].get(container_id)
         if mine:
             return mine["ip"]
         subnet = ipaddress.IPv4Network(record["subnet"])
-        taken = {c["ip"] for c in record["containers"].values()} | {record["gateway"]}
+        taken = {c["ip"] for c in record["containers"].values()} | {record["gateway"]} \
+            | set(avoid)
         for host in subnet.hosts():
             if str(host) not in taken:
                 break

@@ -255,8 +255,12 @@ class Veth(Step):
             aliases = list(getattr(ctx.config, "aliases", None) or [])
             ctx.endpoint = {"network": network["name"], "ip": "", "veth": "",
                             "aliases": aliases}
+            # Root's bridges are the host's: another state directory's containers on
+            # edu0 hold addresses our registry does not know of (a rootless user's bridges
+            # are in their own holder's namespace, theirs alone).
+            others = manage.addresses_of_others(network) if _holder(ctx) is None else ()
             ip = registry.lease(network["name"], ctx.container_id, ctx.config.name,
-                                ctx.config.hostname, aliases)
+                                ctx.config.hostname, aliases, avoid=others)
             # With our lease held, no other container's undo can retire the bridge; if one
             # did just before we leased, this makes it again.
             ctx.endpoint["ip"] = ip
