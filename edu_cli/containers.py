@@ -84,12 +84,22 @@ def logs_cmd(args) -> int:
 
 
 def create_cmd(args) -> int:
-    """``edu create``: a container made and left in state created (``edu start`` runs it)."""
+    """``edu create``: a container made and left in state created (``edu start`` runs it).
+    Docker's exits 1 where its daemon refuses a value (a name, a restart policy, an image
+    name) and 125 where its flags do; ``docker run`` exits 125 for both. So does edu."""
+    from edu_runtime.images.reference import ReferenceError, parse
+    from edu_runtime.life.states import InvalidName, valid_name
     from edu_runtime.steps import StepError
 
     from .run import make_container, restart_policy
 
-    policy = restart_policy(args.restart)
+    try:
+        policy = restart_policy(args.restart)
+        if args.name is not None:
+            valid_name(args.name)
+        parse(args.image)
+    except (UserError, InvalidName, ReferenceError) as exc:
+        raise UserError(str(exc), 1) from None
     c = make_container(args)
     try:
         c.create(restart=policy)

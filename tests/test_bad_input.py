@@ -508,3 +508,26 @@ def test_bad_image_names_are_refused_by_every_image_verb_as_docker_refuses_them(
             assert "invalid reference format" in err, (verb, image, err)
             assert not out.exists()
     assert left(made() - before) == set()
+
+
+#: ``create`` beside ``docker create``: 1 for what Docker's daemon refuses (a name, a restart
+#: policy, an image name), 125 for what its flags refuse (``run`` is 125 for all).
+CREATE_CASES = [["--name", "a/b"], ["--restart", "bogus"], ["-m", "abc"], ["-p", "70000:80"]]
+
+
+def test_create_is_refused_with_docker_creates_exit_codes(python, busybox):
+    need(ref.docker_up(), "dockerd is not running: scripts/services.sh start docker")
+    base = ref.load_base()
+    before = made()
+    cases = [(argv, "IMG") for argv in CREATE_CASES] + [([], image) for image in BAD_IMAGES]
+    for argv, image in cases:
+        theirs = subprocess.run(["docker", "create", *argv,
+                                 base if image == "IMG" else image, "true", MARK],
+                                capture_output=True, text=True, timeout=60)
+        ours = edu(python, "create", *argv, "busybox" if image == "IMG" else image, "true",
+                   MARK)
+        assert theirs.returncode in (1, 125), (argv, image, theirs.stderr)
+        assert ours.returncode == theirs.returncode, (argv, image, ours.stderr, theirs.stderr)
+        _one_sentence(ours)
+    assert left(made() - before) == set()
+    assert not [line for line in docker_made() if MARK in line]
