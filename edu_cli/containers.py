@@ -100,7 +100,7 @@ def create_cmd(args) -> int:
         parse(args.image)
     except (UserError, InvalidName, ReferenceError) as exc:
         raise UserError(str(exc), 1) from None
-    c = make_container(args)
+    c = make_container(args, refused=1)
     try:
         c.create(restart=policy)
     except StepError as exc:

@@ -139,12 +139,14 @@ def _oom_score_adj(value: str | None) -> int | None:
                         f'strconv.ParseInt: parsing "{value}": invalid syntax') from None
 
 
-def make_container(args):
-    """Build a Container from parsed ``run`` flags; errors become sentences."""
+def make_container(args, refused: int = 125):
+    """Build a Container from parsed ``run`` flags; errors become sentences. ``refused`` is
+    the exit code for what Docker's daemon refuses (no such image, a name in use): 125 for
+    ``run``, 1 for ``create``, as Docker's."""
     from edu_runtime.container import Container
     from edu_runtime.images.store import StoreError
     from edu_runtime.life.control import cleanup_stale
-    from edu_runtime.life.states import InvalidTransition
+    from edu_runtime.life.states import InvalidTransition, NameInUse
     from edu_runtime.steps import StepError
 
     cleanup_stale()  # whatever a SIGKILLed `edu run` left behind, networking included
@@ -153,7 +155,10 @@ def make_container(args):
     except StoreError as exc:
         from edu_runtime.flags import shown
 
-        raise UserError(shown(f"Unable to find image '{args.image}' locally: {exc}")) from None
+        raise UserError(shown(f"Unable to find image '{args.image}' locally: {exc}"),
+                        refused) from None
+    except NameInUse as exc:
+        raise UserError(str(exc), refused) from None
     except (StepError, ValueError, InvalidTransition) as exc:
         raise UserError(str(exc)) from None
 
