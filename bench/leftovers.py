@@ -47,7 +47,8 @@ def counts() -> dict[str, int]:
     cache = root / "store" / "build-cache"
     return {"state files": files, "records": len(states.records()),
             "leases": sum(len(n.get("containers") or {}) for n in nets),
-            "build cache": len(list(cache.iterdir())) if cache.is_dir() else 0,
+            "build cache": sum(not p.name.startswith(".") for p in cache.iterdir())
+            if cache.is_dir() else 0,  # (not the trim's stamp)
             "volumes": len(volumes.ls()), "networks": len(nets),
             "run dir files": len(os.listdir(paths.run_dir()))}
 

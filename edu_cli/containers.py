@@ -95,6 +95,11 @@ def create_cmd(args) -> int:
 
     try:
         policy = restart_policy(args.restart)
+    except UserError as exc:  # a count that is no integer: Docker's CLI says so, 125
+        name, colon, count = args.restart.partition(":")
+        raise UserError(str(exc), 125 if name == "on-failure" and colon and not
+                        count.lstrip("-").isdigit() else 1) from None
+    try:
         if args.name is not None:
             valid_name(args.name)
         parse(args.image)
@@ -214,6 +219,10 @@ def attach_cmd(args) -> int:
     if rec.get("status") != states.RUNNING:
         raise UserError(f"Error: you cannot attach to a container that is "
                         f"{rec.get('status')}", 1)
+    if rec.get("owner") != client.running_pid():  # a foreground run's shim, or a notebook
+        raise UserError(f"Error: you cannot attach to {rec.get('name')}: it runs in the "
+                        "foreground of the edu run or notebook that started it; attach works "
+                        "for containers started with -d or -it", 1)
     try:
         conn = client.connect(start=False)
     except OSError:

@@ -512,7 +512,8 @@ def test_bad_image_names_are_refused_by_every_image_verb_as_docker_refuses_them(
 
 #: ``create`` beside ``docker create``: 1 for what Docker's daemon refuses (a name, a restart
 #: policy, an image name), 125 for what its flags refuse (``run`` is 125 for all).
-CREATE_CASES = [["--name", "a/b"], ["--restart", "bogus"], ["-m", "abc"], ["-p", "70000:80"]]
+CREATE_CASES = [["--name", "a/b"], ["--restart", "bogus"], ["--restart", "always:3"],
+                ["--restart", "on-failure:abc"], ["-m", "abc"], ["-p", "70000:80"]]
 
 
 def test_create_is_refused_with_docker_creates_exit_codes(python, busybox):

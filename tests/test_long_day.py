@@ -410,6 +410,14 @@ def test_the_build_cache_is_bounded_and_keeps_what_was_used_last(tmp_path):
     assert out.returncode == 0, out.stderr
     assert b.trim_cache(store, int(1.01 * mib))["entries"] == 0  # already within 1 MiB
     assert store.verify() == []
+    # A warm rebuild (replayed, warm.py) is a use too: its entries are the newest again.
+    entries = [p for p in (store.root / "build-cache").glob("*.json")
+               if not p.name.startswith("warm-")]
+    for p in entries:
+        os.utime(p, (1000, 1000))
+    warm = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert warm.returncode == 0, warm.stderr
+    assert [p for p in entries if p.stat().st_mtime > 1000], "a replay left them old"
     (ctx / "app.bin").write_bytes(b"an edit")  # (the same inputs would be a warm replay)
     bad = subprocess.run(argv, env={**env, "EDU_BUILD_CACHE_MAX": "lots"}, capture_output=True,
                          text=True, timeout=120)

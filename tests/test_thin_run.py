@@ -109,6 +109,13 @@ def test_the_installed_edu_starts_python_without_site_and_sets_it_up_when_needed
     assert ps.stdout.split()[:2] == ["NAME", "IMAGE"]
 
 
+def _syscall(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/syscall").read_text().split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 def test_edu_wait_gets_a_thin_runs_exit_code_even_with_rm(busybox, python):
     """`edu wait` (``docker wait``) on a container a thin client's shim runs blocks until it
     ends and prints its code, also for --rm, whose record is gone by then: the shim exits
@@ -128,6 +135,16 @@ def test_edu_wait_gets_a_thin_runs_exit_code_even_with_rm(busybox, python):
         cid = states.find(name)["id"]
         waiter = subprocess.Popen([python, "-m", "edu_cli.main", "wait", name],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Released only once the waiter has found the container and sleeps between looks
+        # (clock_nanosleep or nanosleep on x86-64): else --rm could take it first.
+        assert wait_for(lambda: _syscall(waiter.pid) in ("230", "35")
+                        or waiter.poll() is not None, timeout=60)
+        assert waiter.poll() is None, waiter.communicate()
+        attach = subprocess.run([python, "-m", "edu_cli.main", "attach", name],
+                                capture_output=True, text=True, timeout=60,
+                                stdin=subprocess.DEVNULL)
+        assert attach.returncode == 1 and attach.stdout == "", attach  # (it printed raw JSON)
+        assert "cannot attach" in attach.stderr and attach.stderr.count("\n") == 1, attach
         out = subprocess.run([python, "-m", "edu_cli.main", "exec", name, "touch", "/tmp/go"],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr

@@ -168,7 +168,9 @@ class Builder:
             image = self._build()
         self._save_record(image)
         if self.remembered and _trim_due(self.store):
-            trim_cache(self.store, keep)
+            # (the image is built and tagged: a trim that fails is tried again next time)
+            with contextlib.suppress(StoreError, OSError, ValueError, KeyError, TypeError):
+                trim_cache(self.store, keep)
         return image
 
     def _save_record(self, image: Image) -> None:

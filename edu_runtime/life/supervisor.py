@@ -693,7 +693,7 @@ class Supervisor:
             cid = self.apart.pop(pid, None)
             if cid is not None:  # a shim: its status is its container's code
                 if os.WIFEXITED(status):
-                    self.exit_codes[cid] = os.WEXITSTATUS(status)
+                    self._keep_exit(cid, os.WEXITSTATUS(status))
                 self._answer_waiters_of(cid)
 
     def _exited(self, sup: Supervised, status: int) -> None:
@@ -725,12 +725,24 @@ class Supervisor:
     def _note_exit(self, sup: Supervised, code: int) -> None:
         """The exit code, and what the teardown takes with it (a --rm container's log)."""
         cid = sup.container.id
-        self.exit_codes[cid] = code
+        self._keep_exit(cid, code)
         self.exit_info[cid] = {"oom_killed": sup.container.oom_killed,
                                "trace": sup.container.trace.timeline()
                                if getattr(sup, "trace", False) else ""}
         if sup.spec.get("remove"):  # its log goes with it: a notebook waiting gets the end
             self.exit_info[cid].update(_log_tail(sup.log_path))
+
+    #: How many ended containers' codes are kept for a late ``wait`` (a class day's runs).
+    KEPT_EXITS = 1000
+
+    def _keep_exit(self, cid: str, code: int) -> None:
+        """Remember ``cid``'s code; the oldest go past KEPT_EXITS (their info with them)."""
+        self.exit_codes.pop(cid, None)  # (re-inserted: a restarted one is the newest again)
+        self.exit_codes[cid] = code
+        while len(self.exit_codes) > self.KEPT_EXITS:
+            old = next(iter(self.exit_codes))
+            del self.exit_codes[old]
+            self.exit_info.pop(old, None)
 
     def _on_waiter(self, conn, cid: str) -> None:
         """A tied waiter hung up before its container exited (the notebook's kernel that

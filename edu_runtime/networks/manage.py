@@ -13,6 +13,8 @@ Introduced in notebooks/08-web-app.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import kernel, paths
@@ -84,6 +86,27 @@ def running_on_host() -> set[str]:
     except cgroups.CgroupError:
         return set()
     return {name for name in drv.names() if drv.open(name).pids()}
+
+
+#: One lock for every root state directory's bridged starts on this host (see claim).
+CLAIM_LOCK = "/run/lock/edu-bridges.lock"
+
+
+@contextmanager
+def claim() -> Iterator[None]:
+    """Held by a root start from its lease until its address is on its ``eth0``: a start of
+    another state directory on the same bridge waits, and then ``addresses_of_others``
+    finds that address in use, so two stores cannot lease one address at the same moment.
+    (One state directory's starts are kept apart by its registry's lock anyway.)"""
+    import fcntl
+
+    where = CLAIM_LOCK if os.path.isdir(os.path.dirname(CLAIM_LOCK)) else "/run/edu-bridges.lock"
+    fd = os.open(where, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (closing the only descriptor releases the lock)
 
 
 def addresses_of_others(network: dict) -> set[str]:

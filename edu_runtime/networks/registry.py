@@ -184,9 +184,12 @@ def _clash(subnet: ipaddress.IPv4Network, skip: str = "") -> str:
     of another state directory's on its own bridge), or ''. A route on one of our own
     bridges, or on ``edu0``, which every root state directory shares, is no clash."""
     nets = records()
+    # (a rootless user's bridges are in their holder's namespace: root's are not theirs)
     ours = {n.get("bridge") for n in nets} | {DEFAULT_BRIDGE}
     for dev, net in host_routes():
-        if dev not in ours and net.overlaps(subnet):
+        if is_edu_bridge(dev) and (dev in ours or not paths.is_root()):
+            continue
+        if net.overlaps(subnet):
             return (f"another edu state directory's network on {dev} ({net})"
                     if is_edu_bridge(dev) else f"the host's route to {net} on {dev}")
     for n in nets:

@@ -255,19 +255,24 @@ class Veth(Step):
             aliases = list(getattr(ctx.config, "aliases", None) or [])
             ctx.endpoint = {"network": network["name"], "ip": "", "veth": "",
                             "aliases": aliases}
-            # Root's bridges are the host's: another state directory's containers on
-            # edu0 hold addresses our registry does not know of (a rootless user's bridges
-            # are in their own holder's namespace, theirs alone).
-            others = manage.addresses_of_others(network) if _holder(ctx) is None else ()
-            ip = registry.lease(network["name"], ctx.container_id, ctx.config.name,
-                                ctx.config.hostname, aliases, avoid=others)
-            # With our lease held, no other container's undo can retire the bridge; if one
-            # did just before we leased, this makes it again.
-            ctx.endpoint["ip"] = ip
             if _holder(ctx) is None:
-                bridge.ensure_bridge(network)
-                ctx.endpoint.update(bridge.attach(network, ctx.pid, ctx.container_id, ip))
+                # Root's bridges are the host's: another state directory's containers on
+                # edu0 hold addresses our registry does not know of. Held until our
+                # address is on our eth0, where theirs will look (manage.claim).
+                with manage.claim():
+                    ip = registry.lease(network["name"], ctx.container_id, ctx.config.name,
+                                        ctx.config.hostname, aliases,
+                                        avoid=manage.addresses_of_others(network))
+                    # With our lease held, no other container's undo can retire the
+                    # bridge; if one did just before we leased, this makes it again.
+                    ctx.endpoint["ip"] = ip
+                    bridge.ensure_bridge(network)
+                    ctx.endpoint.update(bridge.attach(network, ctx.pid, ctx.container_id, ip))
             else:  # the holder makes the pair in its namespace, and moves one end into ours
+                # (a rootless user's bridges are in their holder's namespace, theirs alone)
+                ip = registry.lease(network["name"], ctx.container_id, ctx.config.name,
+                                    ctx.config.hostname, aliases)
+                ctx.endpoint["ip"] = ip
                 ctx.endpoint.update(holder.call(ctx.holder, "attach", network=network,
                                                  pid=ctx.pid, ip=ip))
             registry.update_endpoint(network["name"], ctx.container_id,
