@@ -632,7 +632,13 @@ class Container:
                 os.waitpid(ctx.middle, 0)
                 ctx.middle = 0
                 self._restore_subreaper()
-                send(ctx.sock, adopted=True)
+                try:
+                    send(ctx.sock, adopted=True)
+                except (BrokenPipeError, ConnectionResetError):
+                    # In a fast run PID 1 goes on to the next steps before it waits for
+                    # this: one of them failed and it has exited. Its "done"s and its
+                    # error are still ours to read, so the step that failed is named.
+                    pass
             elif "error" in msg:
                 raise StepError(msg.get("step", step.name), msg["error"],
                                 msg.get("exit_code", 125))
