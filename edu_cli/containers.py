@@ -87,25 +87,12 @@ def create_cmd(args) -> int:
     """``edu create``: a container made and left in state created (``edu start`` runs it).
     Docker's exits 1 where its daemon refuses a value (a name, a restart policy, an image
     name) and 125 where its flags do; ``docker run`` exits 125 for both. So does edu."""
-    from edu_runtime.images.reference import ReferenceError, parse
-    from edu_runtime.life.states import InvalidName, valid_name
     from edu_runtime.steps import StepError
 
     from .run import make_container, restart_policy
 
-    try:
-        policy = restart_policy(args.restart)
-    except UserError as exc:  # a count that is no integer: Docker's CLI says so, 125
-        name, colon, count = args.restart.partition(":")
-        raise UserError(str(exc), 125 if name == "on-failure" and colon and not
-                        count.lstrip("-").isdigit() else 1) from None
-    try:
-        if args.name is not None:
-            valid_name(args.name)
-        parse(args.image)
-    except (UserError, InvalidName, ReferenceError) as exc:
-        raise UserError(str(exc), 1) from None
-    c = make_container(args, refused=1)
+    c = make_container(args, refused=1)  # (its restart policy checked there too)
+    policy = restart_policy(args.restart, refused=1)
     try:
         c.create(restart=policy)
     except StepError as exc:

@@ -75,9 +75,10 @@ def _healthcheck(args) -> dict | None:
         raise UserError(str(exc)) from None
 
 
-def container_spec(args, environ=None, cwd: str = "") -> dict:
+def container_spec(args, environ=None, cwd: str = "", refused: int = 125) -> dict:
     """The ``Container`` keyword arguments for parsed ``run`` flags (JSON-ready, so the
-    supervisor can receive them). Host paths of -v are made absolute against ``cwd``."""
+    supervisor can receive them). Host paths of -v are made absolute against ``cwd``.
+    ``refused``: the exit code for what Docker's daemon refuses (see ``make_container``)."""
     seccomp, nnp = _security(args.security_opt)
     from edu_runtime import flags
     from edu_runtime.images import reference
@@ -87,14 +88,16 @@ def container_spec(args, environ=None, cwd: str = "") -> dict:
         pids = None if args.pids_limit is None else flags.pids_limit(args.pids_limit)
         flags.network(args.network)
         if getattr(args, "restart", None) is not None:  # run and create; step has none
-            if restart_policy(args.restart) != "no" and args.rm:
+            if restart_policy(args.restart, refused) != "no" and args.rm:
                 raise UserError("conflicting options: cannot specify both --restart and --rm "
                                 "(a container that is removed when it exits cannot restart): "
                                 "drop one")
         # A name no image can have: its sentence says why, not "not found" (Docker's too).
         reference.parse(args.image)
-    except (flags.BadValue, reference.ReferenceError) as exc:
+    except flags.BadValue as exc:
         raise UserError(flags.shown(str(exc))) from None
+    except reference.ReferenceError as exc:
+        raise UserError(flags.shown(str(exc)), refused) from None
     entrypoint = None
     if args.entrypoint is not None:
         entrypoint = [args.entrypoint] if args.entrypoint else []
@@ -141,23 +144,23 @@ def _oom_score_adj(value: str | None) -> int | None:
 
 def make_container(args, refused: int = 125):
     """Build a Container from parsed ``run`` flags; errors become sentences. ``refused`` is
-    the exit code for what Docker's daemon refuses (no such image, a name in use): 125 for
-    ``run``, 1 for ``create``, as Docker's."""
+    the exit code for what Docker's daemon refuses (no such image, a bad name or one in use,
+    a restart policy, an image name): 125 for ``run``, 1 for ``create``, as Docker's."""
     from edu_runtime.container import Container
     from edu_runtime.images.store import StoreError
     from edu_runtime.life.control import cleanup_stale
-    from edu_runtime.life.states import InvalidTransition, NameInUse
+    from edu_runtime.life.states import InvalidName, InvalidTransition, NameInUse
     from edu_runtime.steps import StepError
 
     cleanup_stale()  # whatever a SIGKILLed `edu run` left behind, networking included
     try:
-        return Container(**container_spec(args))
+        return Container(**container_spec(args, refused=refused))
     except StoreError as exc:
         from edu_runtime.flags import shown
 
         raise UserError(shown(f"Unable to find image '{args.image}' locally: {exc}"),
                         refused) from None
-    except NameInUse as exc:
+    except (NameInUse, InvalidName) as exc:
         raise UserError(str(exc), refused) from None
     except (StepError, ValueError, InvalidTransition) as exc:
         raise UserError(str(exc)) from None
@@ -261,9 +264,11 @@ def supervised_request(argv: list[str], environ: dict[str, str], cwd: str) -> di
             "wait": True, "image": args.image, "memory": args.memory}
 
 
-def restart_policy(value: str) -> str:
+def restart_policy(value: str, refused: int = 125) -> str:
     """A checked ``--restart`` value: no, on-failure[:N], always (unless-stopped, which
-    differs from always only across daemon restarts, and edu has no daemon, is always)."""
+    differs from always only across daemon restarts, and edu has no daemon, is always).
+    A count that is no integer is refused by Docker's CLI (125); the rest by its daemon
+    (``refused``: 125 for ``run``, 1 for ``create``)."""
     policy, colon, limit = value.partition(":")
     if not value:  # docker run --restart '' is the default, no
         return "no"
@@ -273,7 +278,8 @@ def restart_policy(value: str) -> str:
             policy == "on-failure" and (not colon or limit.isdigit())):
         return value
     raise UserError(f"invalid restart policy {value!r}: use no, on-failure[:N] (N a number "
-                    "of retries) or always")
+                    "of retries) or always", 125 if policy == "on-failure" and colon
+                    and not limit.lstrip("-").isdigit() else refused)
 
 
 def supervisor_client():

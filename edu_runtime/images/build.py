@@ -1280,11 +1280,7 @@ def trim_cache(store: Store, keep: int) -> dict[str, int]:
     (a layer a container or a running build also holds stays until it lets go)."""
     where = store.root / "build-cache"
     with store.lock():
-        index = store._read_index()
-        in_images = set()
-        for rec in index["images"].values():
-            config = json.loads(store.read_blob(rec["config"]))
-            in_images |= set(config.get("rootfs", {}).get("diff_ids", []))
+        in_images = {d for image in store.images() for d in image.diff_ids}
         entries, users, size = [], {}, {}
         for path in where.glob("*.json") if where.is_dir() else []:
             if path.name.startswith("warm-"):

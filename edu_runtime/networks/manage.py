@@ -79,13 +79,20 @@ def cleanup_stale(alive: set[str] | None = None) -> dict[str, list[str]]:
 def running_on_host() -> set[str]:
     """Ids of containers with a process in an edu cgroup, whichever state directory made
     them (a second store on this host, a test's): their rules and veths are not stale."""
+    return {name for name, pids in _edu_cgroups() if pids()}
+
+
+def _edu_cgroups():
+    """(container id, a function listing its pids) for every edu cgroup on this host,
+    whichever state directory made it; none where cgroups cannot be read."""
     from .. import cgroups
 
     try:
         drv = cgroups.driver()
     except cgroups.CgroupError:
-        return set()
-    return {name for name in drv.names() if drv.open(name).pids()}
+        return
+    for name in drv.names():
+        yield name, drv.open(name).pids
 
 
 #: One lock for every root state directory's bridged starts on this host (see claim).
@@ -116,8 +123,6 @@ def addresses_of_others(network: dict) -> set[str]:
     network's leases is another store's container: its address is read in its network
     namespace (``/proc/PID/net/fib_trie``, by its cgroup's first process). One listdir,
     and nothing more, when every port is ours."""
-    from .. import cgroups
-
     try:
         ports = os.listdir(f"/sys/class/net/{network['bridge']}/brif")
     except OSError:
@@ -126,14 +131,10 @@ def addresses_of_others(network: dict) -> set[str]:
     theirs = {p[4:] for p in ports if p.startswith("veth")} - ours
     if not theirs:
         return set()
-    try:
-        drv = cgroups.driver()
-    except cgroups.CgroupError:
-        return set()
     out: set[str] = set()
-    for name in drv.names():
+    for name, pids in _edu_cgroups():
         if name[:8] in theirs:
-            for pid in drv.open(name).pids()[:1]:
+            for pid in pids()[:1]:
                 out |= _local_addresses(pid)
     return out
 
